@@ -1,0 +1,364 @@
+//! The multi-threaded CPU backend: the fallback where no GPU is, and the reference the GPU
+//! backend is tested against.
+//!
+//! Dimension legend: `B` batch, `I` a layer's inputs, `O` its outputs. Per layer `l`:
+//!   forward   `Z = A @ W^T + b`            A `[B,I]`, W `[O,I]`, Z `[B,O]`; `A' = relu(Z)`
+//!   backward  `dW = dZ^T @ A`   `[O,I]`;  `db = sum_rows(dZ)`  `[O]`
+//!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * (A > 0)` (not needed for layer 0)
+//! and at the top `dZ = (softmax(Z) - onehot(y)) / B`, the gradient of the mean cross-entropy.
+//! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
+//! (see README); its threads come from rayon. Every reduction outside the GEMMs runs in a fixed
+//! order, so a seed gives bit-identical results run after run.
+
+use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::idx::{CLASSES, PIXELS};
+use crate::model::{Architecture, ParamLayout};
+use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind};
+use rayon::prelude::*;
+
+/// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
+const UPDATE_CHUNK: usize = 1 << 15;
+
+pub struct CpuBackend {
+    arch: Architecture,
+    layout: ParamLayout,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    /// SGD velocity, or Adam's first moment.
+    m: Vec<f32>,
+    /// Adam's second moment (unused by SGD).
+    v: Vec<f32>,
+    train: Dataset,
+    test: Dataset,
+    /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after ReLU, and the
+    /// last one the logits; each `[B, sizes[l]]`.
+    acts: Vec<Vec<f32>>,
+    /// Softmax of the logits, `[B, 10]`.
+    probs: Vec<f32>,
+    /// Gradients of the loss with respect to each layer's pre-activation `Z`, `[B, sizes[l+1]]`.
+    dz: Vec<Vec<f32>>,
+    /// Labels of the last forward batch.
+    labels: Vec<u8>,
+    batch: usize,
+    stats: [Stats; 2],
+}
+
+impl CpuBackend {
+    /// A backend for `arch` with zero parameters (set them with [`Backend::set_params`]).
+    pub fn new(arch: &Architecture) -> Self {
+        let layout = ParamLayout::new(arch);
+        let n = layout.len;
+        let empty = Dataset { images: Vec::new(), labels: Vec::new() };
+        CpuBackend {
+            arch: arch.clone(),
+            layout,
+            params: vec![0.0; n],
+            grads: vec![0.0; n],
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            train: empty.clone(),
+            test: empty,
+            acts: vec![Vec::new(); arch.sizes.len()],
+            probs: Vec::new(),
+            dz: vec![Vec::new(); arch.layers()],
+            labels: Vec::new(),
+            batch: 0,
+            stats: [Stats::default(); 2],
+        }
+    }
+
+    fn data(&self, split: Split) -> &Dataset {
+        match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        }
+    }
+
+    /// Sizes every activation buffer for a batch of `b` (reallocating only when `b` changes).
+    fn resize(&mut self, b: usize) {
+        if self.batch == b {
+            return;
+        }
+        self.batch = b;
+        for (l, a) in self.acts.iter_mut().enumerate() {
+            a.resize(b * self.arch.sizes[l], 0.0);
+        }
+        for (l, d) in self.dz.iter_mut().enumerate() {
+            d.resize(b * self.arch.sizes[l + 1], 0.0);
+        }
+        self.probs.resize(b * CLASSES, 0.0);
+    }
+}
+
+/// A read-only matrix view with arbitrary strides, so transposes cost nothing.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows x cols` matrix.
+    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+    fn t(self) -> Self {
+        Mat { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+    }
+}
+
+/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it gains.
+const PARALLEL_MACS: usize = 1 << 21;
+
+/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`.
+///
+/// Large products are split by output columns into two blocks per thread, each a single-threaded
+/// `gemm` call. On the 2-core machines this measured faster than `gemm`'s own rayon mode, which
+/// leaves B1's middle-sized shapes (128x512x256) on one thread, and each output element is still
+/// computed by one fixed sequence of operations, so results stay bit-identical run to run.
+fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "inner dimensions differ");
+    assert_eq!(dst.len(), m * n, "destination has the wrong size");
+    for x in [a, b] {
+        if x.rows > 0 && x.cols > 0 {
+            assert!((x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride < x.data.len(), "view out of bounds");
+        }
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let blocks = if m * n * k >= PARALLEL_MACS && threads > 1 { (2 * threads).min(n.div_ceil(16)) } else { 1 };
+    let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
+    let block = |i: usize| {
+        let ptrs = &ptrs;
+        let (c0, c1) = (n * i / blocks, n * (i + 1) / blocks);
+        // SAFETY: the asserts above keep every index the strides can form inside the slices;
+        // blocks write disjoint column ranges of `dst`, which is exclusively borrowed and
+        // distinct from `a` and `b`.
+        unsafe {
+            gemm::gemm(
+                m,
+                c1 - c0,
+                k,
+                ptrs.0.add(c0),
+                1,
+                n as isize,
+                accumulate,
+                ptrs.1,
+                a.col_stride as isize,
+                a.row_stride as isize,
+                ptrs.2.add(c0 * b.col_stride),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if blocks == 1 {
+        block(0);
+    } else {
+        (0..blocks).into_par_iter().for_each(block);
+    }
+}
+
+/// Raw pointers of one `matmul`, shared by its column blocks.
+struct SendPtrs(*mut f32, *const f32, *const f32);
+// SAFETY: `matmul` hands each block a disjoint part of the destination and only reads the inputs.
+unsafe impl Sync for SendPtrs {}
+
+/// Index of the largest value (the first one on ties).
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Softmax of each row of `logits` into `probs`; returns each row's cross-entropy against `labels`.
+fn softmax_xent_forward(logits: &[f32], labels: &[u8], probs: &mut [f32]) -> Vec<f64> {
+    logits
+        .chunks_exact(CLASSES)
+        .zip(probs.chunks_exact_mut(CLASSES))
+        .zip(labels)
+        .map(|((z, p), &y)| {
+            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for (p, &z) in p.iter_mut().zip(z) {
+                *p = (z - max).exp();
+                sum += *p;
+            }
+            for p in p.iter_mut() {
+                *p /= sum;
+            }
+            // -log softmax(z)_y = log(sum exp(z - max)) - (z_y - max), stable for any logits.
+            (sum.ln() - (z[y as usize] - max)) as f64
+        })
+        .collect()
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: format!("CPU ({} threads)", rayon::current_num_threads()),
+            kind: "cpu".into(),
+            backend: "rayon".into(),
+        }
+    }
+
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        match split {
+            Split::Train => self.train = data.clone(),
+            Split::Test => self.test = data.clone(),
+        }
+        Ok(())
+    }
+
+    fn len(&self, split: Split) -> usize {
+        self.data(split).len()
+    }
+
+    fn set_params(&mut self, params: &[f32]) {
+        self.params.copy_from_slice(params);
+    }
+
+    fn params(&mut self) -> Vec<f32> {
+        self.params.clone()
+    }
+
+    fn set_optimizer_state(&mut self, m: &[f32], v: &[f32]) {
+        self.m.copy_from_slice(m);
+        self.v.copy_from_slice(v);
+    }
+
+    fn optimizer_state(&mut self) -> (Vec<f32>, Vec<f32>) {
+        (self.m.clone(), self.v.clone())
+    }
+
+    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+        let b = indices.len();
+        let n = self.data(split).len();
+        if b == 0 {
+            return Err(Error::Config("a batch needs at least one sample".into()));
+        }
+        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
+            return Err(Error::Config(format!("sample index {bad} is past the {n} samples of the {split:?} set")));
+        }
+        self.resize(b);
+        // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
+        let data = match split {
+            Split::Train => &self.train,
+            Split::Test => &self.test,
+        };
+        self.acts[0].par_chunks_mut(PIXELS).zip(indices.par_iter()).for_each(|(row, &i)| {
+            for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
+                *x = px as f32 * (1.0 / 255.0);
+            }
+        });
+        self.labels.clear();
+        self.labels.extend(indices.iter().map(|&i| data.labels[i as usize]));
+
+        let layers = self.arch.layers();
+        for l in 0..layers {
+            let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
+            let (w, bias) = (self.layout.weight(l), self.layout.bias(l));
+            let (lower, upper) = self.acts.split_at_mut(l + 1);
+            let (a, z) = (&lower[l], &mut upper[0]);
+            for row in z.chunks_exact_mut(out) {
+                row.copy_from_slice(&self.params[bias.range()]);
+            }
+            let weight = Mat::new(&self.params[w.range()], out, inp);
+            matmul(z, Mat::new(a, b, inp), weight.t(), true);
+            if l + 1 < layers {
+                z.iter_mut().for_each(|x| *x = x.max(0.0));
+            }
+        }
+
+        let logits = &self.acts[layers];
+        let losses = softmax_xent_forward(logits, &self.labels, &mut self.probs);
+        let stats = &mut self.stats[split as usize];
+        stats.loss_sum += losses.iter().sum::<f64>();
+        stats.correct += logits
+            .chunks_exact(CLASSES)
+            .zip(&self.labels)
+            .filter(|(z, &y)| argmax(z) == y as usize)
+            .count() as u64;
+        stats.count += b as u64;
+        Ok(())
+    }
+
+    fn backward(&mut self) {
+        let b = self.batch;
+        let layers = self.arch.layers();
+        // Top: dZ = (softmax - onehot) / B.
+        let scale = 1.0 / b as f32;
+        let top = &mut self.dz[layers - 1];
+        for ((d, p), &y) in top.chunks_exact_mut(CLASSES).zip(self.probs.chunks_exact(CLASSES)).zip(&self.labels) {
+            for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
+                *d = (p - if c == y as usize { 1.0 } else { 0.0 }) * scale;
+            }
+        }
+        for l in (0..layers).rev() {
+            let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
+            let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
+            let (below, this) = self.dz.split_at_mut(l);
+            let dz = Mat::new(&this[0], b, out);
+            matmul(&mut self.grads[w.clone()], dz.t(), Mat::new(&self.acts[l], b, inp), false);
+            let db = &mut self.grads[bias];
+            db.fill(0.0);
+            for row in this[0].chunks_exact(out) {
+                db.iter_mut().zip(row).for_each(|(s, &d)| *s += d);
+            }
+            if l > 0 {
+                let da = &mut below[l - 1];
+                matmul(da, dz, Mat::new(&self.params[w], out, inp), false);
+                // ReLU's derivative, read off its output: zero where the unit was off.
+                // Written as a select so it vectorises.
+                da.iter_mut().zip(&self.acts[l]).for_each(|(d, &a)| *d = if a > 0.0 { *d } else { 0.0 });
+            }
+        }
+    }
+
+    fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper) {
+        let chunks = self.params.par_chunks_mut(UPDATE_CHUNK).zip(self.grads.par_chunks(UPDATE_CHUNK));
+        match opt.kind {
+            OptimizerKind::Sgd => chunks
+                .zip(self.m.par_chunks_mut(UPDATE_CHUNK))
+                .for_each(|((p, g), vel)| sgd_update(opt, hyper.lr, p, g, vel)),
+            OptimizerKind::Adam => chunks
+                .zip(self.m.par_chunks_mut(UPDATE_CHUNK))
+                .zip(self.v.par_chunks_mut(UPDATE_CHUNK))
+                .for_each(|(((p, g), m), v)| adam_update(opt, hyper.lr, hyper.t, p, g, m, v)),
+        }
+    }
+
+    fn logits(&mut self) -> Vec<f32> {
+        self.acts[self.arch.layers()].clone()
+    }
+
+    fn grads(&mut self) -> Vec<f32> {
+        self.grads.clone()
+    }
+
+    fn take_stats(&mut self, split: Split) -> Stats {
+        std::mem::take(&mut self.stats[split as usize])
+    }
+}

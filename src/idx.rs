@@ -1,0 +1,148 @@
+//! IDX files (the MNIST container format), raw or gzip-compressed.
+//!
+//! An IDX file is a big-endian header (`0x00 0x00 type ndim`, then `ndim` u32 dimensions) followed
+//! by the data. MNIST images are type 0x08 (u8) with 3 dimensions `[count, 28, 28]`, labels type
+//! 0x08 with 1 dimension `[count]`. Everything is checked against the bytes actually present
+//! before anything is allocated from a header, so a corrupt header claiming billions of images
+//! costs nothing: gzip input is decompressed at most up to what the header implies, plus one byte
+//! to detect trailing data, into a buffer that grows only with the data that really arrives.
+
+use crate::error::{Error, Result};
+use flate2::read::GzDecoder;
+use std::io::Read;
+
+/// Side length of an MNIST-style image.
+pub const SIDE: usize = 28;
+/// Pixels per image.
+pub const PIXELS: usize = SIDE * SIDE;
+/// Number of classes.
+pub const CLASSES: usize = 10;
+
+const IMAGE_MAGIC: u32 = 0x0000_0803;
+const LABEL_MAGIC: u32 = 0x0000_0801;
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Parses an IDX3 image file of 28x28 u8 images; `name` is used in errors (a path, usually).
+/// Returns the pixels, `count * 784` bytes, row-major per image.
+pub fn parse_images(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let (dims, data) = parse(name, bytes, IMAGE_MAGIC, 3, "image")?;
+    if dims[1] as usize != SIDE || dims[2] as usize != SIDE {
+        return Err(Error::idx(
+            name,
+            format!("images are {}x{}, expected {SIDE}x{SIDE}", dims[1], dims[2]),
+        ));
+    }
+    Ok(data)
+}
+
+/// Parses an IDX1 label file; every label must be a class in 0..=9.
+pub fn parse_labels(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
+    let (_, data) = parse(name, bytes, LABEL_MAGIC, 1, "label")?;
+    if let Some(at) = data.iter().position(|&l| l as usize >= CLASSES) {
+        return Err(Error::idx(
+            name,
+            format!("label {} at index {at} is not a digit class 0-9", data[at]),
+        ));
+    }
+    Ok(data)
+}
+
+/// Reads header and data, checking magic, rank and that the data length matches the header exactly.
+fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Result<(Vec<u32>, Vec<u8>)> {
+    let header_len = 4 + 4 * ndim;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        let mut gz = GzDecoder::new(bytes);
+        let mut header = vec![0u8; header_len];
+        gz.read_exact(&mut header).map_err(|e| gz_error(name, e, "header"))?;
+        let (dims, expected) = check_header(name, &header, magic, ndim, kind)?;
+        // Grow with the data that arrives, never from the header's claim alone.
+        let mut data = Vec::with_capacity(expected.min(1 << 24));
+        (&mut gz)
+            .take(expected as u64 + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| gz_error(name, e, "data"))?;
+        check_length(name, data.len(), expected, &dims, kind)?;
+        Ok((dims, data))
+    } else {
+        if bytes.len() < header_len {
+            return Err(Error::idx(
+                name,
+                format!("truncated: {} bytes, shorter than the {header_len}-byte IDX header", bytes.len()),
+            ));
+        }
+        let (dims, expected) = check_header(name, &bytes[..header_len], magic, ndim, kind)?;
+        let data = &bytes[header_len..];
+        check_length(name, data.len(), expected, &dims, kind)?;
+        Ok((dims, data.to_vec()))
+    }
+}
+
+fn check_header(name: &str, header: &[u8], magic: u32, ndim: usize, kind: &str) -> Result<(Vec<u32>, usize)> {
+    let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
+    let found = word(0);
+    if found != magic {
+        let what = match found {
+            IMAGE_MAGIC => " (an image file)".to_string(),
+            LABEL_MAGIC => " (a label file)".to_string(),
+            _ => String::new(),
+        };
+        return Err(Error::idx(
+            name,
+            format!("not an IDX {kind} file: magic 0x{found:08x}{what}, expected 0x{magic:08x}"),
+        ));
+    }
+    let dims: Vec<u32> = (1..=ndim).map(word).collect();
+    // u64 arithmetic: a hostile header cannot overflow it (3 factors below 2^32 each would, so cap).
+    let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    match expected {
+        Some(n) if n <= u32::MAX as u64 => Ok((dims, n as usize)),
+        _ => Err(Error::idx(name, format!("header claims an impossible size {dims:?}"))),
+    }
+}
+
+fn check_length(name: &str, got: usize, expected: usize, dims: &[u32], kind: &str) -> Result<()> {
+    if got < expected {
+        Err(Error::idx(
+            name,
+            format!(
+                "truncated: header claims {} {kind}s ({expected} data bytes) but the file holds {got}",
+                dims[0]
+            ),
+        ))
+    } else if got > expected {
+        Err(Error::idx(
+            name,
+            format!("{} bytes of trailing data after the {} {kind}s the header claims", got - expected, dims[0]),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn gz_error(name: &str, e: std::io::Error, part: &str) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::idx(name, format!("truncated: the gzip stream ends inside the IDX {part}"))
+    } else {
+        Error::idx(name, format!("corrupt gzip data: {e}"))
+    }
+}
+
+/// Encodes images (`count * 784` bytes) as a raw IDX3 file: the sample, tests and tools use it.
+pub fn encode_images(pixels: &[u8]) -> Vec<u8> {
+    let count = (pixels.len() / PIXELS) as u32;
+    let mut out = Vec::with_capacity(16 + pixels.len());
+    for w in [IMAGE_MAGIC, count, SIDE as u32, SIDE as u32] {
+        out.extend_from_slice(&w.to_be_bytes());
+    }
+    out.extend_from_slice(pixels);
+    out
+}
+
+/// Encodes labels as a raw IDX1 file.
+pub fn encode_labels(labels: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    out.extend_from_slice(&LABEL_MAGIC.to_be_bytes());
+    out.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    out.extend_from_slice(labels);
+    out
+}

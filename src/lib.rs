@@ -1,0 +1,29 @@
+//! gpumlp: train a multilayer perceptron on MNIST-style data.
+//!
+//! The core crate takes bytes and configurations, never paths or terminals, so the same code runs
+//! in the command-line program (`native/`) and in the browser (`web/`):
+//! - [`idx`] and [`dataset`]: the IDX format, checked before anything is allocated, and the
+//!   built-in sample of 10,000 real MNIST digits;
+//! - [`model`]: the architecture and the flat parameter buffer's offsets table;
+//! - [`backend`]: the `Backend` seam and its multi-threaded CPU implementation;
+//! - [`optim`], [`train`]: optimizers, schedules and the training loop;
+//! - [`checkpoint`]: safetensors checkpoints that resume exactly;
+//! - [`preprocess`]: turning a photo or drawing of a digit into an MNIST-like 28x28 image.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod dataset;
+pub mod error;
+pub mod idx;
+pub mod model;
+pub mod optim;
+pub mod preprocess;
+pub mod train;
+
+pub use backend::{Backend, CpuBackend, DeviceInfo, Split, Stats};
+pub use checkpoint::Checkpoint;
+pub use dataset::{Dataset, Splits};
+pub use error::{Error, Result};
+pub use model::{Architecture, ParamLayout};
+pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
+pub use train::{TrainConfig, Trainer};

@@ -1,0 +1,123 @@
+//! The network's shape and where each parameter lives in the flat parameter buffer.
+//!
+//! Layer `l` maps `sizes[l]` inputs to `sizes[l+1]` outputs: `z = a @ W^T + b`, then ReLU on every
+//! layer but the last, whose logits go to softmax cross-entropy. `W` is `[out, in]` row-major (the
+//! PyTorch convention, so checkpoints read naturally elsewhere). All weights and biases sit in one
+//! f32 buffer, layer by layer, weight before bias; [`ParamLayout`] is the table of offsets that
+//! the CPU backend, the GPU backend, the optimizers and the checkpoints share.
+
+use crate::error::{Error, Result};
+use crate::idx::{CLASSES, PIXELS};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+/// Layer widths from input to output, e.g. `[784, 512, 256, 10]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Architecture {
+    pub sizes: Vec<usize>,
+}
+
+/// Hidden layers wider than this are refused: the user almost certainly mistyped.
+pub const MAX_HIDDEN: usize = 16_384;
+
+impl Architecture {
+    /// 784 inputs, the given hidden widths, 10 outputs.
+    pub fn mlp(hidden: &[usize]) -> Result<Self> {
+        if let Some(&bad) = hidden.iter().find(|&&h| h == 0 || h > MAX_HIDDEN) {
+            return Err(Error::Config(format!("hidden layer width {bad} must be between 1 and {MAX_HIDDEN}")));
+        }
+        let mut sizes = vec![PIXELS];
+        sizes.extend_from_slice(hidden);
+        sizes.push(CLASSES);
+        Ok(Architecture { sizes })
+    }
+
+    pub fn hidden(&self) -> &[usize] {
+        &self.sizes[1..self.sizes.len() - 1]
+    }
+
+    pub fn layers(&self) -> usize {
+        self.sizes.len() - 1
+    }
+
+    /// Multiply-adds of one forward pass per sample (GEMM work dominates everything else).
+    pub fn macs_per_sample(&self) -> usize {
+        self.sizes.windows(2).map(|w| w[0] * w[1]).sum()
+    }
+
+    /// GEMM floating-point operations of one training step per sample: forward (1x), the weight
+    /// gradients (1x) and the input gradients of every layer but the first (1x each).
+    pub fn train_flops_per_sample(&self) -> usize {
+        2 * (3 * self.macs_per_sample() - self.sizes[0] * self.sizes[1])
+    }
+}
+
+/// One tensor of the flat buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamEntry {
+    /// Checkpoint name: `layers.{l}.weight` or `layers.{l}.bias`.
+    pub name: String,
+    pub offset: usize,
+    pub shape: Vec<usize>,
+}
+
+impl ParamEntry {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len()
+    }
+}
+
+/// Offsets of every weight and bias in the flat parameter buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamLayout {
+    /// `2 * layers` entries: weight of layer 0, bias of layer 0, weight of layer 1...
+    pub entries: Vec<ParamEntry>,
+    /// Total number of parameters.
+    pub len: usize,
+}
+
+impl ParamLayout {
+    pub fn new(arch: &Architecture) -> Self {
+        let mut entries = Vec::new();
+        let mut offset = 0;
+        for (l, w) in arch.sizes.windows(2).enumerate() {
+            let (inp, out) = (w[0], w[1]);
+            for (name, shape) in [(format!("layers.{l}.weight"), vec![out, inp]), (format!("layers.{l}.bias"), vec![out])] {
+                let entry = ParamEntry { name, offset, shape };
+                offset += entry.len();
+                entries.push(entry);
+            }
+        }
+        ParamLayout { entries, len: offset }
+    }
+
+    /// Weight of layer `l`.
+    pub fn weight(&self, l: usize) -> &ParamEntry {
+        &self.entries[2 * l]
+    }
+
+    /// Bias of layer `l`.
+    pub fn bias(&self, l: usize) -> &ParamEntry {
+        &self.entries[2 * l + 1]
+    }
+}
+
+/// He-normal weights (`N(0, 2/fan_in)`, right for ReLU) and zero biases, from `seed`.
+pub fn init_params(arch: &Architecture, seed: u64) -> Vec<f32> {
+    let layout = ParamLayout::new(arch);
+    let mut params = vec![0.0f32; layout.len];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for l in 0..arch.layers() {
+        let w = layout.weight(l);
+        let std = (2.0 / arch.sizes[l] as f64).sqrt() as f32;
+        let normal = Normal::new(0.0f32, std).expect("std is finite and positive");
+        for p in &mut params[w.range()] {
+            *p = normal.sample(&mut rng);
+        }
+    }
+    params
+}

@@ -1,0 +1,190 @@
+//! The training loop, independent of the hardware: epochs of shuffled batches fed to a
+//! [`Backend`], the learning-rate schedule, evaluation, and checkpoints to resume from.
+//!
+//! Each epoch's order is a permutation drawn from `(seed, epoch)` alone, so a run resumed from the
+//! checkpoint of epoch k continues exactly as the uninterrupted run would have. Timing is the
+//! caller's business (the core crate also runs in the browser, where clocks differ).
+
+use crate::backend::{Backend, Split, Stats, StepHyper};
+use crate::checkpoint::{Checkpoint, TrainingState};
+use crate::dataset::Splits;
+use crate::error::{Error, Result};
+use crate::model::{init_params, Architecture};
+use crate::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Largest batch accepted (bigger ones would only hide a typo).
+pub const MAX_BATCH: usize = 65_536;
+/// Most epochs accepted in one run.
+pub const MAX_EPOCHS: usize = 100_000;
+
+/// Everything that decides a training run's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Total epochs of the run (the schedule spans them all).
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The defaults of `gpumlp train`: they reach the accuracy README.md states on the sample.
+    fn default() -> Self {
+        TrainConfig {
+            hidden: vec![512, 256],
+            epochs: 12,
+            batch: 128,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
+            schedule: Schedule::Cosine,
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn architecture(&self) -> Result<Architecture> {
+        Architecture::mlp(&self.hidden)
+    }
+
+    /// Rejects settings that cannot train, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() {
+            return Err(Error::Config("--hidden needs at least one layer width".into()));
+        }
+        self.architecture()?;
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(Error::Config(format!("--batch {} is out of range: it must be between 1 and {MAX_BATCH}", self.batch)));
+        }
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return Err(Error::Config(format!("--epochs {} is out of range: it must be between 1 and {MAX_EPOCHS}", self.epochs)));
+        }
+        self.optimizer.validate()
+    }
+}
+
+/// The order in which epoch `epoch` (0-based) visits `n` training samples.
+pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Distinct, well-mixed stream per (seed, epoch): ChaCha takes the epoch as its stream number.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Results of one epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochResult {
+    /// 1-based number of the epoch just finished.
+    pub epoch: usize,
+    pub train: Stats,
+    pub test: Stats,
+    /// Learning rate of the epoch's last step.
+    pub lr: f32,
+}
+
+/// A run in progress: the configuration, the backend holding the model, and how far it got.
+pub struct Trainer<B: Backend> {
+    pub config: TrainConfig,
+    pub backend: B,
+    /// Name of the data it trains on (recorded in checkpoints).
+    pub data_name: String,
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimizer steps completed.
+    pub step: u64,
+    train_len: usize,
+}
+
+impl<B: Backend> Trainer<B> {
+    /// A fresh run: parameters initialised from the seed, data uploaded to the backend.
+    pub fn new(config: TrainConfig, mut backend: B, data: &Splits) -> Result<Self> {
+        config.validate()?;
+        let arch = config.architecture()?;
+        if backend.layout().len != crate::model::ParamLayout::new(&arch).len {
+            return Err(Error::Config("the backend was built for another architecture".into()));
+        }
+        if data.train.is_empty() || data.test.is_empty() {
+            return Err(Error::Config(format!("data {}: the training and test sets must both hold samples", data.name)));
+        }
+        backend.set_params(&init_params(&arch, config.seed));
+        let n = backend.layout().len;
+        backend.set_optimizer_state(&vec![0.0; n], &vec![0.0; n]);
+        backend.upload(Split::Train, &data.train)?;
+        backend.upload(Split::Test, &data.test)?;
+        Ok(Trainer { config, backend, data_name: data.name.clone(), epoch: 0, step: 0, train_len: data.train.len() })
+    }
+
+    /// Continues the run saved in `ckpt` (which must hold training state) up to `epochs` in all.
+    pub fn resume(ckpt: &Checkpoint, epochs: usize, backend: B, data: &Splits) -> Result<Self> {
+        let state = ckpt.training.as_ref().ok_or_else(|| {
+            Error::checkpoint(&ckpt.name, "holds a model only, no optimizer state to resume from")
+        })?;
+        let mut config = state.config.clone();
+        config.epochs = epochs;
+        let mut trainer = Trainer::new(config, backend, data)?;
+        trainer.backend.set_params(&ckpt.params);
+        trainer.backend.set_optimizer_state(&state.m, &state.v);
+        trainer.epoch = state.epoch;
+        trainer.step = state.step;
+        Ok(trainer)
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        self.train_len.div_ceil(self.config.batch)
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        (self.steps_per_epoch() * self.config.epochs) as u64
+    }
+
+    pub fn finished(&self) -> bool {
+        self.epoch >= self.config.epochs
+    }
+
+    /// Trains one epoch and evaluates on the test set; `progress(done, total)` is called after
+    /// each step with the steps done in this epoch.
+    pub fn run_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
+        let order = epoch_order(self.config.seed, self.epoch, self.train_len);
+        let total = self.total_steps();
+        let steps = self.steps_per_epoch();
+        let opt = self.config.optimizer;
+        let mut lr = opt.lr;
+        self.backend.take_stats(Split::Train);
+        for (i, batch) in order.chunks(self.config.batch).enumerate() {
+            lr = self.config.schedule.lr(opt.lr, self.step, total);
+            self.step += 1;
+            self.backend.train_step(batch, &opt, StepHyper { lr, t: self.step })?;
+            progress(i + 1, steps);
+        }
+        self.epoch += 1;
+        let train = self.backend.take_stats(Split::Train);
+        let test = self.backend.evaluate(Split::Test)?;
+        Ok(EpochResult { epoch: self.epoch, train, test, lr })
+    }
+
+    /// The model and everything needed to resume, as a checkpoint.
+    pub fn checkpoint(&mut self) -> Checkpoint {
+        let (m, v) = self.backend.optimizer_state();
+        Checkpoint {
+            name: String::new(),
+            architecture: self.config.architecture().expect("validated in new"),
+            params: self.backend.params(),
+            training: Some(TrainingState {
+                config: self.config.clone(),
+                epoch: self.epoch,
+                step: self.step,
+                data: self.data_name.clone(),
+                m,
+                v,
+            }),
+        }
+    }
+}
