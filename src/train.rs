@@ -79,13 +79,13 @@ pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<u32> {
     order
 }
 
-/// Results of one epoch.
+/// What one epoch of training did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EpochResult {
     /// 1-based number of the epoch just finished.
     pub epoch: usize,
+    /// Loss and accuracy on the training batches, as they were seen during the epoch.
     pub train: Stats,
-    pub test: Stats,
     /// Learning rate of the epoch's last step.
     pub lr: f32,
 }
@@ -149,9 +149,9 @@ impl<B: Backend> Trainer<B> {
         self.epoch >= self.config.epochs
     }
 
-    /// Trains one epoch and evaluates on the test set; `progress(done, total)` is called after
-    /// each step with the steps done in this epoch.
-    pub fn run_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
+    /// Trains one epoch; `progress(done, total)` is called after each step with the steps done
+    /// in this epoch.
+    pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
         let order = epoch_order(self.config.seed, self.epoch, self.train_len);
         let total = self.total_steps();
         let steps = self.steps_per_epoch();
@@ -165,9 +165,12 @@ impl<B: Backend> Trainer<B> {
             progress(i + 1, steps);
         }
         self.epoch += 1;
-        let train = self.backend.take_stats(Split::Train);
-        let test = self.backend.evaluate(Split::Test)?;
-        Ok(EpochResult { epoch: self.epoch, train, test, lr })
+        Ok(EpochResult { epoch: self.epoch, train: self.backend.take_stats(Split::Train), lr })
+    }
+
+    /// Loss and accuracy on the test set.
+    pub fn evaluate(&mut self) -> Result<Stats> {
+        self.backend.evaluate(Split::Test)
     }
 
     /// The model and everything needed to resume, as a checkpoint.

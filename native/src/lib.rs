@@ -1,1 +1,24 @@
+//! The `gpumlp` command-line program's modules, as a library so the integration tests can reach
+//! the downloader and the data loading directly.
 
+pub mod cli;
+pub mod data;
+pub mod devices;
+pub mod download;
+pub mod eval;
+pub mod files;
+pub mod plot;
+pub mod progress;
+pub mod train;
+
+use cli::{Cli, Command};
+
+/// Runs one command line's worth of work.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::eval(args),
+        Command::Predict(args) => eval::predict(args),
+        Command::Devices(args) => devices::run(args.json),
+    }
+}

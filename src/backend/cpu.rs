@@ -179,7 +179,7 @@ struct SendPtrs(*mut f32, *const f32, *const f32);
 unsafe impl Sync for SendPtrs {}
 
 /// Index of the largest value (the first one on ties).
-pub(crate) fn argmax(row: &[f32]) -> usize {
+pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &x) in row.iter().enumerate() {
         if x > row[best] {

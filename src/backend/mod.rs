@@ -15,7 +15,7 @@ use crate::model::ParamLayout;
 use crate::optim::OptimizerConfig;
 use serde::Serialize;
 
-pub use cpu::CpuBackend;
+pub use cpu::{argmax, CpuBackend};
 
 /// Which uploaded dataset a batch is drawn from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,213 @@
+//! `gpumlp train`: settings from flags (or from the checkpoint being resumed), data, the epoch
+//! loop with progress on stderr, and the outputs: checkpoint and metrics after every epoch (each
+//! written atomically, so an interrupted run leaves whole files to resume from), the plot at the
+//! end, and the summary on stdout.
+
+use crate::cli::{Hidden, TrainArgs};
+use crate::data::{self, DataSource};
+use crate::files::{check_writable, write_atomic};
+use crate::{devices, plot, progress};
+use anyhow::{bail, Context, Result};
+use gpumlp::backend::Backend;
+use gpumlp::train::TrainConfig;
+use gpumlp::{Checkpoint, OptimizerConfig, OptimizerKind, Trainer};
+use serde_json::json;
+use std::time::Instant;
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    for (flag, path) in [("--save", &args.save), ("--metrics", &args.metrics), ("--plot", &args.plot)] {
+        if let Some(path) = path {
+            check_writable(flag, path)?;
+        }
+    }
+    let resume = match &args.resume {
+        Some(path) => Some(Checkpoint::from_bytes(&path.display().to_string(), &crate::files::read(path)?)?),
+        None => None,
+    };
+    let config = settings(&args, resume.as_ref())?;
+    config.validate()?;
+    let arch = config.architecture()?;
+    let backend = devices::open(&args.device.device, &arch)?;
+
+    let source = args.data.clone().unwrap_or(DataSource::Auto);
+    let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
+    let mut trainer = match &resume {
+        Some(ckpt) => Trainer::resume(ckpt, config.epochs, backend, &data)?,
+        None => Trainer::new(config, backend, &data)?,
+    };
+    if trainer.finished() {
+        bail!(
+            "--resume {}: the run already has {} epochs; ask for more with --epochs",
+            args.resume.as_ref().unwrap().display(),
+            trainer.epoch
+        );
+    }
+    let device = trainer.backend.device();
+    eprintln!(
+        "training {} on {} ({} train / {} test) with {} on {}, epochs {}..{}",
+        arch_name(&trainer.config),
+        data.name,
+        data.train.len(),
+        data.test.len(),
+        optimizer_name(&trainer.config.optimizer),
+        device.name,
+        trainer.epoch + 1,
+        trainer.config.epochs
+    );
+
+    let mut metrics = String::new();
+    let mut points = Vec::new();
+    let (mut train_seconds, mut samples) = (0.0f64, 0usize);
+    let mut last = None;
+    while !trainer.finished() {
+        let bar = progress::epoch_bar(trainer.epoch + 1, trainer.config.epochs, trainer.steps_per_epoch());
+        let start = Instant::now();
+        let epoch = trainer.train_epoch(&mut |done, _| bar.set_position(done as u64))?;
+        let seconds = start.elapsed().as_secs_f64();
+        bar.finish_and_clear();
+        let test = trainer.evaluate()?;
+        train_seconds += seconds;
+        samples += data.train.len();
+        let rate = data.train.len() as f64 / seconds;
+        eprintln!(
+            "epoch {:>3}/{}  loss {:.4}  train {:6.2}%  test loss {:.4}  test {:6.2}%  lr {:.2e}  {:.2} s  {:.0} samples/s",
+            epoch.epoch,
+            trainer.config.epochs,
+            epoch.train.loss(),
+            100.0 * epoch.train.accuracy(),
+            test.loss(),
+            100.0 * test.accuracy(),
+            epoch.lr,
+            seconds,
+            rate
+        );
+        let line = json!({
+            "epoch": epoch.epoch,
+            "train_loss": epoch.train.loss(),
+            "train_accuracy": epoch.train.accuracy(),
+            "test_loss": test.loss(),
+            "test_accuracy": test.accuracy(),
+            "lr": json_f32(epoch.lr),
+            "seconds": seconds,
+            "samples_per_second": rate,
+        });
+        metrics.push_str(&format!("{line}\n"));
+        if let Some(path) = &args.metrics {
+            write_atomic(path, metrics.as_bytes())?;
+        }
+        if let Some(path) = &args.save {
+            write_atomic(path, &trainer.checkpoint().to_bytes()?).context("--save")?;
+        }
+        points.push(plot::Point {
+            epoch: epoch.epoch,
+            train_loss: epoch.train.loss(),
+            test_loss: test.loss(),
+            train_accuracy: epoch.train.accuracy(),
+            test_accuracy: test.accuracy(),
+        });
+        last = Some((epoch, test));
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("{} on {}", arch_name(&trainer.config), data.name);
+        plot::write(path, &title, &points)?;
+    }
+
+    let (epoch, test) = last.expect("at least one epoch ran");
+    let rate = samples as f64 / train_seconds;
+    println!(
+        "test accuracy {:.2}% after {} epochs on {} ({} train / {} test), {:.1} s of training at {:.0} samples/s on {}",
+        100.0 * test.accuracy(),
+        trainer.epoch,
+        data.name,
+        data.train.len(),
+        data.test.len(),
+        train_seconds,
+        rate,
+        device.name
+    );
+    if let Some(path) = &args.save {
+        println!("saved {}", path.display());
+    }
+    if args.json {
+        let c = &trainer.config;
+        println!(
+            "{}",
+            json!({
+                "test_accuracy": test.accuracy(),
+                "test_loss": test.loss(),
+                "train_accuracy": epoch.train.accuracy(),
+                "train_loss": epoch.train.loss(),
+                "epochs": trainer.epoch,
+                "train_seconds": train_seconds,
+                "samples_per_second": rate,
+                "device": device,
+                "data": { "name": data.name, "train": data.train.len(), "test": data.test.len() },
+                "config": {
+                    "hidden": c.hidden, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
+                    "schedule": c.schedule, "seed": c.seed,
+                },
+                "model": args.save,
+            })
+        );
+    }
+    Ok(())
+}
+
+/// The run's settings: flags over defaults for a new run; for a resumed run the checkpoint's,
+/// with any flag that would change them refused (a resumed run must continue the same run).
+fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
+    let Some(ckpt) = resume else {
+        let mut c = TrainConfig::default();
+        if let Some(Hidden(h)) = &args.hidden {
+            c.hidden = h.clone();
+        }
+        if let Some(o) = args.optimizer {
+            c.optimizer = OptimizerConfig::new(o.into());
+        }
+        c.optimizer.lr = args.lr.unwrap_or(c.optimizer.lr);
+        c.optimizer.momentum = args.momentum.unwrap_or(c.optimizer.momentum);
+        c.optimizer.weight_decay = args.weight_decay.unwrap_or(c.optimizer.weight_decay);
+        c.epochs = args.epochs.map_or(c.epochs, |e| e as usize);
+        c.batch = args.batch.map_or(c.batch, |b| b as usize);
+        c.schedule = args.schedule.map_or(c.schedule, Into::into);
+        c.seed = args.seed.unwrap_or(c.seed);
+        return Ok(c);
+    };
+    let state = ckpt.training.as_ref().with_context(|| {
+        format!("--resume {}: holds a model only, no optimizer state to resume from", ckpt.name)
+    })?;
+    let saved = &state.config;
+    let conflicts = [
+        ("--hidden", args.hidden.as_ref().map(|h| h.0 != saved.hidden)),
+        ("--batch", args.batch.map(|b| b as usize != saved.batch)),
+        ("--optimizer", args.optimizer.map(|o| OptimizerKind::from(o) != saved.optimizer.kind)),
+        ("--lr", args.lr.map(|v| v != saved.optimizer.lr)),
+        ("--momentum", args.momentum.map(|v| v != saved.optimizer.momentum)),
+        ("--weight-decay", args.weight_decay.map(|v| v != saved.optimizer.weight_decay)),
+        ("--schedule", args.schedule.map(|s| gpumlp::Schedule::from(s) != saved.schedule)),
+        ("--seed", args.seed.map(|s| s != saved.seed)),
+    ];
+    if let Some((flag, _)) = conflicts.iter().find(|(_, differs)| *differs == Some(true)) {
+        bail!("{flag} differs from the setting saved in {}: a resumed run keeps its settings", ckpt.name);
+    }
+    let mut c = saved.clone();
+    c.epochs = args.epochs.map_or(c.epochs, |e| e as usize);
+    Ok(c)
+}
+
+fn arch_name(c: &TrainConfig) -> String {
+    let sizes = c.architecture().map(|a| a.sizes).unwrap_or_default();
+    sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-")
+}
+
+fn optimizer_name(o: &OptimizerConfig) -> String {
+    match o.kind {
+        OptimizerKind::Adam => format!("adam lr {}", o.lr),
+        OptimizerKind::Sgd => format!("sgd lr {} momentum {}", o.lr, o.momentum),
+    }
+}
+
+/// An f32 as the JSON number that prints like it (0.001, not 0.0010000000474974513).
+fn json_f32(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
+}
