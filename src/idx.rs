@@ -25,14 +25,7 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Parses an IDX3 image file of 28x28 u8 images; `name` is used in errors (a path, usually).
 /// Returns the pixels, `count * 784` bytes, row-major per image.
 pub fn parse_images(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    let (dims, data) = parse(name, bytes, IMAGE_MAGIC, 3, "image")?;
-    if dims[1] as usize != SIDE || dims[2] as usize != SIDE {
-        return Err(Error::idx(
-            name,
-            format!("images are {}x{}, expected {SIDE}x{SIDE}", dims[1], dims[2]),
-        ));
-    }
-    Ok(data)
+    Ok(parse(name, bytes, IMAGE_MAGIC, 3, "image")?.1)
 }
 
 /// Parses an IDX1 label file; every label must be a class in 0..=9.
@@ -54,7 +47,8 @@ fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Resul
         let mut gz = GzDecoder::new(bytes);
         let mut header = vec![0u8; header_len];
         gz.read_exact(&mut header).map_err(|e| gz_error(name, e, "header"))?;
-        let (dims, expected) = check_header(name, &header, magic, ndim, kind)?;
+        check_magic(name, &header, magic, kind)?;
+        let (dims, expected) = check_header(name, &header, ndim, kind)?;
         // Grow with the data that arrives, never from the header's claim alone.
         let mut data = Vec::with_capacity(expected.min(1 << 24));
         (&mut gz)
@@ -64,35 +58,44 @@ fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Resul
         check_length(name, data.len(), expected, &dims, kind)?;
         Ok((dims, data))
     } else {
+        check_magic(name, bytes, magic, kind)?;
         if bytes.len() < header_len {
             return Err(Error::idx(
                 name,
                 format!("truncated: {} bytes, shorter than the {header_len}-byte IDX header", bytes.len()),
             ));
         }
-        let (dims, expected) = check_header(name, &bytes[..header_len], magic, ndim, kind)?;
+        let (dims, expected) = check_header(name, &bytes[..header_len], ndim, kind)?;
         let data = &bytes[header_len..];
         check_length(name, data.len(), expected, &dims, kind)?;
         Ok((dims, data.to_vec()))
     }
 }
 
-fn check_header(name: &str, header: &[u8], magic: u32, ndim: usize, kind: &str) -> Result<(Vec<u32>, usize)> {
-    let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
-    let found = word(0);
-    if found != magic {
-        let what = match found {
-            IMAGE_MAGIC => " (an image file)".to_string(),
-            LABEL_MAGIC => " (a label file)".to_string(),
-            _ => String::new(),
-        };
-        return Err(Error::idx(
-            name,
-            format!("not an IDX {kind} file: magic 0x{found:08x}{what}, expected 0x{magic:08x}"),
-        ));
+fn check_magic(name: &str, bytes: &[u8], magic: u32, kind: &str) -> Result<()> {
+    let found = match bytes.get(..4) {
+        Some(b) => u32::from_be_bytes(b.try_into().unwrap()),
+        None => return Err(Error::idx(name, format!("truncated: {} bytes, too short for an IDX file", bytes.len()))),
+    };
+    if found == magic {
+        return Ok(());
     }
+    let what = match found {
+        IMAGE_MAGIC => " (an image file)",
+        LABEL_MAGIC => " (a label file)",
+        _ => "",
+    };
+    Err(Error::idx(name, format!("not an IDX {kind} file: magic 0x{found:08x}{what}, expected 0x{magic:08x}")))
+}
+
+/// Reads the dimensions (images must be 28x28) and the data length they imply.
+fn check_header(name: &str, header: &[u8], ndim: usize, kind: &str) -> Result<(Vec<u32>, usize)> {
+    let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
     let dims: Vec<u32> = (1..=ndim).map(word).collect();
-    // u64 arithmetic: a hostile header cannot overflow it (3 factors below 2^32 each would, so cap).
+    if ndim == 3 && (dims[1] as usize != SIDE || dims[2] as usize != SIDE) {
+        return Err(Error::idx(name, format!("{kind}s are {}x{}, expected {SIDE}x{SIDE}", dims[1], dims[2])));
+    }
+    // Checked: three u32 factors can overflow even u64; anything past 4 GiB is refused anyway.
     let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
     match expected {
         Some(n) if n <= u32::MAX as u64 => Ok((dims, n as usize)),

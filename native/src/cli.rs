@@ -34,7 +34,7 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated [default: 512,256]
     #[arg(long, value_parser = parse_hidden)]
     pub hidden: Option<Hidden>,
-    /// Passes over the training set [default: 12]
+    /// Passes over the training set [default: 15]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=gpumlp::train::MAX_EPOCHS as i64))]
     pub epochs: Option<u32>,
     /// Samples per step [default: 128]
@@ -43,7 +43,7 @@ pub struct TrainArgs {
     /// Optimizer [default: adam]
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    /// Base learning rate [default: 0.001 for adam, 0.05 for sgd]
+    /// Base learning rate [default: 0.002 for adam, 0.05 for sgd]
     #[arg(long, value_parser = parse_rate)]
     pub lr: Option<f32>,
     /// SGD momentum [default: 0.9]

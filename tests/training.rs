@@ -1,0 +1,161 @@
+//! Training behaviour of the CPU backend: the accuracy README.md states, determinism, exact
+//! resume from a checkpoint, and the optimizers against hand-computed updates.
+
+mod common;
+
+use gpumlp::backend::{Backend, Split};
+use gpumlp::dataset;
+use gpumlp::optim::{adam_update, sgd_update};
+use gpumlp::train::TrainConfig;
+use gpumlp::{Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, Trainer};
+
+fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer<CpuBackend> {
+    let arch = config.architecture().unwrap();
+    Trainer::new(config, CpuBackend::new(&arch), data).unwrap()
+}
+
+fn small_config(epochs: usize) -> TrainConfig {
+    TrainConfig { hidden: vec![64, 32], epochs, batch: 50, seed: 3, ..TrainConfig::default() }
+}
+
+#[test]
+fn default_settings_reach_the_readme_accuracy_on_the_sample() {
+    let data = dataset::mnist_sample();
+    assert_eq!((data.train.len(), data.test.len()), (8000, 2000));
+    let mut t = trainer(TrainConfig::default(), &data);
+    while !t.finished() {
+        t.train_epoch(&mut |_, _| {}).unwrap();
+    }
+    let test = t.evaluate().unwrap();
+    // README.md: "at least 96.0% test accuracy" with the defaults.
+    assert!(test.accuracy() >= 0.960, "test accuracy {} is below the README's 96.0%", test.accuracy());
+    assert!(test.loss() < 0.2, "test loss {}", test.loss());
+}
+
+#[test]
+fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
+    let data = common::small_sample(1000, 200);
+    let run = || {
+        let mut t = trainer(small_config(2), &data);
+        let mut log = Vec::new();
+        while !t.finished() {
+            let e = t.train_epoch(&mut |_, _| {}).unwrap();
+            let test = t.evaluate().unwrap();
+            log.push((e.train.loss_sum.to_bits(), e.train.correct, test.loss_sum.to_bits(), test.correct));
+        }
+        (log, t.checkpoint().to_bytes().unwrap())
+    };
+    let (log_a, bytes_a) = run();
+    let (log_b, bytes_b) = run();
+    assert_eq!(log_a, log_b);
+    assert!(bytes_a == bytes_b, "checkpoints of two identical runs differ");
+    // And a different seed really is different (so the equality above means something).
+    let mut other = small_config(2);
+    other.seed = 4;
+    let mut t = trainer(other, &data);
+    t.train_epoch(&mut |_, _| {}).unwrap();
+    assert!(t.checkpoint().to_bytes().unwrap() != bytes_a);
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let data = common::small_sample(1000, 200);
+    for (kind, schedule) in [(OptimizerKind::Adam, Schedule::Cosine), (OptimizerKind::Sgd, Schedule::Step)] {
+        let mut config = small_config(3);
+        config.optimizer = OptimizerConfig::new(kind);
+        config.schedule = schedule;
+
+        let mut whole = trainer(config.clone(), &data);
+        while !whole.finished() {
+            whole.train_epoch(&mut |_, _| {}).unwrap();
+        }
+
+        let mut first = trainer(config.clone(), &data);
+        first.train_epoch(&mut |_, _| {}).unwrap();
+        let bytes = first.checkpoint().to_bytes().unwrap();
+        drop(first);
+        let ckpt = Checkpoint::from_bytes("epoch-1", &bytes).unwrap();
+        let arch = config.architecture().unwrap();
+        let mut resumed = Trainer::resume(&ckpt, 3, CpuBackend::new(&arch), &data).unwrap();
+        assert_eq!((resumed.epoch, resumed.step), (1, 20));
+        while !resumed.finished() {
+            resumed.train_epoch(&mut |_, _| {}).unwrap();
+        }
+        assert_eq!(
+            whole.checkpoint().to_bytes().unwrap(),
+            resumed.checkpoint().to_bytes().unwrap(),
+            "{kind:?}: resumed run differs from the uninterrupted one"
+        );
+    }
+}
+
+#[test]
+fn checkpoint_round_trip_and_evaluation_reproduce() {
+    let data = common::small_sample(500, 300);
+    let mut t = trainer(small_config(1), &data);
+    t.train_epoch(&mut |_, _| {}).unwrap();
+    let reported = t.evaluate().unwrap();
+    let ckpt = t.checkpoint();
+    let loaded = Checkpoint::from_bytes("m", &ckpt.to_bytes().unwrap()).unwrap();
+    assert_eq!(loaded.params, ckpt.params);
+    assert_eq!(loaded.training, ckpt.training);
+    let mut fresh = CpuBackend::new(&loaded.architecture);
+    fresh.set_params(&loaded.params);
+    fresh.upload(Split::Test, &data.test).unwrap();
+    assert_eq!(fresh.evaluate(Split::Test).unwrap(), reported);
+}
+
+#[test]
+fn optimizers_match_hand_computed_updates() {
+    let mut cfg = OptimizerConfig::new(OptimizerKind::Sgd);
+    cfg.momentum = 0.5;
+    let (mut p, mut vel) = (vec![1.0f32, -2.0], vec![0.2f32, 0.0]);
+    sgd_update(&cfg, 0.1, &mut p, &[0.4, -1.0], &mut vel);
+    // v = 0.5*0.2 + 0.4 = 0.5, p = 1 - 0.05;  v = -1, p = -2 + 0.1
+    common::assert_close("sgd v", &vel, &[0.5, -1.0], 1e-7, 0.0);
+    common::assert_close("sgd p", &p, &[0.95, -1.9], 1e-6, 0.0);
+
+    let cfg = OptimizerConfig::new(OptimizerKind::Adam);
+    let (mut p, mut m, mut v) = (vec![1.0f32], vec![0.0f32], vec![0.0f32]);
+    adam_update(&cfg, 0.01, 1, &mut p, &[0.5], &mut m, &mut v);
+    // Step 1: m_hat = g, v_hat = g^2, so p moves by lr * g/|g| (minus eps) = 0.01.
+    common::assert_close("adam m", &m, &[0.05], 1e-7, 0.0);
+    common::assert_close("adam v", &v, &[0.00025], 0.0, 1e-4);
+    common::assert_close("adam p", &p, &[0.99], 1e-6, 0.0);
+    adam_update(&cfg, 0.01, 2, &mut p, &[-0.5], &mut m, &mut v);
+    // m = 0.9*0.05 - 0.05 = -0.005, m_hat = -0.005/0.19; v = 0.999*0.00025 + 0.00025, v_hat = v/(1-0.999^2)
+    let m_hat = -0.005f64 / 0.19;
+    let v_hat = (0.999 * 0.00025 + 0.001 * 0.25) / (1.0 - 0.999f64 * 0.999);
+    let want = 0.99 - 0.01 * m_hat / (v_hat.sqrt() + 1e-8);
+    common::assert_close("adam p, step 2", &p, &[want as f32], 1e-6, 0.0);
+}
+
+#[test]
+fn schedules_follow_their_definitions() {
+    assert_eq!(Schedule::Constant.lr(0.1, 99, 100), 0.1);
+    assert_eq!(Schedule::Step.lr(1.0, 49, 100), 1.0);
+    assert!((Schedule::Step.lr(1.0, 50, 100) - 0.1).abs() < 1e-7);
+    assert!((Schedule::Step.lr(1.0, 75, 100) - 0.01).abs() < 1e-8);
+    assert_eq!(Schedule::Cosine.lr(1.0, 0, 100), 1.0);
+    assert!((Schedule::Cosine.lr(1.0, 50, 100) - 0.5).abs() < 1e-6);
+    assert!(Schedule::Cosine.lr(1.0, 99, 100) < 1e-3);
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_flag_named() {
+    let data = common::small_sample(10, 10);
+    let cases: [(fn(&mut TrainConfig), &str); 5] = [
+        (|c| c.hidden = vec![0], "hidden layer width 0"),
+        (|c| c.hidden = vec![], "--hidden"),
+        (|c| c.batch = 0, "--batch 0"),
+        (|c| c.optimizer.lr = f32::NAN, "--lr NaN"),
+        (|c| c.epochs = 0, "--epochs 0"),
+    ];
+    for (spoil, expected) in cases {
+        let mut c = small_config(1);
+        spoil(&mut c);
+        let arch = gpumlp::Architecture::mlp(&[4]).unwrap();
+        let err = Trainer::new(c, CpuBackend::new(&arch), &data).err().expect("must be refused").to_string();
+        assert!(err.contains(expected), "error '{err}' does not mention '{expected}'");
+    }
+}
