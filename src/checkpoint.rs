@@ -69,8 +69,16 @@ impl Checkpoint {
             input_scale: INPUT_SCALE,
             training: self.training.clone(),
         };
-        let mut tensors: Vec<(String, TensorView)> =
-            layout.entries.iter().map(|e| (e.name.clone(), view(e.shape.clone(), &self.params[e.range()]))).collect();
+        let mut tensors: Vec<(String, TensorView)> = layout
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    view(e.shape.clone(), &self.params[e.range()]),
+                )
+            })
+            .collect();
         if let Some(t) = &self.training {
             tensors.push(("optimizer.m".into(), view(vec![t.m.len()], &t.m)));
             tensors.push(("optimizer.v".into(), view(vec![t.v.len()], &t.v)));
@@ -84,26 +92,37 @@ impl Checkpoint {
     /// Parses and checks a checkpoint; `name` (a path, usually) is used in errors.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<Self> {
         let bad = |reason: String| Error::checkpoint(name, reason);
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| bad(format!("unreadable header ({e})")))?;
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("unreadable header ({e})")))?;
         let json = header
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| bad("no gpumlp metadata: it was not written by gpumlp".into()))?;
-        let meta: Meta = serde_json::from_str(json).map_err(|e| bad(format!("malformed gpumlp metadata ({e})")))?;
+        let meta: Meta = serde_json::from_str(json)
+            .map_err(|e| bad(format!("malformed gpumlp metadata ({e})")))?;
         if meta.format_version != FORMAT_VERSION {
-            return Err(bad(format!("format version {} is not supported (this gpumlp reads {FORMAT_VERSION})", meta.format_version)));
+            return Err(bad(format!(
+                "format version {} is not supported (this gpumlp reads {FORMAT_VERSION})",
+                meta.format_version
+            )));
         }
         let sizes = &meta.architecture;
         if sizes.len() < 2 || sizes[0] != PIXELS || sizes[sizes.len() - 1] != CLASSES {
-            return Err(bad(format!("architecture {sizes:?} is not a {PIXELS}-input, {CLASSES}-class MLP")));
+            return Err(bad(format!(
+                "architecture {sizes:?} is not a {PIXELS}-input, {CLASSES}-class MLP"
+            )));
         }
-        let architecture = Architecture::mlp(&sizes[1..sizes.len() - 1]).map_err(|e| bad(e.to_string()))?;
+        let architecture =
+            Architecture::mlp(&sizes[1..sizes.len() - 1]).map_err(|e| bad(e.to_string()))?;
         let layout = ParamLayout::new(&architecture);
 
         let read = |tensor: &str, shape: &[usize]| -> Result<Vec<f32>> {
-            let t = st.tensor(tensor).map_err(|_| bad(format!("tensor {tensor} is missing")))?;
+            let t = st
+                .tensor(tensor)
+                .map_err(|_| bad(format!("tensor {tensor} is missing")))?;
             if t.dtype() != Dtype::F32 || t.shape() != shape {
                 return Err(bad(format!(
                     "tensor {tensor} is {:?} {:?}, expected F32 {shape:?}",
@@ -111,20 +130,29 @@ impl Checkpoint {
                     t.shape()
                 )));
             }
-            Ok(t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect())
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect())
         };
         let mut params = vec![0.0f32; layout.len];
         for e in &layout.entries {
             params[e.range()].copy_from_slice(&read(&e.name, &e.shape)?);
         }
         if let Some(i) = params.iter().position(|p| !p.is_finite()) {
-            return Err(bad(format!("parameter {i} is not finite: the model diverged or the file is corrupt")));
+            return Err(bad(format!(
+                "parameter {i} is not finite: the model diverged or the file is corrupt"
+            )));
         }
         let training = match meta.training {
             Some(mut t) => {
-                t.config.validate().map_err(|e| bad(format!("training settings: {e}")))?;
+                t.config
+                    .validate()
+                    .map_err(|e| bad(format!("training settings: {e}")))?;
                 if t.config.hidden != architecture.hidden() {
-                    return Err(bad("training settings disagree with the architecture".into()));
+                    return Err(bad(
+                        "training settings disagree with the architecture".into()
+                    ));
                 }
                 t.m = read("optimizer.m", &[layout.len])?;
                 t.v = read("optimizer.v", &[layout.len])?;
@@ -132,6 +160,11 @@ impl Checkpoint {
             }
             None => None,
         };
-        Ok(Checkpoint { name: name.to_string(), architecture, params, training })
+        Ok(Checkpoint {
+            name: name.to_string(),
+            architecture,
+            params,
+            training,
+        })
     }
 }

@@ -20,19 +20,34 @@ impl Dataset {
     /// Pairs images with labels, checking that the counts agree; `name` is used in errors.
     pub fn new(name: &str, images: Vec<u8>, labels: Vec<u8>) -> Result<Self> {
         if images.len() % PIXELS != 0 {
-            return Err(Error::idx(name, format!("{} pixel bytes is not a whole number of 28x28 images", images.len())));
+            return Err(Error::idx(
+                name,
+                format!(
+                    "{} pixel bytes is not a whole number of 28x28 images",
+                    images.len()
+                ),
+            ));
         }
         if images.len() / PIXELS != labels.len() {
             return Err(Error::idx(
                 name,
-                format!("{} images but {} labels", images.len() / PIXELS, labels.len()),
+                format!(
+                    "{} images but {} labels",
+                    images.len() / PIXELS,
+                    labels.len()
+                ),
             ));
         }
         Ok(Dataset { images, labels })
     }
 
     /// Parses an image IDX file and a label IDX file (each raw or gzip) into a dataset.
-    pub fn from_idx(images_name: &str, images: &[u8], labels_name: &str, labels: &[u8]) -> Result<Self> {
+    pub fn from_idx(
+        images_name: &str,
+        images: &[u8],
+        labels_name: &str,
+        labels: &[u8],
+    ) -> Result<Self> {
         let pixels = idx::parse_images(images_name, images)?;
         let labels = idx::parse_labels(labels_name, labels)?;
         Dataset::new(&format!("{images_name} and {labels_name}"), pixels, labels)
@@ -57,7 +72,10 @@ impl Dataset {
         for &i in indices {
             images.extend_from_slice(self.image(i));
         }
-        Dataset { images, labels: indices.iter().map(|&i| self.labels[i]).collect() }
+        Dataset {
+            images,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
     }
 }
 
@@ -70,16 +88,23 @@ pub struct Splits {
 }
 
 /// The gzip IDX files of the built-in sample: the 10,000 real digits of the MNIST test set.
-pub const SAMPLE_IMAGES_GZ: &[u8] = include_bytes!("../data/mnist-sample/t10k-images-idx3-ubyte.gz");
-pub const SAMPLE_LABELS_GZ: &[u8] = include_bytes!("../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
+pub const SAMPLE_IMAGES_GZ: &[u8] =
+    include_bytes!("../data/mnist-sample/t10k-images-idx3-ubyte.gz");
+pub const SAMPLE_LABELS_GZ: &[u8] =
+    include_bytes!("../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
 /// How the sample is cut: the first 8,000 of a fixed permutation train, the other 2,000 test.
 pub const SAMPLE_TRAIN: usize = 8_000;
 const SAMPLE_SPLIT_SEED: u64 = 0x6d6e_6973_74; // "mnist"
 
 /// The built-in sample, split by a fixed seeded permutation into 8,000 train and 2,000 test.
 pub fn mnist_sample() -> Splits {
-    let all = Dataset::from_idx("built-in sample images", SAMPLE_IMAGES_GZ, "built-in sample labels", SAMPLE_LABELS_GZ)
-        .expect("the built-in sample is checked by the tests");
+    let all = Dataset::from_idx(
+        "built-in sample images",
+        SAMPLE_IMAGES_GZ,
+        "built-in sample labels",
+        SAMPLE_LABELS_GZ,
+    )
+    .expect("the built-in sample is checked by the tests");
     split_sample(&all)
 }
 

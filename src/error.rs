@@ -22,9 +22,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn idx(name: &str, reason: impl Into<String>) -> Self {
-        Error::Idx { name: name.to_string(), reason: reason.into() }
+        Error::Idx {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
     }
     pub(crate) fn checkpoint(name: &str, reason: impl Into<String>) -> Self {
-        Error::Checkpoint { name: name.to_string(), reason: reason.into() }
+        Error::Checkpoint {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
     }
 }

@@ -41,12 +41,19 @@ pub fn parse_labels(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Reads header and data, checking magic, rank and that the data length matches the header exactly.
-fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Result<(Vec<u32>, Vec<u8>)> {
+fn parse(
+    name: &str,
+    bytes: &[u8],
+    magic: u32,
+    ndim: usize,
+    kind: &str,
+) -> Result<(Vec<u32>, Vec<u8>)> {
     let header_len = 4 + 4 * ndim;
     if bytes.starts_with(&GZIP_MAGIC) {
         let mut gz = GzDecoder::new(bytes);
         let mut header = vec![0u8; header_len];
-        gz.read_exact(&mut header).map_err(|e| gz_error(name, e, "header"))?;
+        gz.read_exact(&mut header)
+            .map_err(|e| gz_error(name, e, "header"))?;
         check_magic(name, &header, magic, kind)?;
         let (dims, expected) = check_header(name, &header, ndim, kind)?;
         // Grow with the data that arrives, never from the header's claim alone.
@@ -62,7 +69,10 @@ fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Resul
         if bytes.len() < header_len {
             return Err(Error::idx(
                 name,
-                format!("truncated: {} bytes, shorter than the {header_len}-byte IDX header", bytes.len()),
+                format!(
+                    "truncated: {} bytes, shorter than the {header_len}-byte IDX header",
+                    bytes.len()
+                ),
             ));
         }
         let (dims, expected) = check_header(name, &bytes[..header_len], ndim, kind)?;
@@ -75,7 +85,15 @@ fn parse(name: &str, bytes: &[u8], magic: u32, ndim: usize, kind: &str) -> Resul
 fn check_magic(name: &str, bytes: &[u8], magic: u32, kind: &str) -> Result<()> {
     let found = match bytes.get(..4) {
         Some(b) => u32::from_be_bytes(b.try_into().unwrap()),
-        None => return Err(Error::idx(name, format!("truncated: {} bytes, too short for an IDX file", bytes.len()))),
+        None => {
+            return Err(Error::idx(
+                name,
+                format!(
+                    "truncated: {} bytes, too short for an IDX file",
+                    bytes.len()
+                ),
+            ))
+        }
     };
     if found == magic {
         return Ok(());
@@ -85,7 +103,10 @@ fn check_magic(name: &str, bytes: &[u8], magic: u32, kind: &str) -> Result<()> {
         LABEL_MAGIC => " (a label file)",
         _ => "",
     };
-    Err(Error::idx(name, format!("not an IDX {kind} file: magic 0x{found:08x}{what}, expected 0x{magic:08x}")))
+    Err(Error::idx(
+        name,
+        format!("not an IDX {kind} file: magic 0x{found:08x}{what}, expected 0x{magic:08x}"),
+    ))
 }
 
 /// Reads the dimensions (images must be 28x28) and the data length they imply.
@@ -93,13 +114,24 @@ fn check_header(name: &str, header: &[u8], ndim: usize, kind: &str) -> Result<(V
     let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
     let dims: Vec<u32> = (1..=ndim).map(word).collect();
     if ndim == 3 && (dims[1] as usize != SIDE || dims[2] as usize != SIDE) {
-        return Err(Error::idx(name, format!("{kind}s are {}x{}, expected {SIDE}x{SIDE}", dims[1], dims[2])));
+        return Err(Error::idx(
+            name,
+            format!(
+                "{kind}s are {}x{}, expected {SIDE}x{SIDE}",
+                dims[1], dims[2]
+            ),
+        ));
     }
     // Checked: three u32 factors can overflow even u64; anything past 4 GiB is refused anyway.
-    let expected = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
     match expected {
         Some(n) if n <= u32::MAX as u64 => Ok((dims, n as usize)),
-        _ => Err(Error::idx(name, format!("header claims an impossible size {dims:?}"))),
+        _ => Err(Error::idx(
+            name,
+            format!("header claims {} {kind}s ({dims:?}), more than the 4 GiB an IDX file may hold here", dims[0]),
+        )),
     }
 }
 
@@ -115,7 +147,11 @@ fn check_length(name: &str, got: usize, expected: usize, dims: &[u32], kind: &st
     } else if got > expected {
         Err(Error::idx(
             name,
-            format!("{} bytes of trailing data after the {} {kind}s the header claims", got - expected, dims[0]),
+            format!(
+                "{} bytes of trailing data after the {} {kind}s the header claims",
+                got - expected,
+                dims[0]
+            ),
         ))
     } else {
         Ok(())
@@ -124,7 +160,10 @@ fn check_length(name: &str, got: usize, expected: usize, dims: &[u32], kind: &st
 
 fn gz_error(name: &str, e: std::io::Error, part: &str) -> Error {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        Error::idx(name, format!("truncated: the gzip stream ends inside the IDX {part}"))
+        Error::idx(
+            name,
+            format!("truncated: the gzip stream ends inside the IDX {part}"),
+        )
     } else {
         Error::idx(name, format!("corrupt gzip data: {e}"))
     }

@@ -25,7 +25,9 @@ impl Architecture {
     /// 784 inputs, the given hidden widths, 10 outputs.
     pub fn mlp(hidden: &[usize]) -> Result<Self> {
         if let Some(&bad) = hidden.iter().find(|&&h| h == 0 || h > MAX_HIDDEN) {
-            return Err(Error::Config(format!("hidden layer width {bad} must be between 1 and {MAX_HIDDEN}")));
+            return Err(Error::Config(format!(
+                "hidden layer width {bad} must be between 1 and {MAX_HIDDEN}"
+            )));
         }
         let mut sizes = vec![PIXELS];
         sizes.extend_from_slice(hidden);
@@ -86,13 +88,23 @@ impl ParamLayout {
         let mut offset = 0;
         for (l, w) in arch.sizes.windows(2).enumerate() {
             let (inp, out) = (w[0], w[1]);
-            for (name, shape) in [(format!("layers.{l}.weight"), vec![out, inp]), (format!("layers.{l}.bias"), vec![out])] {
-                let entry = ParamEntry { name, offset, shape };
+            for (name, shape) in [
+                (format!("layers.{l}.weight"), vec![out, inp]),
+                (format!("layers.{l}.bias"), vec![out]),
+            ] {
+                let entry = ParamEntry {
+                    name,
+                    offset,
+                    shape,
+                };
                 offset += entry.len();
                 entries.push(entry);
             }
         }
-        ParamLayout { entries, len: offset }
+        ParamLayout {
+            entries,
+            len: offset,
+        }
     }
 
     /// Weight of layer `l`.

@@ -90,14 +90,20 @@ impl OptimizerConfig {
             }
         };
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
-            return Err(Error::Config(format!("--lr {} is out of range: it must be a finite number in (0, 10]", self.lr)));
+            return Err(Error::Config(format!(
+                "--lr {} is out of range: it must be a finite number in (0, 10]",
+                self.lr
+            )));
         }
         check("momentum", self.momentum, 0.0, 1.0, true)?;
         check("beta1", self.beta1, 0.0, 1.0, true)?;
         check("beta2", self.beta2, 0.0, 1.0, true)?;
         check("weight-decay", self.weight_decay, 0.0, 1.0, false)?;
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::Config(format!("--eps {} must be a finite positive number", self.eps)));
+            return Err(Error::Config(format!(
+                "--eps {} must be a finite positive number",
+                self.eps
+            )));
         }
         Ok(())
     }
@@ -113,7 +119,15 @@ pub fn sgd_update(cfg: &OptimizerConfig, lr: f32, p: &mut [f32], g: &[f32], vel:
 }
 
 /// One Adam update of `p` and its moments `m`, `v`; `t` is the 1-based step number.
-pub fn adam_update(cfg: &OptimizerConfig, lr: f32, t: u64, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+pub fn adam_update(
+    cfg: &OptimizerConfig,
+    lr: f32,
+    t: u64,
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
     let (b1, b2) = (cfg.beta1, cfg.beta2);
     let t = t.min(i32::MAX as u64) as i32;
     // Bias corrections folded into two scalars, as PyTorch does.

@@ -16,7 +16,10 @@ const BOX: u32 = 20;
 pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> {
     let (w, h) = (width as usize, height as usize);
     if w == 0 || h == 0 || luma.len() != w * h {
-        return Err(Error::Image(format!("image of {width}x{height} pixels with {} values is malformed", luma.len())));
+        return Err(Error::Image(format!(
+            "image of {width}x{height} pixels with {} values is malformed",
+            luma.len()
+        )));
     }
     // The border is background: if it is light, the ink is dark and we invert.
     let border: Vec<u8> = (0..w)
@@ -24,18 +27,28 @@ pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> 
         .chain((0..h).flat_map(|y| [luma[y * w], luma[y * w + w - 1]]))
         .collect();
     let light = border.iter().map(|&v| v as u64).sum::<u64>() > 127 * border.len() as u64;
-    let ink: Vec<u8> = luma.iter().map(|&v| if light { 255 - v } else { v }).collect();
+    let ink: Vec<u8> = luma
+        .iter()
+        .map(|&v| if light { 255 - v } else { v })
+        .collect();
     // Subtract the background level (the border's median) and stretch what remains to 0..255.
-    let mut levels: Vec<u8> = border.iter().map(|&v| if light { 255 - v } else { v }).collect();
+    let mut levels: Vec<u8> = border
+        .iter()
+        .map(|&v| if light { 255 - v } else { v })
+        .collect();
     levels.sort_unstable();
     let background = levels[levels.len() / 2] as f32;
     let peak = *ink.iter().max().expect("non-empty") as f32;
     if peak - background < 32.0 {
-        return Err(Error::Image("no digit found: the image is blank or has too little contrast".into()));
+        return Err(Error::Image(
+            "no digit found: the image is blank or has too little contrast".into(),
+        ));
     }
     let ink: Vec<u8> = ink
         .iter()
-        .map(|&v| (((v as f32 - background) / (peak - background)).clamp(0.0, 1.0) * 255.0).round() as u8)
+        .map(|&v| {
+            (((v as f32 - background) / (peak - background)).clamp(0.0, 1.0) * 255.0).round() as u8
+        })
         .collect();
 
     // Bounding box of clearly inked pixels (a faint speck of noise should not stretch it).
@@ -48,9 +61,14 @@ pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> 
         }
     }
     let (bw, bh) = ((x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32);
-    let cropped = GrayImage::from_fn(bw, bh, |x, y| image::Luma([ink[(y0 + y as usize) * w + x0 + x as usize]]));
+    let cropped = GrayImage::from_fn(bw, bh, |x, y| {
+        image::Luma([ink[(y0 + y as usize) * w + x0 + x as usize]])
+    });
     let scale = BOX as f32 / bw.max(bh) as f32;
-    let (sw, sh) = (((bw as f32 * scale).round() as u32).max(1), ((bh as f32 * scale).round() as u32).max(1));
+    let (sw, sh) = (
+        ((bw as f32 * scale).round() as u32).max(1),
+        ((bh as f32 * scale).round() as u32).max(1),
+    );
     let scaled = imageops::resize(&cropped, sw, sh, imageops::FilterType::Triangle);
 
     // Place it so its centre of mass, in pixel-index coordinates, lands on (14, 14): where it
@@ -62,7 +80,11 @@ pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> 
         mx += v * x as f64;
         my += v * y as f64;
     }
-    let (cx, cy) = if mass > 0.0 { (mx / mass, my / mass) } else { (sw as f64 / 2.0, sh as f64 / 2.0) };
+    let (cx, cy) = if mass > 0.0 {
+        (mx / mass, my / mass)
+    } else {
+        (sw as f64 / 2.0, sh as f64 / 2.0)
+    };
     let half = (SIDE / 2) as f64;
     let ox = ((half - cx).round() as i64).clamp(0, (SIDE as u32 - sw) as i64) as usize;
     let oy = ((half - cy).round() as i64).clamp(0, (SIDE as u32 - sh) as i64) as usize;

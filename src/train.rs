@@ -56,14 +56,22 @@ impl TrainConfig {
     /// Rejects settings that cannot train, naming the flag.
     pub fn validate(&self) -> Result<()> {
         if self.hidden.is_empty() {
-            return Err(Error::Config("--hidden needs at least one layer width".into()));
+            return Err(Error::Config(
+                "--hidden needs at least one layer width".into(),
+            ));
         }
         self.architecture()?;
         if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(Error::Config(format!("--batch {} is out of range: it must be between 1 and {MAX_BATCH}", self.batch)));
+            return Err(Error::Config(format!(
+                "--batch {} is out of range: it must be between 1 and {MAX_BATCH}",
+                self.batch
+            )));
         }
         if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(Error::Config(format!("--epochs {} is out of range: it must be between 1 and {MAX_EPOCHS}", self.epochs)));
+            return Err(Error::Config(format!(
+                "--epochs {} is out of range: it must be between 1 and {MAX_EPOCHS}",
+                self.epochs
+            )));
         }
         self.optimizer.validate()
     }
@@ -109,23 +117,38 @@ impl<B: Backend> Trainer<B> {
         config.validate()?;
         let arch = config.architecture()?;
         if backend.layout().len != crate::model::ParamLayout::new(&arch).len {
-            return Err(Error::Config("the backend was built for another architecture".into()));
+            return Err(Error::Config(
+                "the backend was built for another architecture".into(),
+            ));
         }
         if data.train.is_empty() || data.test.is_empty() {
-            return Err(Error::Config(format!("data {}: the training and test sets must both hold samples", data.name)));
+            return Err(Error::Config(format!(
+                "data {}: the training and test sets must both hold samples",
+                data.name
+            )));
         }
         backend.set_params(&init_params(&arch, config.seed));
         let n = backend.layout().len;
         backend.set_optimizer_state(&vec![0.0; n], &vec![0.0; n]);
         backend.upload(Split::Train, &data.train)?;
         backend.upload(Split::Test, &data.test)?;
-        Ok(Trainer { config, backend, data_name: data.name.clone(), epoch: 0, step: 0, train_len: data.train.len() })
+        Ok(Trainer {
+            config,
+            backend,
+            data_name: data.name.clone(),
+            epoch: 0,
+            step: 0,
+            train_len: data.train.len(),
+        })
     }
 
     /// Continues the run saved in `ckpt` (which must hold training state) up to `epochs` in all.
     pub fn resume(ckpt: &Checkpoint, epochs: usize, backend: B, data: &Splits) -> Result<Self> {
         let state = ckpt.training.as_ref().ok_or_else(|| {
-            Error::checkpoint(&ckpt.name, "holds a model only, no optimizer state to resume from")
+            Error::checkpoint(
+                &ckpt.name,
+                "holds a model only, no optimizer state to resume from",
+            )
         })?;
         let mut config = state.config.clone();
         config.epochs = epochs;
@@ -161,11 +184,16 @@ impl<B: Backend> Trainer<B> {
         for (i, batch) in order.chunks(self.config.batch).enumerate() {
             lr = self.config.schedule.lr(opt.lr, self.step, total);
             self.step += 1;
-            self.backend.train_step(batch, &opt, StepHyper { lr, t: self.step })?;
+            self.backend
+                .train_step(batch, &opt, StepHyper { lr, t: self.step })?;
             progress(i + 1, steps);
         }
         self.epoch += 1;
-        Ok(EpochResult { epoch: self.epoch, train: self.backend.take_stats(Split::Train), lr })
+        Ok(EpochResult {
+            epoch: self.epoch,
+            train: self.backend.take_stats(Split::Train),
+            lr,
+        })
     }
 
     /// Loss and accuracy on the test set.

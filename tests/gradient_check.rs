@@ -54,14 +54,24 @@ fn gradients_match_central_differences() {
     }
 
     let nonzero = analytic.iter().filter(|g| g.abs() > 1e-6).count();
-    assert!(nonzero > params.len() / 10, "only {nonzero} of {} gradients are non-zero", params.len());
+    assert!(
+        nonzero > params.len() / 10,
+        "only {nonzero} of {} gradients are non-zero",
+        params.len()
+    );
     let largest = analytic.iter().fold(0.0f32, |m, g| m.max(g.abs()));
-    assert!(largest > 1e-3, "largest gradient {largest} is too small to test anything");
+    assert!(
+        largest > 1e-3,
+        "largest gradient {largest} is too small to test anything"
+    );
     // f32 losses differenced over 2*eps leave about 1e-5 of noise; this tolerance still catches
     // a gradient 2% off (checked by scaling the top gradient by 1.02).
     common::assert_close("gradient", &analytic, &numeric, 5e-5, 5e-3);
     for l in 0..arch.layers() {
         let w = layout.weight(l).range();
-        assert!(analytic[w].iter().any(|g| g.abs() > 1e-4), "layer {l}'s weight gradient is all zero");
+        assert!(
+            analytic[w].iter().any(|g| g.abs() > 1e-4),
+            "layer {l}'s weight gradient is all zero"
+        );
     }
 }

@@ -15,7 +15,13 @@ fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer<CpuBackend> {
 }
 
 fn small_config(epochs: usize) -> TrainConfig {
-    TrainConfig { hidden: vec![64, 32], epochs, batch: 50, seed: 3, ..TrainConfig::default() }
+    TrainConfig {
+        hidden: vec![64, 32],
+        epochs,
+        batch: 50,
+        seed: 3,
+        ..TrainConfig::default()
+    }
 }
 
 #[test]
@@ -28,7 +34,11 @@ fn default_settings_reach_the_readme_accuracy_on_the_sample() {
     }
     let test = t.evaluate().unwrap();
     // README.md: "at least 96.0% test accuracy" with the defaults.
-    assert!(test.accuracy() >= 0.960, "test accuracy {} is below the README's 96.0%", test.accuracy());
+    assert!(
+        test.accuracy() >= 0.960,
+        "test accuracy {} is below the README's 96.0%",
+        test.accuracy()
+    );
     assert!(test.loss() < 0.2, "test loss {}", test.loss());
 }
 
@@ -41,14 +51,22 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
         while !t.finished() {
             let e = t.train_epoch(&mut |_, _| {}).unwrap();
             let test = t.evaluate().unwrap();
-            log.push((e.train.loss_sum.to_bits(), e.train.correct, test.loss_sum.to_bits(), test.correct));
+            log.push((
+                e.train.loss_sum.to_bits(),
+                e.train.correct,
+                test.loss_sum.to_bits(),
+                test.correct,
+            ));
         }
         (log, t.checkpoint().to_bytes().unwrap())
     };
     let (log_a, bytes_a) = run();
     let (log_b, bytes_b) = run();
     assert_eq!(log_a, log_b);
-    assert!(bytes_a == bytes_b, "checkpoints of two identical runs differ");
+    assert!(
+        bytes_a == bytes_b,
+        "checkpoints of two identical runs differ"
+    );
     // And a different seed really is different (so the equality above means something).
     let mut other = small_config(2);
     other.seed = 4;
@@ -60,7 +78,10 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
 #[test]
 fn resumed_run_equals_uninterrupted_run() {
     let data = common::small_sample(1000, 200);
-    for (kind, schedule) in [(OptimizerKind::Adam, Schedule::Cosine), (OptimizerKind::Sgd, Schedule::Step)] {
+    for (kind, schedule) in [
+        (OptimizerKind::Adam, Schedule::Cosine),
+        (OptimizerKind::Sgd, Schedule::Step),
+    ] {
         let mut config = small_config(3);
         config.optimizer = OptimizerConfig::new(kind);
         config.schedule = schedule;
@@ -155,7 +176,13 @@ fn bad_settings_are_refused_with_the_flag_named() {
         let mut c = small_config(1);
         spoil(&mut c);
         let arch = gpumlp::Architecture::mlp(&[4]).unwrap();
-        let err = Trainer::new(c, CpuBackend::new(&arch), &data).err().expect("must be refused").to_string();
-        assert!(err.contains(expected), "error '{err}' does not mention '{expected}'");
+        let err = Trainer::new(c, CpuBackend::new(&arch), &data)
+            .err()
+            .expect("must be refused")
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "error '{err}' does not mention '{expected}'"
+        );
     }
 }

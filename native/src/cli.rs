@@ -7,7 +7,11 @@ use gpumlp::{OptimizerKind, Schedule};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "gpumlp", version, about = "Train, evaluate and use an MLP digit classifier on MNIST-style data")]
+#[command(
+    name = "gpumlp",
+    version,
+    about = "Train, evaluate and use an MLP digit classifier on MNIST-style data"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -44,13 +48,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
     /// Base learning rate [default: 0.002 for adam, 0.05 for sgd]
-    #[arg(long, value_parser = parse_rate)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_rate)]
     pub lr: Option<f32>,
     /// SGD momentum [default: 0.9]
-    #[arg(long, value_parser = parse_unit)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_unit)]
     pub momentum: Option<f32>,
     /// Decoupled weight decay [default: 0]
-    #[arg(long, value_parser = parse_unit)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_unit)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule over the run [default: cosine]
     #[arg(long, value_enum)]
@@ -175,7 +179,10 @@ fn parse_hidden(s: &str) -> Result<Hidden, String> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     if widths.len() > 16 {
-        return Err(format!("{} hidden layers is more than the 16 supported", widths.len()));
+        return Err(format!(
+            "{} hidden layers is more than the 16 supported",
+            widths.len()
+        ));
     }
     Ok(Hidden(widths))
 }
@@ -190,7 +197,9 @@ fn parse_float(s: &str) -> Result<f32, String> {
 fn parse_rate(s: &str) -> Result<f32, String> {
     match parse_float(s)? {
         v if v > 0.0 && v <= 10.0 => Ok(v),
-        v => Err(format!("{v} is out of range: a learning rate must be in (0, 10]")),
+        v => Err(format!(
+            "{v} is out of range: a learning rate must be in (0, 10]"
+        )),
     }
 }
 

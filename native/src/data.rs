@@ -13,8 +13,12 @@ use gpumlp::dataset::{self, Dataset, Splits};
 use std::path::{Path, PathBuf};
 
 /// The four IDX files of a dataset, by their usual names (each may also end in `.gz`).
-pub const IDX_FILES: [&str; 4] =
-    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+pub const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
 
 /// Published gz MD5s of MNIST, in the order of [`IDX_FILES`].
 const MNIST_MD5: [&str; 4] = [
@@ -23,8 +27,10 @@ const MNIST_MD5: [&str; 4] = [
     "9fb629c4189551a2d022fa330f9573f3",
     "ec29112dd5afa0611ce80d1b7f02629c",
 ];
-const MNIST_MIRRORS: [&str; 2] =
-    ["https://storage.googleapis.com/cvdf-datasets/mnist", "https://ossci-datasets.s3.amazonaws.com/mnist"];
+const MNIST_MIRRORS: [&str; 2] = [
+    "https://storage.googleapis.com/cvdf-datasets/mnist",
+    "https://ossci-datasets.s3.amazonaws.com/mnist",
+];
 
 /// Published gz MD5s of Fashion-MNIST.
 const FASHION_MD5: [&str; 4] = [
@@ -89,7 +95,12 @@ fn cache_dir() -> PathBuf {
 
 fn mirrors(var: &str, defaults: &[&str]) -> Vec<String> {
     match std::env::var(var) {
-        Ok(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+        Ok(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
         Err(_) => defaults.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -100,17 +111,31 @@ pub fn load(source: &DataSource, notice: &mut dyn FnMut(&str)) -> Result<Splits>
     match source {
         DataSource::Sample => Ok(dataset::mnist_sample()),
         DataSource::Dir(dir) => load_dir(dir, &dir.display().to_string()),
-        DataSource::Mnist => load_or_download("mnist", &MNIST_MD5, &mirrors("GPUMLP_MNIST_MIRRORS", &MNIST_MIRRORS)),
+        DataSource::Mnist => load_or_download(
+            "mnist",
+            &MNIST_MD5,
+            &mirrors("GPUMLP_MNIST_MIRRORS", &MNIST_MIRRORS),
+        ),
         DataSource::FashionMnist => {
-            let local = std::env::var_os("GPUMLP_FASHION_DIR").map(PathBuf::from).unwrap_or(DEBIAN_FASHION_DIR.into());
+            let local = std::env::var_os("GPUMLP_FASHION_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(DEBIAN_FASHION_DIR.into());
             if local.is_dir() {
                 load_dir(&local, "fashion-mnist")
             } else {
-                load_or_download("fashion-mnist", &FASHION_MD5, &mirrors("GPUMLP_FASHION_MIRRORS", &FASHION_MIRRORS))
+                load_or_download(
+                    "fashion-mnist",
+                    &FASHION_MD5,
+                    &mirrors("GPUMLP_FASHION_MIRRORS", &FASHION_MIRRORS),
+                )
             }
         }
         DataSource::Auto => {
-            match load_or_download("mnist", &MNIST_MD5, &mirrors("GPUMLP_MNIST_MIRRORS", &MNIST_MIRRORS)) {
+            match load_or_download(
+                "mnist",
+                &MNIST_MD5,
+                &mirrors("GPUMLP_MNIST_MIRRORS", &MNIST_MIRRORS),
+            ) {
                 Ok(splits) => Ok(splits),
                 Err(e) => {
                     notice(&format!(
@@ -131,7 +156,14 @@ fn load_or_download(name: &str, md5: &[&str; 4], mirrors: &[String]) -> Result<S
     for (file, md5) in IDX_FILES.iter().zip(md5) {
         let gz = format!("{file}.gz");
         if !dir.join(&gz).is_file() {
-            download::fetch(mirrors, &RemoteFile { name: gz, md5: md5.to_string() }, &dir)?;
+            download::fetch(
+                mirrors,
+                &RemoteFile {
+                    name: gz,
+                    md5: md5.to_string(),
+                },
+                &dir,
+            )?;
         }
     }
     load_dir(&dir, name)
@@ -145,7 +177,10 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Splits> {
                 return Ok(candidate);
             }
         }
-        bail!("--data {}: no {base} or {base}.gz in that folder", dir.display())
+        bail!(
+            "--data {}: no {base} or {base}.gz in that folder",
+            dir.display()
+        )
     };
     let paths = IDX_FILES.map(find);
     let [train_images, train_labels, test_images, test_labels] = paths;
@@ -158,5 +193,9 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Splits> {
             &files::read(&labels)?,
         )?)
     };
-    Ok(Splits { name: name.to_string(), train: pair(train_images, train_labels)?, test: pair(test_images, test_labels)? })
+    Ok(Splits {
+        name: name.to_string(),
+        train: pair(train_images, train_labels)?,
+        test: pair(test_images, test_labels)?,
+    })
 }

@@ -13,7 +13,9 @@ pub fn open(device: &Device, arch: &Architecture) -> Result<CpuBackend> {
         Device::Gpu | Device::IntegratedGpu | Device::Software => {
             bail!("--device {}: this build of gpumlp has no GPU backend yet; use --device cpu (or auto)", name(device))
         }
-        Device::Index(i) => bail!("--device {i}: there is no GPU adapter {i}; `gpumlp devices` lists what there is"),
+        Device::Index(i) => {
+            bail!("--device {i}: there is no GPU adapter {i}; `gpumlp devices` lists what there is")
+        }
     }
 }
 
@@ -29,10 +31,16 @@ fn name(device: &Device) -> &'static str {
 /// `gpumlp devices`.
 pub fn run(json: bool) -> Result<()> {
     let cpu = gpumlp::backend::Backend::device(&CpuBackend::new(&Architecture::mlp(&[1])?));
-    println!("cpu: {} - backend {} (set RAYON_NUM_THREADS to change the thread count)", cpu.name, cpu.backend);
+    println!(
+        "cpu: {} - backend {} (set RAYON_NUM_THREADS to change the thread count)",
+        cpu.name, cpu.backend
+    );
     println!("gpu adapters: none (this build has no GPU backend yet)");
     if json {
-        println!("{}", serde_json::json!([{ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend }]));
+        println!(
+            "{}",
+            serde_json::json!([{ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend }])
+        );
     }
     Ok(())
 }

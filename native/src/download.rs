@@ -34,7 +34,8 @@ fn agent() -> ureq::Agent {
 /// Downloads `file` into `dir` from the first mirror that serves it with the right MD5, and
 /// returns its path. The error lists what each mirror did.
 pub fn fetch(mirrors: &[String], file: &RemoteFile, dir: &Path) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: cannot create folder: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create folder: {e}", dir.display()))?;
     let dest = dir.join(&file.name);
     let agent = agent();
     let mut failures = Vec::new();

@@ -12,7 +12,10 @@ use serde_json::json;
 use std::path::Path;
 
 fn load_model(path: &Path) -> Result<Checkpoint> {
-    Ok(Checkpoint::from_bytes(&path.display().to_string(), &read(path)?)?)
+    Ok(Checkpoint::from_bytes(
+        &path.display().to_string(),
+        &read(path)?,
+    )?)
 }
 
 pub fn eval(args: EvalArgs) -> Result<()> {
@@ -21,7 +24,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let source = match (&args.data, &ckpt.training) {
         (Some(source), _) => source.clone(),
         (None, Some(t)) => DataSource::parse(&t.data).map_err(|e| {
-            anyhow!("{}: trained on {e}; name the data with --data", args.model.display())
+            anyhow!(
+                "{}: trained on {e}; name the data with --data",
+                args.model.display()
+            )
         })?,
         (None, None) => DataSource::Auto,
     };
@@ -94,8 +100,17 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         let sum: f32 = exp.iter().sum();
         let probs: Vec<f32> = exp.iter().map(|e| e / sum).collect();
         let class = gpumlp::backend::argmax(&probs);
-        let listing: Vec<String> = probs.iter().enumerate().map(|(c, p)| format!("{c}:{p:.3}")).collect();
-        println!("{}: {class} (p = {:.3})  {}", path.display(), probs[class], listing.join(" "));
+        let listing: Vec<String> = probs
+            .iter()
+            .enumerate()
+            .map(|(c, p)| format!("{c}:{p:.3}"))
+            .collect();
+        println!(
+            "{}: {class} (p = {:.3})  {}",
+            path.display(),
+            probs[class],
+            listing.join(" ")
+        );
         results.push(json!({ "file": path, "class": class, "probabilities": probs }));
     }
     if args.json {

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 /// The temporary name used while `path` is being written.
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
@@ -34,10 +37,17 @@ pub fn check_writable(flag: &str, path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if !parent.is_dir() {
-        anyhow::bail!("{flag} {}: folder {} does not exist", path.display(), parent.display());
+        anyhow::bail!(
+            "{flag} {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        );
     }
     if path.is_dir() {
-        anyhow::bail!("{flag} {}: is a folder, expected a file name", path.display());
+        anyhow::bail!(
+            "{flag} {}: is a folder, expected a file name",
+            path.display()
+        );
     }
     Ok(())
 }

@@ -9,13 +9,25 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
-                return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+                return if e.use_stderr() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
             }
             // clap's message spans several lines (usage, a hint); its first line names the flag.
             let text = e.render().to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: invalid command line"));
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid command line")
+            );
             return ExitCode::from(2);
         }
     };

@@ -22,7 +22,8 @@ pub struct Point {
 
 pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<()> {
     let mut rgb = vec![0u8; (WIDTH * HEIGHT * 3) as usize];
-    draw(&mut rgb, title, points).map_err(|e| anyhow!("{}: cannot draw the plot: {e}", path.display()))?;
+    draw(&mut rgb, title, points)
+        .map_err(|e| anyhow!("{}: cannot draw the plot: {e}", path.display()))?;
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
         .write_image(&rgb, WIDTH, HEIGHT, image::ExtendedColorType::Rgb8)
@@ -32,7 +33,8 @@ pub fn write(path: &Path, title: &str, points: &[Point]) -> Result<()> {
 
 fn draw(rgb: &mut [u8], title: &str, points: &[Point]) -> Result<(), Box<dyn std::error::Error>> {
     // Registering twice is harmless; plotters keeps the last font per family.
-    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).map_err(|_| "bundled font is invalid")?;
+    plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+        .map_err(|_| "bundled font is invalid")?;
     let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 20))?;
@@ -40,17 +42,29 @@ fn draw(rgb: &mut [u8], title: &str, points: &[Point]) -> Result<(), Box<dyn std
     let last = points.last().map_or(1, |p| p.epoch).max(2) as f64;
     let first = points.first().map_or(1, |p| p.epoch) as f64;
 
-    let max_loss = points.iter().flat_map(|p| [p.train_loss, p.test_loss]).fold(0.0, f64::max).max(1e-3) * 1.05;
+    let max_loss = points
+        .iter()
+        .flat_map(|p| [p.train_loss, p.test_loss])
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.05;
     let mut chart = ChartBuilder::on(&left)
         .caption("loss", ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(52)
         .build_cartesian_2d(first..last, 0.0..max_loss)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("cross-entropy").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("cross-entropy")
+        .draw()?;
     series(&mut chart, points, |p| p.train_loss, |p| p.test_loss)?;
 
-    let min_acc = points.iter().flat_map(|p| [p.train_accuracy, p.test_accuracy]).fold(1.0, f64::min);
+    let min_acc = points
+        .iter()
+        .flat_map(|p| [p.train_accuracy, p.test_accuracy])
+        .fold(1.0, f64::min);
     let low = ((min_acc * 100.0 - 1.0).floor() / 100.0).clamp(0.0, 0.99);
     let mut chart = ChartBuilder::on(&right)
         .caption("accuracy", ("sans-serif", 16))
@@ -58,13 +72,23 @@ fn draw(rgb: &mut [u8], title: &str, points: &[Point]) -> Result<(), Box<dyn std
         .x_label_area_size(32)
         .y_label_area_size(52)
         .build_cartesian_2d(first..last, low..1.0)?;
-    chart.configure_mesh().x_desc("epoch").y_desc("fraction correct").draw()?;
-    series(&mut chart, points, |p| p.train_accuracy, |p| p.test_accuracy)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .y_desc("fraction correct")
+        .draw()?;
+    series(
+        &mut chart,
+        points,
+        |p| p.train_accuracy,
+        |p| p.test_accuracy,
+    )?;
     root.present()?;
     Ok(())
 }
 
-type Axes = Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+type Axes =
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
 
 fn series<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Axes>,
@@ -75,12 +99,24 @@ fn series<'a, DB: DrawingBackend + 'a>(
 where
     DB::ErrorType: 'static,
 {
-    for (label, color, value) in [("train", BLUE, &train as &dyn Fn(&Point) -> f64), ("test", RED, &test)] {
+    for (label, color, value) in [
+        ("train", BLUE, &train as &dyn Fn(&Point) -> f64),
+        ("test", RED, &test),
+    ] {
         chart
-            .draw_series(LineSeries::new(points.iter().map(|p| (p.epoch as f64, value(p))), color.stroke_width(2)))?
+            .draw_series(LineSeries::new(
+                points.iter().map(|p| (p.epoch as f64, value(p))),
+                color.stroke_width(2),
+            ))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }

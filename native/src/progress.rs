@@ -6,9 +6,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 pub fn epoch_bar(epoch: usize, epochs: usize, steps: usize) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("epoch {prefix} [{bar:32}] {pos}/{len} steps {per_sec} eta {eta}")
-            .expect("template is valid")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "epoch {prefix} [{bar:32}] {pos}/{len} steps {per_sec} eta {eta}",
+        )
+        .expect("template is valid")
+        .progress_chars("=> "),
     );
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar

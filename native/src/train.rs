@@ -15,13 +15,20 @@ use serde_json::json;
 use std::time::Instant;
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    for (flag, path) in [("--save", &args.save), ("--metrics", &args.metrics), ("--plot", &args.plot)] {
+    for (flag, path) in [
+        ("--save", &args.save),
+        ("--metrics", &args.metrics),
+        ("--plot", &args.plot),
+    ] {
         if let Some(path) = path {
             check_writable(flag, path)?;
         }
     }
     let resume = match &args.resume {
-        Some(path) => Some(Checkpoint::from_bytes(&path.display().to_string(), &crate::files::read(path)?)?),
+        Some(path) => Some(Checkpoint::from_bytes(
+            &path.display().to_string(),
+            &crate::files::read(path)?,
+        )?),
         None => None,
     };
     let config = settings(&args, resume.as_ref())?;
@@ -29,19 +36,32 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let arch = config.architecture()?;
     let backend = devices::open(&args.device.device, &arch)?;
 
-    let source = args.data.clone().unwrap_or(DataSource::Auto);
+    let saved = resume.as_ref().and_then(|c| c.training.as_ref());
+    if let Some(state) = saved {
+        if state.epoch >= config.epochs {
+            bail!(
+                "--resume {}: the run already did {} epochs; ask for more with --epochs",
+                state_name(&resume),
+                state.epoch
+            );
+        }
+    }
+    // A resumed run continues on the data it was trained on unless told otherwise.
+    let source = match (&args.data, saved) {
+        (Some(source), _) => source.clone(),
+        (None, Some(state)) => DataSource::parse(&state.data).map_err(|e| {
+            anyhow::anyhow!(
+                "--resume {}: trained on {e}; name the data with --data",
+                state_name(&resume)
+            )
+        })?,
+        (None, None) => DataSource::Auto,
+    };
     let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
     let mut trainer = match &resume {
         Some(ckpt) => Trainer::resume(ckpt, config.epochs, backend, &data)?,
         None => Trainer::new(config, backend, &data)?,
     };
-    if trainer.finished() {
-        bail!(
-            "--resume {}: the run already has {} epochs; ask for more with --epochs",
-            args.resume.as_ref().unwrap().display(),
-            trainer.epoch
-        );
-    }
     let device = trainer.backend.device();
     eprintln!(
         "training {} on {} ({} train / {} test) with {} on {}, epochs {}..{}",
@@ -60,7 +80,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = None;
     while !trainer.finished() {
-        let bar = progress::epoch_bar(trainer.epoch + 1, trainer.config.epochs, trainer.steps_per_epoch());
+        let bar = progress::epoch_bar(
+            trainer.epoch + 1,
+            trainer.config.epochs,
+            trainer.steps_per_epoch(),
+        );
         let start = Instant::now();
         let epoch = trainer.train_epoch(&mut |done, _| bar.set_position(done as u64))?;
         let seconds = start.elapsed().as_secs_f64();
@@ -174,21 +198,44 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
         return Ok(c);
     };
     let state = ckpt.training.as_ref().with_context(|| {
-        format!("--resume {}: holds a model only, no optimizer state to resume from", ckpt.name)
+        format!(
+            "--resume {}: holds a model only, no optimizer state to resume from",
+            ckpt.name
+        )
     })?;
     let saved = &state.config;
     let conflicts = [
-        ("--hidden", args.hidden.as_ref().map(|h| h.0 != saved.hidden)),
+        (
+            "--hidden",
+            args.hidden.as_ref().map(|h| h.0 != saved.hidden),
+        ),
         ("--batch", args.batch.map(|b| b as usize != saved.batch)),
-        ("--optimizer", args.optimizer.map(|o| OptimizerKind::from(o) != saved.optimizer.kind)),
+        (
+            "--optimizer",
+            args.optimizer
+                .map(|o| OptimizerKind::from(o) != saved.optimizer.kind),
+        ),
         ("--lr", args.lr.map(|v| v != saved.optimizer.lr)),
-        ("--momentum", args.momentum.map(|v| v != saved.optimizer.momentum)),
-        ("--weight-decay", args.weight_decay.map(|v| v != saved.optimizer.weight_decay)),
-        ("--schedule", args.schedule.map(|s| gpumlp::Schedule::from(s) != saved.schedule)),
+        (
+            "--momentum",
+            args.momentum.map(|v| v != saved.optimizer.momentum),
+        ),
+        (
+            "--weight-decay",
+            args.weight_decay.map(|v| v != saved.optimizer.weight_decay),
+        ),
+        (
+            "--schedule",
+            args.schedule
+                .map(|s| gpumlp::Schedule::from(s) != saved.schedule),
+        ),
         ("--seed", args.seed.map(|s| s != saved.seed)),
     ];
     if let Some((flag, _)) = conflicts.iter().find(|(_, differs)| *differs == Some(true)) {
-        bail!("{flag} differs from the setting saved in {}: a resumed run keeps its settings", ckpt.name);
+        bail!(
+            "{flag} differs from the setting saved in {}: a resumed run keeps its settings",
+            ckpt.name
+        );
     }
     let mut c = saved.clone();
     c.epochs = args.epochs.map_or(c.epochs, |e| e as usize);
@@ -197,7 +244,11 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
 
 fn arch_name(c: &TrainConfig) -> String {
     let sizes = c.architecture().map(|a| a.sizes).unwrap_or_default();
-    sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("-")
+    sizes
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join("-")
 }
 
 fn optimizer_name(o: &OptimizerConfig) -> String {
@@ -209,5 +260,11 @@ fn optimizer_name(o: &OptimizerConfig) -> String {
 
 /// An f32 as the JSON number that prints like it (0.001, not 0.0010000000474974513).
 fn json_f32(x: f32) -> serde_json::Value {
-    x.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
+    x.to_string()
+        .parse::<f64>()
+        .map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+fn state_name(resume: &Option<Checkpoint>) -> &str {
+    resume.as_ref().map_or("", |c| c.name.as_str())
 }

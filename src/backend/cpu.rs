@@ -50,7 +50,10 @@ impl CpuBackend {
     pub fn new(arch: &Architecture) -> Self {
         let layout = ParamLayout::new(arch);
         let n = layout.len;
-        let empty = Dataset { images: Vec::new(), labels: Vec::new() };
+        let empty = Dataset {
+            images: Vec::new(),
+            labels: Vec::new(),
+        };
         CpuBackend {
             arch: arch.clone(),
             layout,
@@ -105,10 +108,22 @@ struct Mat<'a> {
 impl<'a> Mat<'a> {
     /// A row-major `rows x cols` matrix.
     fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat { data, rows, cols, row_stride: cols, col_stride: 1 }
+        Mat {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
     fn t(self) -> Self {
-        Mat { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 }
 
@@ -127,14 +142,21 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
     for x in [a, b] {
         if x.rows > 0 && x.cols > 0 {
-            assert!((x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride < x.data.len(), "view out of bounds");
+            assert!(
+                (x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride < x.data.len(),
+                "view out of bounds"
+            );
         }
     }
     if m == 0 || n == 0 {
         return;
     }
     let threads = rayon::current_num_threads();
-    let blocks = if m * n * k >= PARALLEL_MACS && threads > 1 { (2 * threads).min(n.div_ceil(16)) } else { 1 };
+    let blocks = if m * n * k >= PARALLEL_MACS && threads > 1 {
+        (2 * threads).min(n.div_ceil(16))
+    } else {
+        1
+    };
     let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
     let block = |i: usize| {
         let ptrs = &ptrs;
@@ -260,7 +282,9 @@ impl Backend for CpuBackend {
             return Err(Error::Config("a batch needs at least one sample".into()));
         }
         if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::Config(format!("sample index {bad} is past the {n} samples of the {split:?} set")));
+            return Err(Error::Config(format!(
+                "sample index {bad} is past the {n} samples of the {split:?} set"
+            )));
         }
         self.resize(b);
         // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
@@ -268,13 +292,17 @@ impl Backend for CpuBackend {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        self.acts[0].par_chunks_mut(PIXELS).zip(indices.par_iter()).for_each(|(row, &i)| {
-            for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
-                *x = px as f32 * (1.0 / 255.0);
-            }
-        });
+        self.acts[0]
+            .par_chunks_mut(PIXELS)
+            .zip(indices.par_iter())
+            .for_each(|(row, &i)| {
+                for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
+                    *x = px as f32 * (1.0 / 255.0);
+                }
+            });
         self.labels.clear();
-        self.labels.extend(indices.iter().map(|&i| data.labels[i as usize]));
+        self.labels
+            .extend(indices.iter().map(|&i| data.labels[i as usize]));
 
         let layers = self.arch.layers();
         for l in 0..layers {
@@ -311,7 +339,11 @@ impl Backend for CpuBackend {
         // Top: dZ = (softmax - onehot) / B.
         let scale = 1.0 / b as f32;
         let top = &mut self.dz[layers - 1];
-        for ((d, p), &y) in top.chunks_exact_mut(CLASSES).zip(self.probs.chunks_exact(CLASSES)).zip(&self.labels) {
+        for ((d, p), &y) in top
+            .chunks_exact_mut(CLASSES)
+            .zip(self.probs.chunks_exact(CLASSES))
+            .zip(&self.labels)
+        {
             for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
                 *d = (p - if c == y as usize { 1.0 } else { 0.0 }) * scale;
             }
@@ -321,7 +353,12 @@ impl Backend for CpuBackend {
             let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
             let (below, this) = self.dz.split_at_mut(l);
             let dz = Mat::new(&this[0], b, out);
-            matmul(&mut self.grads[w.clone()], dz.t(), Mat::new(&self.acts[l], b, inp), false);
+            matmul(
+                &mut self.grads[w.clone()],
+                dz.t(),
+                Mat::new(&self.acts[l], b, inp),
+                false,
+            );
             let db = &mut self.grads[bias];
             db.fill(0.0);
             for row in this[0].chunks_exact(out) {
@@ -332,13 +369,18 @@ impl Backend for CpuBackend {
                 matmul(da, dz, Mat::new(&self.params[w], out, inp), false);
                 // ReLU's derivative, read off its output: zero where the unit was off.
                 // Written as a select so it vectorises.
-                da.iter_mut().zip(&self.acts[l]).for_each(|(d, &a)| *d = if a > 0.0 { *d } else { 0.0 });
+                da.iter_mut()
+                    .zip(&self.acts[l])
+                    .for_each(|(d, &a)| *d = if a > 0.0 { *d } else { 0.0 });
             }
         }
     }
 
     fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper) {
-        let chunks = self.params.par_chunks_mut(UPDATE_CHUNK).zip(self.grads.par_chunks(UPDATE_CHUNK));
+        let chunks = self
+            .params
+            .par_chunks_mut(UPDATE_CHUNK)
+            .zip(self.grads.par_chunks(UPDATE_CHUNK));
         match opt.kind {
             OptimizerKind::Sgd => chunks
                 .zip(self.m.par_chunks_mut(UPDATE_CHUNK))

@@ -97,7 +97,12 @@ pub trait Backend {
     fn take_stats(&mut self, split: Split) -> Stats;
 
     /// One training step on rows `indices` of the training set.
-    fn train_step(&mut self, indices: &[u32], opt: &OptimizerConfig, hyper: StepHyper) -> Result<()> {
+    fn train_step(
+        &mut self,
+        indices: &[u32],
+        opt: &OptimizerConfig,
+        hyper: StepHyper,
+    ) -> Result<()> {
         self.forward(Split::Train, indices)?;
         self.backward();
         self.step(opt, hyper);

@@ -8,7 +8,11 @@ use gpumlp::dataset::{self, Dataset, Splits};
 pub fn small_sample(train: usize, test: usize) -> Splits {
     let s = dataset::mnist_sample();
     let first = |d: &Dataset, n: usize| d.select(&(0..n).collect::<Vec<_>>());
-    Splits { name: "mnist-sample".into(), train: first(&s.train, train), test: first(&s.test, test) }
+    Splits {
+        name: "mnist-sample".into(),
+        train: first(&s.train, train),
+        test: first(&s.test, test),
+    }
 }
 
 /// Asserts `|got - want| <= abs + rel * |want|` elementwise, printing the worst offender.
@@ -21,5 +25,11 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], abs: f32, rel: f32) {
             worst = (i, excess.max(f32::MIN_POSITIVE));
         }
     }
-    assert!(worst.1 <= 0.0, "{what}: element {} is {} but should be {} (abs {abs} + rel {rel})", worst.0, got[worst.0], want[worst.0]);
+    assert!(
+        worst.1 <= 0.0,
+        "{what}: element {} is {} but should be {} (abs {abs} + rel {rel})",
+        worst.0,
+        got[worst.0],
+        want[worst.0]
+    );
 }
