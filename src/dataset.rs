@@ -94,7 +94,7 @@ pub const SAMPLE_LABELS_GZ: &[u8] =
     include_bytes!("../data/mnist-sample/t10k-labels-idx1-ubyte.gz");
 /// How the sample is cut: the first 8,000 of a fixed permutation train, the other 2,000 test.
 pub const SAMPLE_TRAIN: usize = 8_000;
-const SAMPLE_SPLIT_SEED: u64 = 0x6d6e_6973_74; // "mnist"
+const SAMPLE_SPLIT_SEED: u64 = 0x006d_6e69_7374; // "mnist"
 
 /// The built-in sample, split by a fixed seeded permutation into 8,000 train and 2,000 test.
 pub fn mnist_sample() -> Splits {

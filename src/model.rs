@@ -65,11 +65,12 @@ pub struct ParamEntry {
 }
 
 impl ParamEntry {
-    pub fn len(&self) -> usize {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
     pub fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len()
+        self.offset..self.offset + self.numel()
     }
 }
 
@@ -97,7 +98,7 @@ impl ParamLayout {
                     offset,
                     shape,
                 };
-                offset += entry.len();
+                offset += entry.numel();
                 entries.push(entry);
             }
         }

@@ -8,6 +8,7 @@
 //! GPU kernels are tested against them.
 
 use crate::error::{Error, Result};
+use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +111,10 @@ impl OptimizerConfig {
 }
 
 /// One SGD-with-momentum update of `p` (and its velocity `vel`) from gradient `g`.
+// Compiled also for AVX2 and AVX-512 and picked at run time: the baseline x86-64 build is SSE2,
+// and these loops are bound by `sqrt` and division throughput. Elementwise IEEE operations give
+// the same bits at any vector width.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 pub fn sgd_update(cfg: &OptimizerConfig, lr: f32, p: &mut [f32], g: &[f32], vel: &mut [f32]) {
     let decay = 1.0 - lr * cfg.weight_decay;
     for ((p, &g), v) in p.iter_mut().zip(g).zip(vel) {
@@ -119,6 +124,7 @@ pub fn sgd_update(cfg: &OptimizerConfig, lr: f32, p: &mut [f32], g: &[f32], vel:
 }
 
 /// One Adam update of `p` and its moments `m`, `v`; `t` is the 1-based step number.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 pub fn adam_update(
     cfg: &OptimizerConfig,
     lr: f32,

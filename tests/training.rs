@@ -165,7 +165,8 @@ fn schedules_follow_their_definitions() {
 #[test]
 fn bad_settings_are_refused_with_the_flag_named() {
     let data = common::small_sample(10, 10);
-    let cases: [(fn(&mut TrainConfig), &str); 5] = [
+    type Spoil = fn(&mut TrainConfig);
+    let cases: [(Spoil, &str); 5] = [
         (|c| c.hidden = vec![0], "hidden layer width 0"),
         (|c| c.hidden = vec![], "--hidden"),
         (|c| c.batch = 0, "--batch 0"),
