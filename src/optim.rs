@@ -61,8 +61,8 @@ pub struct OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// Defaults: Adam at 2e-3 (with the default cosine decay this beats the textbook 1e-3 on
-    /// the sample: 96.25-96.70% over seeds 1-10 against 95.65-96.10% in 12 epochs), SGD at 0.05
+    /// Defaults: Adam at 2e-3 (with the default 20-epoch cosine decay it reached 96.30-96.75%
+    /// on the sample over seeds 1-10, about 0.3 points above the textbook 1e-3), SGD at 0.05
     /// with momentum 0.9.
     pub fn new(kind: OptimizerKind) -> Self {
         OptimizerConfig {

@@ -39,7 +39,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             hidden: vec![512, 256],
-            epochs: 15,
+            epochs: 20,
             batch: 128,
             optimizer: OptimizerConfig::new(OptimizerKind::Adam),
             schedule: Schedule::Cosine,

@@ -38,7 +38,7 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated [default: 512,256]
     #[arg(long, value_parser = parse_hidden)]
     pub hidden: Option<Hidden>,
-    /// Passes over the training set [default: 15]
+    /// Passes over the training set [default: 20]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=gpumlp::train::MAX_EPOCHS as i64))]
     pub epochs: Option<u32>,
     /// Samples per step [default: 128]
