@@ -8,8 +8,9 @@
 
 use crate::download::{self, RemoteFile};
 use crate::files;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use gpumlp::dataset::{self, Dataset, Splits};
+use gpumlp::Checkpoint;
 use std::path::{Path, PathBuf};
 
 /// The four IDX files of a dataset, by their usual names (each may also end in `.gz`).
@@ -79,6 +80,21 @@ impl DataSource {
             DataSource::Sample => "mnist-sample".into(),
             DataSource::Dir(p) => p.display().to_string(),
         }
+    }
+}
+
+/// The data to use: `--data` when given, else the data `model` was trained on (so `eval` and
+/// `--resume` carry on where `train` left off), else the default.
+pub fn choose(given: &Option<DataSource>, model: Option<&Checkpoint>) -> Result<DataSource> {
+    match (given, model.and_then(|m| Some((m, m.training.as_ref()?)))) {
+        (Some(source), _) => Ok(source.clone()),
+        (None, Some((model, state))) => DataSource::parse(&state.data).map_err(|e| {
+            anyhow!(
+                "{}: the data it was trained on is gone ({e}); name the data with --data",
+                model.name
+            )
+        }),
+        (None, None) => Ok(DataSource::Auto),
     }
 }
 

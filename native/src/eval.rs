@@ -1,7 +1,7 @@
 //! `gpumlp eval` and `gpumlp predict`: a saved model on a test set, or on pictures of digits.
 
 use crate::cli::{EvalArgs, PredictArgs};
-use crate::data::{self, DataSource};
+use crate::data;
 use crate::devices;
 use crate::files::read;
 use anyhow::{anyhow, Result};
@@ -20,17 +20,7 @@ fn load_model(path: &Path) -> Result<Checkpoint> {
 
 pub fn eval(args: EvalArgs) -> Result<()> {
     let ckpt = load_model(&args.model)?;
-    // By default, the data the model was trained on, so eval reproduces train's figure.
-    let source = match (&args.data, &ckpt.training) {
-        (Some(source), _) => source.clone(),
-        (None, Some(t)) => DataSource::parse(&t.data).map_err(|e| {
-            anyhow!(
-                "{}: trained on {e}; name the data with --data",
-                args.model.display()
-            )
-        })?,
-        (None, None) => DataSource::Auto,
-    };
+    let source = data::choose(&args.data, Some(&ckpt))?;
     let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
     let mut backend = devices::open(&args.device.device, &ckpt.architecture)?;
     backend.set_params(&ckpt.params);

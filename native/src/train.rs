@@ -4,7 +4,7 @@
 //! end, and the summary on stdout.
 
 use crate::cli::{Hidden, TrainArgs};
-use crate::data::{self, DataSource};
+use crate::data;
 use crate::files::{check_writable, write_atomic};
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
@@ -36,27 +36,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let arch = config.architecture()?;
     let backend = devices::open(&args.device.device, &arch)?;
 
-    let saved = resume.as_ref().and_then(|c| c.training.as_ref());
-    if let Some(state) = saved {
+    if let Some(state) = resume.as_ref().and_then(|c| c.training.as_ref()) {
         if state.epoch >= config.epochs {
             bail!(
                 "--resume {}: the run already did {} epochs; ask for more with --epochs",
-                state_name(&resume),
+                args.resume.as_ref().unwrap().display(),
                 state.epoch
             );
         }
     }
-    // A resumed run continues on the data it was trained on unless told otherwise.
-    let source = match (&args.data, saved) {
-        (Some(source), _) => source.clone(),
-        (None, Some(state)) => DataSource::parse(&state.data).map_err(|e| {
-            anyhow::anyhow!(
-                "--resume {}: trained on {e}; name the data with --data",
-                state_name(&resume)
-            )
-        })?,
-        (None, None) => DataSource::Auto,
-    };
+    let source = data::choose(&args.data, resume.as_ref())?;
     let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
     let mut trainer = match &resume {
         Some(ckpt) => Trainer::resume(ckpt, config.epochs, backend, &data)?,
@@ -263,8 +252,4 @@ fn json_f32(x: f32) -> serde_json::Value {
     x.to_string()
         .parse::<f64>()
         .map_or(serde_json::Value::Null, serde_json::Value::from)
-}
-
-fn state_name(resume: &Option<Checkpoint>) -> &str {
-    resume.as_ref().map_or("", |c| c.name.as_str())
 }
