@@ -13,6 +13,9 @@ pub enum Error {
     /// A checkpoint that is truncated, corrupt or does not match what it is loaded into.
     #[error("checkpoint {name}: {reason}")]
     Checkpoint { name: String, reason: String },
+    /// A GPU that cannot do what was asked (limits, device loss, no adapter).
+    #[error("{0}")]
+    Gpu(String),
     /// An image given for prediction that holds no usable digit.
     #[error("{0}")]
     Image(String),

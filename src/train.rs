@@ -99,9 +99,9 @@ pub struct EpochResult {
 }
 
 /// A run in progress: the configuration, the backend holding the model, and how far it got.
-pub struct Trainer<B: Backend> {
+pub struct Trainer {
     pub config: TrainConfig,
-    pub backend: B,
+    pub backend: Box<dyn Backend>,
     /// Name of the data it trains on (recorded in checkpoints).
     pub data_name: String,
     /// Epochs completed.
@@ -111,9 +111,9 @@ pub struct Trainer<B: Backend> {
     train_len: usize,
 }
 
-impl<B: Backend> Trainer<B> {
+impl Trainer {
     /// A fresh run: parameters initialised from the seed, data uploaded to the backend.
-    pub fn new(config: TrainConfig, mut backend: B, data: &Splits) -> Result<Self> {
+    pub fn new(config: TrainConfig, mut backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
         if backend.layout().len != crate::model::ParamLayout::new(&arch).len {
@@ -143,7 +143,12 @@ impl<B: Backend> Trainer<B> {
     }
 
     /// Continues the run saved in `ckpt` (which must hold training state) up to `epochs` in all.
-    pub fn resume(ckpt: &Checkpoint, epochs: usize, backend: B, data: &Splits) -> Result<Self> {
+    pub fn resume(
+        ckpt: &Checkpoint,
+        epochs: usize,
+        backend: Box<dyn Backend>,
+        data: &Splits,
+    ) -> Result<Self> {
         let state = ckpt.training.as_ref().ok_or_else(|| {
             Error::checkpoint(
                 &ckpt.name,
@@ -177,17 +182,18 @@ impl<B: Backend> Trainer<B> {
     pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
         let order = epoch_order(self.config.seed, self.epoch, self.train_len);
         let total = self.total_steps();
-        let steps = self.steps_per_epoch();
         let opt = self.config.optimizer;
-        let mut lr = opt.lr;
+        let hypers: Vec<StepHyper> = (1..=self.steps_per_epoch() as u64)
+            .map(|i| StepHyper {
+                lr: self.config.schedule.lr(opt.lr, self.step + i - 1, total),
+                t: self.step + i,
+            })
+            .collect();
         self.backend.take_stats(Split::Train);
-        for (i, batch) in order.chunks(self.config.batch).enumerate() {
-            lr = self.config.schedule.lr(opt.lr, self.step, total);
-            self.step += 1;
-            self.backend
-                .train_step(batch, &opt, StepHyper { lr, t: self.step })?;
-            progress(i + 1, steps);
-        }
+        self.backend
+            .train_epoch(&order, self.config.batch, &opt, &hypers, progress)?;
+        self.step += hypers.len() as u64;
+        let lr = hypers.last().map_or(opt.lr, |h| h.lr);
         self.epoch += 1;
         Ok(EpochResult {
             epoch: self.epoch,

@@ -9,9 +9,9 @@ use gpumlp::optim::{adam_update, sgd_update};
 use gpumlp::train::TrainConfig;
 use gpumlp::{Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, Trainer};
 
-fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer<CpuBackend> {
+fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer {
     let arch = config.architecture().unwrap();
-    Trainer::new(config, CpuBackend::new(&arch), data).unwrap()
+    Trainer::new(config, Box::new(CpuBackend::new(&arch)), data).unwrap()
 }
 
 fn small_config(epochs: usize) -> TrainConfig {
@@ -97,7 +97,8 @@ fn resumed_run_equals_uninterrupted_run() {
         drop(first);
         let ckpt = Checkpoint::from_bytes("epoch-1", &bytes).unwrap();
         let arch = config.architecture().unwrap();
-        let mut resumed = Trainer::resume(&ckpt, 3, CpuBackend::new(&arch), &data).unwrap();
+        let mut resumed =
+            Trainer::resume(&ckpt, 3, Box::new(CpuBackend::new(&arch)), &data).unwrap();
         assert_eq!((resumed.epoch, resumed.step), (1, 20));
         while !resumed.finished() {
             resumed.train_epoch(&mut |_, _| {}).unwrap();
@@ -177,7 +178,7 @@ fn bad_settings_are_refused_with_the_flag_named() {
         let mut c = small_config(1);
         spoil(&mut c);
         let arch = gpumlp::Architecture::mlp(&[4]).unwrap();
-        let err = Trainer::new(c, CpuBackend::new(&arch), &data)
+        let err = Trainer::new(c, Box::new(CpuBackend::new(&arch)), &data)
             .err()
             .expect("must be refused")
             .to_string();

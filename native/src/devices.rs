@@ -1,46 +1,132 @@
-//! Choosing what to train on. This build has the CPU backend only; the GPU backend (wgpu) will
-//! plug in here with the policy of design.md: auto = discrete GPU, else integrated GPU, else CPU;
-//! a software adapter only when asked for.
+//! Choosing what to train on, and `gpumlp devices`.
+//!
+//! Policy (design.md): `auto` takes a discrete GPU, else an integrated GPU, else the CPU
+//! backend. A software adapter (lavapipe, SwiftShader, WARP: device type "CPU") is far slower
+//! than the CPU backend, so it is used only when asked for with `--device software`. `--device N`
+//! takes adapter N as `gpumlp devices` numbers them. Only the primary APIs (Vulkan, Metal, DX12)
+//! are considered; `WGPU_BACKEND` narrows them further.
 
 use crate::cli::Device;
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
+use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
+use gpumlp::backend::Backend;
 use gpumlp::{Architecture, CpuBackend};
+use serde_json::json;
 
-/// The backend `device` asks for.
-pub fn open(device: &Device, arch: &Architecture) -> Result<CpuBackend> {
-    match device {
-        Device::Auto | Device::Cpu => Ok(CpuBackend::new(arch)),
-        Device::Gpu | Device::IntegratedGpu | Device::Software => {
-            bail!("--device {}: this build of gpumlp has no GPU backend yet; use --device cpu (or auto)", name(device))
-        }
-        Device::Index(i) => {
-            bail!("--device {i}: there is no GPU adapter {i}; `gpumlp devices` lists what there is")
-        }
+/// Every adapter wgpu finds, in a stable order (the numbering of `gpumlp devices`).
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+}
+
+/// Rank for `auto`: lower is better; None for adapters `auto` never takes.
+fn auto_rank(t: wgpu::DeviceType) -> Option<u8> {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => Some(0),
+        wgpu::DeviceType::IntegratedGpu => Some(1),
+        _ => None,
     }
 }
 
-fn name(device: &Device) -> &'static str {
-    match device {
-        Device::Gpu => "gpu",
-        Device::IntegratedGpu => "igpu",
-        Device::Software => "software",
-        _ => "auto",
+/// The adapter `device` selects, or None for the CPU backend.
+fn select(device: &Device, adapters: &[wgpu::Adapter]) -> Result<Option<usize>> {
+    let find = |wanted: &[wgpu::DeviceType]| {
+        adapters
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| wanted.contains(&a.get_info().device_type))
+            .map(|(i, _)| i)
+            .next()
+    };
+    use wgpu::DeviceType::*;
+    let none = |flag: &str, what: &str| {
+        anyhow!("--device {flag}: no {what} found; `gpumlp devices` lists what there is")
+    };
+    Ok(match device {
+        Device::Cpu => None,
+        Device::Auto => adapters
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((auto_rank(a.get_info().device_type)?, i)))
+            .min()
+            .map(|(_, i)| i),
+        Device::Gpu => Some(
+            find(&[DiscreteGpu])
+                .or_else(|| find(&[IntegratedGpu]))
+                .ok_or_else(|| none("gpu", "GPU adapter"))?,
+        ),
+        Device::IntegratedGpu => {
+            Some(find(&[IntegratedGpu]).ok_or_else(|| none("igpu", "integrated GPU"))?)
+        }
+        Device::Software => Some(find(&[Cpu]).ok_or_else(|| {
+            none(
+                "software",
+                "software adapter (apt-get install mesa-vulkan-drivers provides lavapipe)",
+            )
+        })?),
+        Device::Index(i) if *i < adapters.len() => Some(*i),
+        Device::Index(i) => bail!(
+            "--device {i}: there are {} GPU adapters (0..{}); `gpumlp devices` lists them",
+            adapters.len(),
+            adapters.len().saturating_sub(1) as i64
+        ),
+    })
+}
+
+/// The backend `device` asks for, built for `arch`.
+pub fn open(device: &Device, arch: &Architecture) -> Result<Box<dyn Backend>> {
+    if *device == Device::Cpu {
+        return Ok(Box::new(CpuBackend::new(arch)));
     }
+    let adapters = adapters();
+    let Some(index) = select(device, &adapters)? else {
+        return Ok(Box::new(CpuBackend::new(arch)));
+    };
+    let adapter = &adapters[index];
+    let context = pollster::block_on(GpuContext::new(adapter))?;
+    Ok(Box::new(GpuBackend::new(context, arch)?))
 }
 
 /// `gpumlp devices`.
-pub fn run(json: bool) -> Result<()> {
-    let cpu = gpumlp::backend::Backend::device(&CpuBackend::new(&Architecture::mlp(&[1])?));
+pub fn run(json_out: bool) -> Result<()> {
+    let cpu = CpuBackend::new(&Architecture::mlp(&[1])?).device();
+    let adapters = adapters();
+    let chosen = select(&Device::Auto, &adapters)?;
+    let mut rows = Vec::new();
+    for (i, adapter) in adapters.iter().enumerate() {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let auto = if chosen == Some(i) { "  <- auto" } else { "" };
+        println!(
+            "{i}: {} - {}, {}, driver {} {}, max buffer {} MiB, max storage binding {} MiB{auto}",
+            info.name,
+            device_kind(info.device_type),
+            info.backend.to_str(),
+            info.driver,
+            info.driver_info,
+            limits.max_buffer_size >> 20,
+            limits.max_storage_buffer_binding_size >> 20,
+        );
+        rows.push(json!({
+            "index": i, "name": info.name, "kind": device_kind(info.device_type), "backend": info.backend.to_str(),
+            "driver": info.driver, "driver_info": info.driver_info,
+            "max_buffer_size": limits.max_buffer_size, "max_storage_binding_size": limits.max_storage_buffer_binding_size,
+            "max_workgroups_per_dimension": limits.max_compute_workgroups_per_dimension,
+            "auto": chosen == Some(i),
+        }));
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapter found (Vulkan, Metal or DX12)");
+    }
+    let auto = if chosen.is_none() { "  <- auto" } else { "" };
     println!(
-        "cpu: {} - backend {} (set RAYON_NUM_THREADS to change the thread count)",
+        "cpu: {} - backend {} (RAYON_NUM_THREADS sets the thread count){auto}",
         cpu.name, cpu.backend
     );
-    println!("gpu adapters: none (this build has no GPU backend yet)");
-    if json {
-        println!(
-            "{}",
-            serde_json::json!([{ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend }])
-        );
+    rows.push(json!({ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend, "auto": chosen.is_none() }));
+    if json_out {
+        println!("{}", serde_json::Value::Array(rows));
     }
     Ok(())
 }

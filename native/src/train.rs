@@ -8,7 +8,6 @@ use crate::data;
 use crate::files::{check_writable, write_atomic};
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
-use gpumlp::backend::Backend;
 use gpumlp::train::TrainConfig;
 use gpumlp::{Checkpoint, OptimizerConfig, OptimizerKind, Trainer};
 use serde_json::json;

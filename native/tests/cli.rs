@@ -365,12 +365,33 @@ fn predict_reads_drawn_digits_of_any_size_and_polarity() {
 }
 
 #[test]
-fn devices_lists_the_cpu_backend() {
+fn devices_lists_every_adapter_and_the_cpu_backend() {
     let tmp = tempfile::tempdir().unwrap();
     let out = gpumlp(&["devices", "--json"], tmp.path());
     assert_ok(&out);
     assert!(stdout(&out).contains("threads"));
-    assert_eq!(json(&out)[0]["kind"], "cpu");
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    let cpu = rows
+        .iter()
+        .find(|r| r["index"].is_null())
+        .expect("the CPU backend is listed");
+    assert_eq!(cpu["kind"], "cpu");
+    for gpu in rows.iter().filter(|r| !r["index"].is_null()) {
+        for field in ["name", "kind", "backend", "driver"] {
+            assert!(gpu[field].is_string(), "{field} missing: {gpu}");
+        }
+        assert!(gpu["max_storage_binding_size"].as_u64().unwrap() > 0);
+        // A software adapter is never the automatic choice.
+        if gpu["kind"] == "software-gpu" {
+            assert_eq!(gpu["auto"], false);
+        }
+    }
+    assert_eq!(
+        rows.iter().filter(|r| r["auto"] == true).count(),
+        1,
+        "exactly one automatic choice"
+    );
 }
 
 /// Writes a data folder from the sample, then lets `spoil` damage one of its files.

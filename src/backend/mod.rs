@@ -8,6 +8,7 @@
 //! logits, gradients and updates across backends.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::dataset::Dataset;
 use crate::error::Result;
@@ -95,6 +96,24 @@ pub trait Backend {
     fn grads(&mut self) -> Vec<f32>;
     /// Returns the stats accumulated for `split` since the last call and starts afresh.
     fn take_stats(&mut self, split: Split) -> Stats;
+
+    /// One epoch: batches of `batch` consecutive entries of `order` (the last may be short),
+    /// step `i` with `hypers[i]`. `progress(done, total)` follows the steps. A GPU backend
+    /// encodes the whole epoch without waiting; this default runs [`Backend::train_step`]s.
+    fn train_epoch(
+        &mut self,
+        order: &[u32],
+        batch: usize,
+        opt: &OptimizerConfig,
+        hypers: &[StepHyper],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        for (i, (indices, hyper)) in order.chunks(batch).zip(hypers).enumerate() {
+            self.train_step(indices, opt, *hyper)?;
+            progress(i + 1, hypers.len());
+        }
+        Ok(())
+    }
 
     /// One training step on rows `indices` of the training set.
     fn train_step(

@@ -1,0 +1,24 @@
+// common.wgsl: prepended to every kernel file (WGSL has no includes).
+//
+// Per-step values, one 256-byte slot per training step in a uniform buffer bound with a dynamic
+// offset, so a whole epoch is encoded at once and each dispatch reads its own step's slot.
+// Bindings: @group(1) @binding(0) step (uniform, dynamic offset).
+
+struct Step {
+    order_offset: u32,   // first entry of `order` that this batch uses
+    batch: u32,          // rows in this batch, B
+    train: u32,          // 1: also compute the loss gradient for backward
+    split: u32,          // 0 train, 1 test: which running stats the batch adds to
+    lr: f32,             // learning rate of this step (after the schedule)
+    adam_step: f32,      // lr / (1 - beta1^t), Adam's bias-corrected step size
+    adam_v_scale: f32,   // 1 / sqrt(1 - beta2^t), Adam's second-moment correction
+    inv_batch: f32,      // 1 / B
+}
+
+@group(1) @binding(0) var<uniform> step: Step;
+
+// Workgroups per dispatch dimension are capped (65,535 on WebGPU), so 1-D work is dispatched as
+// a 2-D grid of 256-wide workgroups and flattened back here.
+fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}

@@ -1,0 +1,1097 @@
+//! The GPU backend: the same MLP as the CPU backend, in WGSL compute shaders through wgpu
+//! (Vulkan, Metal, DX12; WebGPU in the browser).
+//!
+//! Everything is created once: pipelines, bind groups, the parameter, gradient and moment
+//! buffers, the batch buffers (sized for the largest batch seen), and each dataset, uploaded once
+//! as packed bytes. An epoch uploads its shuffled order and a table of per-step values (one
+//! 256-byte uniform slot per step, bound with a dynamic offset), then encodes every step's
+//! dispatches with no readback; loss and accuracy accumulate in a GPU buffer that is read when
+//! the trainer asks for the epoch's stats. Steps are submitted in chunks, waiting for the chunk
+//! before last, so progress is real and the queue never runs far ahead.
+//!
+//! Per step: gather (batch from the resident dataset), one GEMM per layer with bias and ReLU
+//! fused, softmax cross-entropy forward and backward in one kernel, the stats accumulation,
+//! then per layer the weight-gradient GEMM, the bias-gradient reduction and the input-gradient
+//! GEMM with ReLU's derivative fused, and one optimizer kernel over the flat buffer.
+
+pub mod kernels;
+
+use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::idx::{CLASSES, PIXELS};
+use crate::model::{Architecture, ParamLayout};
+use crate::optim::{OptimizerConfig, OptimizerKind};
+use wgpu::util::DeviceExt;
+
+/// Bytes between two steps' slots in the step table (WebGPU's dynamic-offset alignment).
+const SLOT: u64 = 256;
+/// Steps per submitted command buffer during an epoch.
+const STEPS_PER_SUBMIT: usize = 32;
+/// Workgroup size of the 1-D kernels (gather, softmax, bias gradient, optimizer).
+const WG: u32 = 256;
+/// Output tile of a GEMM workgroup (gemm.wgsl's TILE).
+const GEMM_TILE: u32 = 64;
+
+/// A device and its queue, with what the adapter says about itself. Created apart from the
+/// backend so that tests and the program can choose the adapter.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+}
+
+impl GpuContext {
+    /// Opens `adapter` with its own limits (larger storage bindings than WebGPU's defaults).
+    pub async fn new(adapter: &wgpu::Adapter) -> Result<Self> {
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gpumlp"),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                Error::Gpu(format!(
+                    "{}: cannot open the device: {e}",
+                    adapter.get_info().name
+                ))
+            })?;
+        Ok(GpuContext {
+            device,
+            queue,
+            info: adapter.get_info(),
+            limits,
+        })
+    }
+
+    /// The adapter's type in the words `--json` and `gpumlp devices` use.
+    pub fn kind(&self) -> &'static str {
+        device_kind(self.info.device_type)
+    }
+}
+
+/// "discrete-gpu", "integrated-gpu", "software-gpu" (lavapipe, SwiftShader, WARP) or "virtual-gpu".
+pub fn device_kind(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete-gpu",
+        wgpu::DeviceType::IntegratedGpu => "integrated-gpu",
+        wgpu::DeviceType::Cpu => "software-gpu",
+        wgpu::DeviceType::VirtualGpu => "virtual-gpu",
+        wgpu::DeviceType::Other => "other-gpu",
+    }
+}
+
+/// One step's slot of the step table; mirrors `Step` in common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct StepSlot {
+    order_offset: u32,
+    batch: u32,
+    train: u32,
+    split: u32,
+    lr: f32,
+    adam_step: f32,
+    adam_v_scale: f32,
+    inv_batch: f32,
+}
+
+impl StepSlot {
+    fn new(split: Split, order_offset: usize, batch: usize) -> Self {
+        StepSlot {
+            order_offset: order_offset as u32,
+            batch: batch as u32,
+            train: (split == Split::Train) as u32,
+            split: split as u32,
+            inv_batch: 1.0 / batch as f32,
+            ..Default::default()
+        }
+    }
+
+    /// Fills in the optimizer's per-step values exactly as `optim::adam_update` computes them.
+    fn with_hyper(mut self, opt: &OptimizerConfig, h: StepHyper) -> Self {
+        let t = h.t.min(i32::MAX as u64) as i32;
+        self.lr = h.lr;
+        self.adam_step = h.lr / (1.0 - opt.beta1.powi(t));
+        self.adam_v_scale = 1.0 / (1.0 - opt.beta2.powi(t)).sqrt();
+        self
+    }
+}
+
+/// Mirrors `Gemm` in gemm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch_dim: u32,
+    a_off: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_off: u32,
+    b_rs: u32,
+    b_cs: u32,
+    c_off: u32,
+    aux_off: u32,
+    epilogue: u32,
+    _pad: [u32; 3],
+}
+
+/// Mirrors `Opt` in optimizer.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct OptParams {
+    len: u32,
+    momentum: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    _pad: [u32; 2],
+}
+
+const BATCH_M: u32 = 1;
+const BATCH_K: u32 = 2;
+const EPI_NONE: u32 = 0;
+const EPI_BIAS: u32 = 1;
+const EPI_BIAS_RELU: u32 = 2;
+const EPI_RELU_MASK: u32 = 3;
+
+/// One GEMM of the network, with its bind group built once.
+struct GemmCall {
+    bind: wgpu::BindGroup,
+    params: GemmParams,
+}
+
+/// A dataset resident on the GPU.
+struct SplitData {
+    images: wgpu::Buffer,
+    labels: wgpu::Buffer,
+    /// Batch order: the epoch's permutation, or the indices of a single forward.
+    order: wgpu::Buffer,
+    len: usize,
+}
+
+/// Buffers and bind groups that depend on the batch capacity and the datasets. (The gradient
+/// and per-row buffers live on in the bind groups that use them.)
+struct BatchResources {
+    capacity: usize,
+    /// `acts[0]` the input batch, `acts[l]` layer l-1's output after ReLU, the last the logits.
+    acts: Vec<wgpu::Buffer>,
+    labels: wgpu::Buffer,
+    gather: [Option<wgpu::BindGroup>; 2],
+    forward: Vec<GemmCall>,
+    weight_grad: Vec<GemmCall>,
+    /// `input_grad[l]` for layers l >= 1 (index l - 1).
+    input_grad: Vec<GemmCall>,
+    bias_grad: Vec<wgpu::BindGroup>,
+    softmax: wgpu::BindGroup,
+    accumulate: wgpu::BindGroup,
+}
+
+struct Pipelines {
+    gather: wgpu::ComputePipeline,
+    gemm: wgpu::ComputePipeline,
+    softmax: wgpu::ComputePipeline,
+    accumulate: wgpu::ComputePipeline,
+    bias_grad: wgpu::ComputePipeline,
+    sgd: wgpu::ComputePipeline,
+    adam: wgpu::ComputePipeline,
+}
+
+struct Layouts {
+    step: wgpu::BindGroupLayout,
+    gather: wgpu::BindGroupLayout,
+    gemm: wgpu::BindGroupLayout,
+    softmax: wgpu::BindGroupLayout,
+    accumulate: wgpu::BindGroupLayout,
+    bias_grad: wgpu::BindGroupLayout,
+    optimizer: wgpu::BindGroupLayout,
+}
+
+pub struct GpuBackend {
+    ctx: GpuContext,
+    arch: Architecture,
+    layout: ParamLayout,
+    layouts: Layouts,
+    pipelines: Pipelines,
+    params: wgpu::Buffer,
+    grads: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    /// Running loss sum, correct count and sample count per split: `[4 * split + 0..3]`.
+    stats: wgpu::Buffer,
+    opt_params: wgpu::Buffer,
+    optimizer_bind: wgpu::BindGroup,
+    steps: wgpu::Buffer,
+    steps_capacity: usize,
+    step_bind: wgpu::BindGroup,
+    data: [Option<SplitData>; 2],
+    batch: BatchResources,
+    /// The slot of the last single forward, which `backward` and `step` reuse.
+    last: Option<StepSlot>,
+}
+
+fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+impl GpuBackend {
+    /// A backend for `arch` on `ctx`, with zero parameters (set them with `set_params`).
+    pub fn new(ctx: GpuContext, arch: &Architecture) -> Result<Self> {
+        let layout = ParamLayout::new(arch);
+        let device = &ctx.device;
+        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries,
+            })
+        };
+        let layouts = Layouts {
+            step: bgl("step", &[uniform(0, true)]),
+            gather: bgl(
+                "gather",
+                &[
+                    storage(0, true),
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, false),
+                ],
+            ),
+            gemm: bgl(
+                "gemm",
+                &[
+                    uniform(0, false),
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, true),
+                ],
+            ),
+            softmax: bgl(
+                "softmax_xent",
+                &[
+                    storage(0, true),
+                    storage(1, true),
+                    storage(2, false),
+                    storage(3, false),
+                ],
+            ),
+            accumulate: bgl("accuracy", &[storage(0, true), storage(1, false)]),
+            bias_grad: bgl(
+                "bias_grad",
+                &[uniform(0, false), storage(1, true), storage(2, false)],
+            ),
+            optimizer: bgl(
+                "optimizer",
+                &[
+                    uniform(0, false),
+                    storage(1, false),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, false),
+                ],
+            ),
+        };
+        let pipeline = |file: &str, entry: &str, group0: &wgpu::BindGroupLayout| {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(file),
+                source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(group0), Some(&layouts.step)],
+                immediate_size: 0,
+            });
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        };
+        let pipelines = Pipelines {
+            gather: pipeline("gather.wgsl", "gather", &layouts.gather),
+            gemm: pipeline("gemm.wgsl", "gemm", &layouts.gemm),
+            softmax: pipeline("softmax_xent.wgsl", "softmax_xent", &layouts.softmax),
+            accumulate: pipeline("accuracy.wgsl", "accumulate", &layouts.accumulate),
+            bias_grad: pipeline("bias_grad.wgsl", "bias_grad", &layouts.bias_grad),
+            sgd: pipeline("optimizer.wgsl", "sgd", &layouts.optimizer),
+            adam: pipeline("optimizer.wgsl", "adam", &layouts.optimizer),
+        };
+
+        let flat = |label: &str| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4 * layout.len as u64,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (params, grads, m, v) = (
+            flat("params"),
+            flat("grads"),
+            flat("adam m / sgd velocity"),
+            flat("adam v"),
+        );
+        let bytes = 4 * layout.len as u64;
+        if bytes > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "{} parameters ({} MiB) exceed this GPU's storage binding limit of {} MiB",
+                layout.len,
+                bytes >> 20,
+                ctx.limits.max_storage_buffer_binding_size >> 20
+            )));
+        }
+        let stats = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("stats"),
+            size: 32,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let opt_params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("optimizer settings"),
+            contents: bytemuck::bytes_of(&OptParams::default()),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        });
+        let optimizer_bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("optimizer"),
+            layout: &layouts.optimizer,
+            entries: &[
+                entry(0, &opt_params),
+                entry(1, &params),
+                entry(2, &grads),
+                entry(3, &m),
+                entry(4, &v),
+            ],
+        });
+        let (steps, step_bind) = step_table(device, &layouts.step, 1);
+        let batch = BatchResources::new(
+            &ctx,
+            &layouts,
+            arch,
+            &layout,
+            [None, None],
+            &params,
+            &grads,
+            &stats,
+            0,
+        );
+        Ok(GpuBackend {
+            arch: arch.clone(),
+            layout,
+            layouts,
+            pipelines,
+            params,
+            grads,
+            m,
+            v,
+            stats,
+            opt_params,
+            optimizer_bind,
+            steps,
+            steps_capacity: 1,
+            step_bind,
+            data: [None, None],
+            batch,
+            last: None,
+            ctx,
+        })
+    }
+
+    /// Grows the batch buffers (and the order buffers that hold single batches) to `batch` rows.
+    fn ensure_capacity(&mut self, batch: usize) -> Result<()> {
+        if batch <= self.batch.capacity {
+            return Ok(());
+        }
+        let widest = *self.arch.sizes.iter().max().expect("layers") as u64;
+        let bytes = 4 * widest * batch as u64;
+        if bytes > self.ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "a batch of {batch} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller --batch",
+                bytes >> 20,
+                self.ctx.limits.max_storage_buffer_binding_size >> 20
+            )));
+        }
+        for (split, data) in self.data.iter_mut().enumerate() {
+            if let Some(d) = data {
+                if d.order.size() < 4 * batch as u64 {
+                    d.order = order_buffer(
+                        &self.ctx.device,
+                        if split == 0 {
+                            "train order"
+                        } else {
+                            "test order"
+                        },
+                        d.len.max(batch),
+                    );
+                }
+            }
+        }
+        self.batch = BatchResources::new(
+            &self.ctx,
+            &self.layouts,
+            &self.arch,
+            &self.layout,
+            [self.data[0].as_ref(), self.data[1].as_ref()],
+            &self.params,
+            &self.grads,
+            &self.stats,
+            batch,
+        );
+        Ok(())
+    }
+
+    fn ensure_steps(&mut self, steps: usize) {
+        if steps > self.steps_capacity {
+            (self.steps, self.step_bind) = step_table(&self.ctx.device, &self.layouts.step, steps);
+            self.steps_capacity = steps;
+        }
+    }
+
+    fn write_slots(&self, slots: &[StepSlot]) {
+        let mut bytes = vec![0u8; slots.len() * SLOT as usize];
+        for (i, s) in slots.iter().enumerate() {
+            bytes[i * SLOT as usize..][..std::mem::size_of::<StepSlot>()]
+                .copy_from_slice(bytemuck::bytes_of(s));
+        }
+        self.ctx.queue.write_buffer(&self.steps, 0, &bytes);
+    }
+
+    fn write_optimizer(&self, opt: &OptimizerConfig) {
+        let p = OptParams {
+            len: self.layout.len as u32,
+            momentum: opt.momentum,
+            beta1: opt.beta1,
+            beta2: opt.beta2,
+            eps: opt.eps,
+            weight_decay: opt.weight_decay,
+            _pad: [0; 2],
+        };
+        self.ctx
+            .queue
+            .write_buffer(&self.opt_params, 0, bytemuck::bytes_of(&p));
+    }
+
+    /// A 1-D dispatch of `n` invocations as a 2-D grid within the per-dimension limit.
+    fn dispatch_1d(&self, pass: &mut wgpu::ComputePass, n: usize) {
+        let groups = (n as u32).div_ceil(WG).max(1);
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let x = groups.min(max);
+        pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
+    }
+
+    fn encode_gemm(&self, pass: &mut wgpu::ComputePass, call: &GemmCall, batch: usize) {
+        let m = if call.params.batch_dim == BATCH_M {
+            batch as u32
+        } else {
+            call.params.m
+        };
+        pass.set_pipeline(&self.pipelines.gemm);
+        pass.set_bind_group(0, &call.bind, &[]);
+        pass.dispatch_workgroups(call.params.n.div_ceil(GEMM_TILE), m.div_ceil(GEMM_TILE), 1);
+    }
+
+    /// Gather, the layers, softmax cross-entropy and the stats, for a batch of `batch`.
+    fn encode_forward(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        split: Split,
+        slot: usize,
+        batch: usize,
+    ) {
+        pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
+        pass.set_pipeline(&self.pipelines.gather);
+        pass.set_bind_group(
+            0,
+            self.batch.gather[split as usize]
+                .as_ref()
+                .expect("uploaded"),
+            &[],
+        );
+        self.dispatch_1d(pass, batch * PIXELS / 4);
+        for call in &self.batch.forward {
+            self.encode_gemm(pass, call, batch);
+        }
+        pass.set_pipeline(&self.pipelines.softmax);
+        pass.set_bind_group(0, &self.batch.softmax, &[]);
+        self.dispatch_1d(pass, batch);
+        pass.set_pipeline(&self.pipelines.accumulate);
+        pass.set_bind_group(0, &self.batch.accumulate, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+
+    fn encode_backward(&self, pass: &mut wgpu::ComputePass, slot: usize, batch: usize) {
+        pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
+        for l in (0..self.arch.layers()).rev() {
+            self.encode_gemm(pass, &self.batch.weight_grad[l], batch);
+            pass.set_pipeline(&self.pipelines.bias_grad);
+            pass.set_bind_group(0, &self.batch.bias_grad[l], &[]);
+            self.dispatch_1d(pass, self.arch.sizes[l + 1]);
+            if l > 0 {
+                self.encode_gemm(pass, &self.batch.input_grad[l - 1], batch);
+            }
+        }
+    }
+
+    fn encode_step(&self, pass: &mut wgpu::ComputePass, slot: usize, kind: OptimizerKind) {
+        pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
+        pass.set_pipeline(match kind {
+            OptimizerKind::Sgd => &self.pipelines.sgd,
+            OptimizerKind::Adam => &self.pipelines.adam,
+        });
+        pass.set_bind_group(0, &self.optimizer_bind, &[]);
+        self.dispatch_1d(pass, self.layout.len);
+    }
+
+    /// Encodes `work` in one compute pass and submits it.
+    fn submit(
+        &self,
+        label: &str,
+        work: impl FnOnce(&mut wgpu::ComputePass),
+    ) -> wgpu::SubmissionIndex {
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: None,
+            });
+            work(&mut pass);
+        }
+        self.ctx.queue.submit([encoder.finish()])
+    }
+
+    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU, waiting for the GPU.
+    fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Vec<f32> {
+        if len == 0 {
+            return Vec::new();
+        }
+        let size = 4 * len as u64;
+        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
+        self.ctx.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        // A failed poll or map means the device was lost: nothing sensible can continue.
+        self.ctx
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("GPU device lost while waiting");
+        rx.recv()
+            .expect("map callback ran")
+            .expect("GPU buffer mapping failed");
+        let data =
+            bytemuck::pod_collect_to_vec::<u8, f32>(&staging.get_mapped_range(..).expect("mapped"));
+        staging.unmap();
+        data
+    }
+
+    fn check_indices(&self, split: Split, indices: &[u32]) -> Result<()> {
+        let n = self.len(split);
+        if indices.is_empty() {
+            return Err(Error::Config("a batch needs at least one sample".into()));
+        }
+        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
+            return Err(Error::Config(format!(
+                "sample index {bad} is past the {n} samples of the {split:?} set"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+fn order_buffer(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 4 * len.max(1) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+fn step_table(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    steps: usize,
+) -> (wgpu::Buffer, wgpu::BindGroup) {
+    let buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("step table"),
+        size: SLOT * steps.max(1) as u64,
+        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("step"),
+        layout,
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &buffer,
+                offset: 0,
+                size: wgpu::BufferSize::new(std::mem::size_of::<StepSlot>() as u64),
+            }),
+        }],
+    });
+    (buffer, bind)
+}
+
+impl BatchResources {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &GpuContext,
+        layouts: &Layouts,
+        arch: &Architecture,
+        layout: &ParamLayout,
+        data: [Option<&SplitData>; 2],
+        params: &wgpu::Buffer,
+        grads: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        capacity: usize,
+    ) -> Self {
+        let device = &ctx.device;
+        let cap = capacity.max(1);
+        let f32_buffer = |label: String, len: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(&label),
+                size: 4 * len.max(1) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        };
+        let acts: Vec<_> = arch
+            .sizes
+            .iter()
+            .enumerate()
+            .map(|(l, &n)| f32_buffer(format!("activations {l}"), cap * n))
+            .collect();
+        let dz: Vec<_> = (0..arch.layers())
+            .map(|l| f32_buffer(format!("dz {l}"), cap * arch.sizes[l + 1]))
+            .collect();
+        let labels = f32_buffer("batch labels".into(), cap);
+        let row_stats = f32_buffer("row stats".into(), 2 * cap);
+        let bind = |label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]| {
+            let entries: Vec<_> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| entry(i as u32, b))
+                .collect();
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout,
+                entries: &entries,
+            })
+        };
+        let gemm = |label: String,
+                    p: GemmParams,
+                    a: &wgpu::Buffer,
+                    b: &wgpu::Buffer,
+                    c: &wgpu::Buffer,
+                    aux: &wgpu::Buffer| {
+            let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(&label),
+                contents: bytemuck::bytes_of(&p),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            GemmCall {
+                bind: bind(&label, &layouts.gemm, &[&uniform, a, b, c, aux]),
+                params: p,
+            }
+        };
+        let gather = data.map(|d| {
+            d.map(|d| {
+                bind(
+                    "gather",
+                    &layouts.gather,
+                    &[&d.images, &d.labels, &d.order, &acts[0], &labels],
+                )
+            })
+        });
+        let layers = arch.layers();
+        let mut forward = Vec::new();
+        let mut weight_grad = Vec::new();
+        let mut input_grad = Vec::new();
+        let mut bias_grad = Vec::new();
+        for l in 0..layers {
+            let (inp, out) = (arch.sizes[l] as u32, arch.sizes[l + 1] as u32);
+            let (w, b) = (layout.weight(l).offset as u32, layout.bias(l).offset as u32);
+            // Z = A @ W^T (+ b, ReLU but on the logits)
+            let epilogue = if l + 1 < layers {
+                EPI_BIAS_RELU
+            } else {
+                EPI_BIAS
+            };
+            let p = GemmParams {
+                m: cap as u32,
+                n: out,
+                k: inp,
+                batch_dim: BATCH_M,
+                a_rs: inp,
+                a_cs: 1,
+                b_off: w,
+                b_rs: 1,
+                b_cs: inp,
+                aux_off: b,
+                epilogue,
+                ..Default::default()
+            };
+            forward.push(gemm(
+                format!("forward {l}"),
+                p,
+                &acts[l],
+                params,
+                &acts[l + 1],
+                params,
+            ));
+            // dW = dZ^T @ A
+            let p = GemmParams {
+                m: out,
+                n: inp,
+                k: cap as u32,
+                batch_dim: BATCH_K,
+                a_rs: 1,
+                a_cs: out,
+                b_rs: inp,
+                b_cs: 1,
+                c_off: w,
+                epilogue: EPI_NONE,
+                ..Default::default()
+            };
+            weight_grad.push(gemm(
+                format!("weight grad {l}"),
+                p,
+                &dz[l],
+                &acts[l],
+                grads,
+                params,
+            ));
+            let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("bias grad"),
+                contents: bytemuck::cast_slice(&[out, b, 0, 0]),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            bias_grad.push(bind(
+                "bias grad",
+                &layouts.bias_grad,
+                &[&uniform, &dz[l], grads],
+            ));
+            if l > 0 {
+                // dZ_prev = (dZ @ W) * (A > 0)
+                let p = GemmParams {
+                    m: cap as u32,
+                    n: inp,
+                    k: out,
+                    batch_dim: BATCH_M,
+                    a_rs: out,
+                    a_cs: 1,
+                    b_off: w,
+                    b_rs: inp,
+                    b_cs: 1,
+                    epilogue: EPI_RELU_MASK,
+                    ..Default::default()
+                };
+                input_grad.push(gemm(
+                    format!("input grad {l}"),
+                    p,
+                    &dz[l],
+                    params,
+                    &dz[l - 1],
+                    &acts[l],
+                ));
+            }
+        }
+        let softmax = bind(
+            "softmax_xent",
+            &layouts.softmax,
+            &[&acts[layers], &labels, &dz[layers - 1], &row_stats],
+        );
+        let accumulate = bind("accuracy", &layouts.accumulate, &[&row_stats, stats]);
+        BatchResources {
+            capacity,
+            acts,
+            labels,
+            gather,
+            forward,
+            weight_grad,
+            input_grad,
+            bias_grad,
+            softmax,
+            accumulate,
+        }
+    }
+}
+
+impl Backend for GpuBackend {
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: self.ctx.info.name.clone(),
+            kind: self.ctx.kind().into(),
+            backend: self.ctx.info.backend.to_str().into(),
+        }
+    }
+
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        let bytes = data.images.len() as u64;
+        let limit = self
+            .ctx
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.ctx.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::Gpu(format!(
+                "the {split:?} set's {} images ({} MiB) exceed this GPU's storage binding limit of {} MiB",
+                data.len(),
+                bytes >> 20,
+                limit >> 20
+            )));
+        }
+        let device = &self.ctx.device;
+        let name = if split == Split::Train {
+            "train"
+        } else {
+            "test"
+        };
+        let images = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(&format!("{name} images")),
+            // 784 bytes per image: whole u32 words, no padding needed.
+            contents: if data.images.is_empty() {
+                &[0; 4]
+            } else {
+                &data.images
+            },
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let labels: Vec<u32> = data.labels.iter().map(|&l| l as u32).collect();
+        let labels = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(&format!("{name} labels")),
+            contents: if labels.is_empty() {
+                &[0; 4]
+            } else {
+                bytemuck::cast_slice(&labels)
+            },
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let order = order_buffer(
+            device,
+            &format!("{name} order"),
+            data.len().max(self.batch.capacity),
+        );
+        self.data[split as usize] = Some(SplitData {
+            images,
+            labels,
+            order,
+            len: data.len(),
+        });
+        let d = self.data[split as usize].as_ref().unwrap();
+        self.batch.gather[split as usize] =
+            Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("gather"),
+                layout: &self.layouts.gather,
+                entries: &[
+                    entry(0, &d.images),
+                    entry(1, &d.labels),
+                    entry(2, &d.order),
+                    entry(3, &self.batch.acts[0]),
+                    entry(4, &self.batch.labels),
+                ],
+            }));
+        Ok(())
+    }
+
+    fn len(&self, split: Split) -> usize {
+        self.data[split as usize].as_ref().map_or(0, |d| d.len)
+    }
+
+    fn set_params(&mut self, params: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
+    }
+
+    fn params(&mut self) -> Vec<f32> {
+        self.read_f32(&self.params, 0, self.layout.len)
+    }
+
+    fn set_optimizer_state(&mut self, m: &[f32], v: &[f32]) {
+        self.ctx
+            .queue
+            .write_buffer(&self.m, 0, bytemuck::cast_slice(m));
+        self.ctx
+            .queue
+            .write_buffer(&self.v, 0, bytemuck::cast_slice(v));
+    }
+
+    fn optimizer_state(&mut self) -> (Vec<f32>, Vec<f32>) {
+        (
+            self.read_f32(&self.m, 0, self.layout.len),
+            self.read_f32(&self.v, 0, self.layout.len),
+        )
+    }
+
+    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+        self.check_indices(split, indices)?;
+        self.ensure_capacity(indices.len())?;
+        let d = self.data[split as usize]
+            .as_ref()
+            .expect("checked by check_indices");
+        self.ctx
+            .queue
+            .write_buffer(&d.order, 0, bytemuck::cast_slice(indices));
+        let slot = StepSlot::new(split, 0, indices.len());
+        self.write_slots(&[slot]);
+        self.submit("forward", |pass| {
+            self.encode_forward(pass, split, 0, indices.len())
+        });
+        self.last = Some(slot);
+        Ok(())
+    }
+
+    fn backward(&mut self) {
+        let slot = self.last.expect("backward needs a forward first");
+        self.submit("backward", |pass| {
+            self.encode_backward(pass, 0, slot.batch as usize)
+        });
+    }
+
+    fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper) {
+        let slot = self
+            .last
+            .unwrap_or_else(|| StepSlot::new(Split::Train, 0, 1))
+            .with_hyper(opt, hyper);
+        self.write_slots(&[slot]);
+        self.write_optimizer(opt);
+        self.submit("step", |pass| self.encode_step(pass, 0, opt.kind));
+    }
+
+    fn logits(&mut self) -> Vec<f32> {
+        let batch = self.last.map_or(0, |s| s.batch as usize);
+        self.read_f32(&self.batch.acts[self.arch.layers()], 0, batch * CLASSES)
+    }
+
+    fn grads(&mut self) -> Vec<f32> {
+        self.read_f32(&self.grads, 0, self.layout.len)
+    }
+
+    fn take_stats(&mut self, split: Split) -> Stats {
+        let s = self.read_f32(&self.stats, 4 * split as usize, 3);
+        self.ctx
+            .queue
+            .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
+        Stats {
+            loss_sum: s[0] as f64,
+            correct: s[1] as u64,
+            count: s[2] as u64,
+        }
+    }
+
+    fn train_epoch(
+        &mut self,
+        order: &[u32],
+        batch: usize,
+        opt: &OptimizerConfig,
+        hypers: &[StepHyper],
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
+        self.check_indices(Split::Train, order)?;
+        self.ensure_capacity(batch.min(order.len()))?;
+        self.ensure_steps(hypers.len());
+        let slots: Vec<StepSlot> = order
+            .chunks(batch)
+            .zip(hypers)
+            .enumerate()
+            .map(|(i, (rows, h))| {
+                StepSlot::new(Split::Train, i * batch, rows.len()).with_hyper(opt, *h)
+            })
+            .collect();
+        let d = self.data[0].as_ref().expect("checked by check_indices");
+        self.ctx
+            .queue
+            .write_buffer(&d.order, 0, bytemuck::cast_slice(order));
+        self.write_slots(&slots);
+        self.write_optimizer(opt);
+        let mut in_flight: Option<wgpu::SubmissionIndex> = None;
+        for (chunk, first) in slots
+            .chunks(STEPS_PER_SUBMIT)
+            .zip((0..).step_by(STEPS_PER_SUBMIT))
+        {
+            let index = self.submit("epoch steps", |pass| {
+                for (i, s) in chunk.iter().enumerate() {
+                    self.encode_forward(pass, Split::Train, first + i, s.batch as usize);
+                    self.encode_backward(pass, first + i, s.batch as usize);
+                    self.encode_step(pass, first + i, opt.kind);
+                }
+            });
+            // Keep at most two chunks queued: progress stays honest and memory bounded.
+            if let Some(previous) = in_flight.replace(index) {
+                self.ctx
+                    .device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(previous),
+                        timeout: None,
+                    })
+                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            }
+            progress((first + chunk.len()).min(slots.len()), slots.len());
+        }
+        self.last = slots.last().copied();
+        Ok(())
+    }
+}

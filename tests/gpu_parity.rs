@@ -1,0 +1,206 @@
+//! The GPU backend against the CPU backend, on the same seed and batch: forward logits, every
+//! gradient, the parameters and moments after one SGD and one Adam step, the running stats, a
+//! short training run, and dispatches past 65,535 workgroups. Tolerances are `abs + rel * |ref|`
+//! with the CPU as the reference.
+//!
+//! Runs on any adapter, a software one included (CI installs lavapipe). With no adapter at all
+//! the tests fail under CI (CI=true) and print SKIPPED elsewhere.
+
+mod common;
+
+use gpumlp::backend::gpu::{GpuBackend, GpuContext};
+use gpumlp::backend::{Backend, Split, StepHyper};
+use gpumlp::model::init_params;
+use gpumlp::{
+    Architecture, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+};
+
+/// A context on the first adapter, preferring real GPUs; None (after saying so) where none exists.
+fn context() -> Option<GpuContext> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    adapters.sort_by_key(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
+    match adapters.first() {
+        Some(adapter) => {
+            eprintln!("GPU tests on {:?}", adapter.get_info().name);
+            Some(pollster::block_on(GpuContext::new(adapter)).unwrap())
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no GPU adapter in CI: .ci/run must install mesa-vulkan-drivers (lavapipe)"
+            );
+            eprintln!("SKIPPED: no GPU adapter (Vulkan, Metal, DX12); apt-get install mesa-vulkan-drivers for lavapipe");
+            None
+        }
+    }
+}
+
+/// Layer widths that are not multiples of the 64-wide GEMM tile, so every edge is exercised.
+fn arch() -> Architecture {
+    Architecture::mlp(&[70, 33]).unwrap()
+}
+
+/// A CPU and a GPU backend with the same parameters and the same data.
+fn pair(ctx: GpuContext) -> (CpuBackend, GpuBackend) {
+    let data = common::small_sample(300, 100);
+    let params = init_params(&arch(), 11);
+    let mut cpu = CpuBackend::new(&arch());
+    let mut gpu = GpuBackend::new(ctx, &arch()).unwrap();
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.set_params(&params);
+        b.upload(Split::Train, &data.train).unwrap();
+        b.upload(Split::Test, &data.test).unwrap();
+    }
+    (cpu, gpu)
+}
+
+/// A ragged batch of 37 shuffled rows.
+fn batch() -> Vec<u32> {
+    (0..37).map(|i| (i * 53 + 7) % 300).collect()
+}
+
+#[test]
+fn forward_logits_stats_and_every_gradient_match_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let (mut cpu, mut gpu) = pair(ctx);
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.forward(Split::Train, &batch()).unwrap();
+        b.backward();
+    }
+    common::assert_close("logits", &gpu.logits(), &cpu.logits(), 1e-4, 1e-4);
+    let (g, c) = (gpu.grads(), cpu.grads());
+    assert!(
+        c.iter().filter(|x| x.abs() > 1e-6).count() > c.len() / 10,
+        "too few non-zero gradients to compare"
+    );
+    for e in &gpu.layout().entries.clone() {
+        common::assert_close(&e.name, &g[e.range()], &c[e.range()], 1e-5, 1e-3);
+    }
+    let (gs, cs) = (gpu.take_stats(Split::Train), cpu.take_stats(Split::Train));
+    assert_eq!((gs.count, gs.correct), (cs.count, cs.correct));
+    assert!(
+        (gs.loss_sum - cs.loss_sum).abs() < 1e-4 * cs.loss_sum,
+        "loss sum {} vs {}",
+        gs.loss_sum,
+        cs.loss_sum
+    );
+    // Evaluation over the whole test set, in chunks, agrees too.
+    let (ge, ce) = (
+        gpu.evaluate(Split::Test).unwrap(),
+        cpu.evaluate(Split::Test).unwrap(),
+    );
+    assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
+}
+
+#[test]
+fn one_sgd_and_one_adam_step_match_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let (mut cpu, mut gpu) = pair(ctx);
+    let n = cpu.layout().len;
+    // Non-zero moments, as mid-training: the update then depends smoothly on the gradient
+    // (Adam's very first step is sign(g), which rounding can flip for gradients near zero).
+    let m: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-5).collect();
+    let v: Vec<f32> = (0..n).map(|i| 1e-6 + (i % 89) as f32 * 1e-7).collect();
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        let mut opt = OptimizerConfig::new(kind);
+        opt.weight_decay = 0.01;
+        let hyper = StepHyper { lr: 0.01, t: 7 };
+        for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+            b.set_optimizer_state(&m, &v);
+            b.forward(Split::Train, &batch()).unwrap();
+            b.backward();
+            b.step(&opt, hyper);
+        }
+        common::assert_close(
+            &format!("{kind:?} parameters"),
+            &gpu.params(),
+            &cpu.params(),
+            1e-6,
+            1e-4,
+        );
+        let ((gm, gv), (cm, cv)) = (gpu.optimizer_state(), cpu.optimizer_state());
+        common::assert_close(&format!("{kind:?} m"), &gm, &cm, 1e-7, 1e-3);
+        common::assert_close(&format!("{kind:?} v"), &gv, &cv, 1e-9, 1e-3);
+        assert!(
+            gpu.params() != init_params(&arch(), 11),
+            "{kind:?}: the step changed nothing"
+        );
+    }
+}
+
+#[test]
+fn a_short_training_run_ends_within_a_point_of_the_cpu() {
+    let Some(ctx) = context() else { return };
+    let data = gpumlp::dataset::mnist_sample();
+    // 8,000 / 96 leaves a short last batch every epoch.
+    let config = TrainConfig {
+        hidden: vec![32],
+        epochs: 2,
+        batch: 96,
+        schedule: Schedule::Cosine,
+        ..TrainConfig::default()
+    };
+    let arch = config.architecture().unwrap();
+    let run = |backend: Box<dyn Backend>| {
+        let mut t = Trainer::new(config.clone(), backend, &data).unwrap();
+        let mut train = Vec::new();
+        while !t.finished() {
+            train.push(t.train_epoch(&mut |_, _| {}).unwrap().train);
+        }
+        (train, t.evaluate().unwrap(), t.backend.params())
+    };
+    let (cpu_train, cpu_test, cpu_params) = run(Box::new(CpuBackend::new(&arch)));
+    let (gpu_train, gpu_test, gpu_params) = run(Box::new(GpuBackend::new(ctx, &arch).unwrap()));
+    eprintln!(
+        "test accuracy: cpu {} gpu {}",
+        cpu_test.accuracy(),
+        gpu_test.accuracy()
+    );
+    assert!(
+        cpu_test.accuracy() > 0.85,
+        "the CPU run itself did not learn: {}",
+        cpu_test.accuracy()
+    );
+    assert!((gpu_test.accuracy() - cpu_test.accuracy()).abs() <= 0.01);
+    for (g, c) in gpu_train.iter().zip(&cpu_train) {
+        assert_eq!(g.count, c.count);
+        assert!(
+            (g.loss() - c.loss()).abs() < 1e-2,
+            "epoch train loss {} vs {}",
+            g.loss(),
+            c.loss()
+        );
+    }
+    // 166 steps later the parameters still agree closely.
+    common::assert_close(
+        "parameters after training",
+        &gpu_params,
+        &cpu_params,
+        1e-3,
+        1e-2,
+    );
+}
+
+#[test]
+fn dispatches_past_65535_workgroups_cover_every_parameter() {
+    let Some(ctx) = context() else { return };
+    // 784*8192 + 8192*2100 + 2100*10 parameters: more than 65,535 x 256, so the optimizer's
+    // one-dimensional dispatch needs a second grid row.
+    let arch = Architecture::mlp(&[8192, 2100]).unwrap();
+    let mut gpu = GpuBackend::new(ctx, &arch).unwrap();
+    let n = gpu.layout().len;
+    assert!(n > 65_535 * 256, "{n} parameters fit one row");
+    // SGD with zero gradient and unit velocity: every parameter moves by exactly -lr * momentum.
+    gpu.set_params(&vec![0.0; n]);
+    gpu.set_optimizer_state(&vec![1.0; n], &vec![0.0; n]);
+    let opt = OptimizerConfig::new(OptimizerKind::Sgd);
+    gpu.step(&opt, StepHyper { lr: 0.5, t: 1 });
+    let p = gpu.params();
+    let want = -0.5 * opt.momentum;
+    for i in [0, 65_535 * 256 - 1, 65_535 * 256, n - 1] {
+        assert_eq!(p[i], want, "parameter {i} was not updated");
+    }
+    assert!(p.iter().all(|&x| x == want), "some parameters were skipped");
+}
