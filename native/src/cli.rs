@@ -27,6 +27,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// List the devices gpumlp can train on
     Devices(DevicesArgs),
+    /// Measure GEMM throughput and B1 training-step speed on a device
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +114,18 @@ pub struct PredictArgs {
 #[derive(Args, Debug)]
 pub struct DevicesArgs {
     /// Print a JSON array as the last line of standard output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Side of the square GEMM [default: 4096; 1024 on a software adapter]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=16384))]
+    pub size: Option<u32>,
+    /// Print a JSON object as the last line of standard output
     #[arg(long)]
     pub json: bool,
 }

@@ -74,18 +74,24 @@ fn select(device: &Device, adapters: &[wgpu::Adapter]) -> Result<Option<usize>> 
     })
 }
 
-/// The backend `device` asks for, built for `arch`.
-pub fn open(device: &Device, arch: &Architecture) -> Result<Box<dyn Backend>> {
+/// Opens the GPU `device` asks for, or None for the CPU backend.
+pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
     if *device == Device::Cpu {
-        return Ok(Box::new(CpuBackend::new(arch)));
+        return Ok(None);
     }
     let adapters = adapters();
-    let Some(index) = select(device, &adapters)? else {
-        return Ok(Box::new(CpuBackend::new(arch)));
-    };
-    let adapter = &adapters[index];
-    let context = pollster::block_on(GpuContext::new(adapter))?;
-    Ok(Box::new(GpuBackend::new(context, arch)?))
+    match select(device, &adapters)? {
+        Some(index) => Ok(Some(pollster::block_on(GpuContext::new(&adapters[index]))?)),
+        None => Ok(None),
+    }
+}
+
+/// The backend `device` asks for, built for `arch`.
+pub fn open(device: &Device, arch: &Architecture) -> Result<Box<dyn Backend>> {
+    Ok(match open_gpu(device)? {
+        Some(context) => Box::new(GpuBackend::new(context, arch)?),
+        None => Box::new(CpuBackend::new(arch)),
+    })
 }
 
 /// `gpumlp devices`.

@@ -1,6 +1,7 @@
 //! The `gpumlp` command-line program's modules, as a library so the integration tests can reach
 //! the downloader and the data loading directly.
 
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod devices;
@@ -20,5 +21,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval::eval(args),
         Command::Predict(args) => eval::predict(args),
         Command::Devices(args) => devices::run(args.json),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -394,6 +394,30 @@ fn devices_lists_every_adapter_and_the_cpu_backend() {
     );
 }
 
+#[test]
+fn bench_reports_gemm_and_training_step_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = gpumlp(
+        &["bench", "--device", "cpu", "--size", "64", "--json"],
+        tmp.path(),
+    );
+    assert_ok(&out);
+    let j = json(&out);
+    assert_eq!(j["device"]["kind"], "cpu");
+    let gemms = j["gemm"].as_array().unwrap();
+    assert_eq!(gemms.len(), 6, "the square GEMM and B1's five shapes");
+    assert_eq!(
+        (gemms[0]["m"].as_u64(), gemms[1]["k"].as_u64()),
+        (Some(64), Some(784))
+    );
+    assert!(gemms.iter().all(|g| g["gflops"].as_f64().unwrap() > 0.0));
+    let step = &j["train_step"];
+    assert!(
+        step["seconds"].as_f64().unwrap() > 0.0
+            && step["samples_per_second"].as_f64().unwrap() > 0.0
+    );
+}
+
 /// Writes a data folder from the sample, then lets `spoil` damage one of its files.
 fn spoiled_dir(root: &Path, spoil: impl FnOnce(&Path)) -> std::path::PathBuf {
     let dir = sample_dir(&root.join("bad"), 100, 50, false);

@@ -195,6 +195,12 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     }
 }
 
+/// `dst = a @ b` for row-major `a` `[m, k]` and `b` `[k, n]`, with the backend's threading:
+/// what `gpumlp bench` times.
+pub fn matmul_row_major(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
+    matmul(dst, Mat::new(a, m, k), Mat::new(b, k, n), false);
+}
+
 /// Raw pointers of one `matmul`, shared by its column blocks.
 struct SendPtrs(*mut f32, *const f32, *const f32);
 // SAFETY: `matmul` hands each block a disjoint part of the destination and only reads the inputs.

@@ -266,86 +266,51 @@ impl GpuBackend {
     pub fn new(ctx: GpuContext, arch: &Architecture) -> Result<Self> {
         let layout = ParamLayout::new(arch);
         let device = &ctx.device;
-        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries,
-            })
-        };
-        let layouts = Layouts {
-            step: bgl("step", &[uniform(0, true)]),
-            gather: bgl(
-                "gather",
-                &[
-                    storage(0, true),
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, false),
-                ],
-            ),
-            gemm: bgl(
-                "gemm",
-                &[
-                    uniform(0, false),
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, true),
-                ],
-            ),
-            softmax: bgl(
-                "softmax_xent",
-                &[
-                    storage(0, true),
-                    storage(1, true),
-                    storage(2, false),
-                    storage(3, false),
-                ],
-            ),
-            accumulate: bgl("accuracy", &[storage(0, true), storage(1, false)]),
-            bias_grad: bgl(
-                "bias_grad",
-                &[uniform(0, false), storage(1, true), storage(2, false)],
-            ),
-            optimizer: bgl(
-                "optimizer",
-                &[
-                    uniform(0, false),
-                    storage(1, false),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, false),
-                ],
-            ),
-        };
-        let pipeline = |file: &str, entry: &str, group0: &wgpu::BindGroupLayout| {
-            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(file),
-                source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
-            });
-            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(entry),
-                bind_group_layouts: &[Some(group0), Some(&layouts.step)],
-                immediate_size: 0,
-            });
-            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: Default::default(),
-                cache: None,
-            })
-        };
+        let layouts = Layouts::new(device);
         let pipelines = Pipelines {
-            gather: pipeline("gather.wgsl", "gather", &layouts.gather),
-            gemm: pipeline("gemm.wgsl", "gemm", &layouts.gemm),
-            softmax: pipeline("softmax_xent.wgsl", "softmax_xent", &layouts.softmax),
-            accumulate: pipeline("accuracy.wgsl", "accumulate", &layouts.accumulate),
-            bias_grad: pipeline("bias_grad.wgsl", "bias_grad", &layouts.bias_grad),
-            sgd: pipeline("optimizer.wgsl", "sgd", &layouts.optimizer),
-            adam: pipeline("optimizer.wgsl", "adam", &layouts.optimizer),
+            gather: make_pipeline(
+                device,
+                "gather.wgsl",
+                "gather",
+                &layouts.gather,
+                &layouts.step,
+            ),
+            gemm: make_pipeline(device, "gemm.wgsl", "gemm", &layouts.gemm, &layouts.step),
+            softmax: make_pipeline(
+                device,
+                "softmax_xent.wgsl",
+                "softmax_xent",
+                &layouts.softmax,
+                &layouts.step,
+            ),
+            accumulate: make_pipeline(
+                device,
+                "accuracy.wgsl",
+                "accumulate",
+                &layouts.accumulate,
+                &layouts.step,
+            ),
+            bias_grad: make_pipeline(
+                device,
+                "bias_grad.wgsl",
+                "bias_grad",
+                &layouts.bias_grad,
+                &layouts.step,
+            ),
+            sgd: make_pipeline(
+                device,
+                "optimizer.wgsl",
+                "sgd",
+                &layouts.optimizer,
+                &layouts.step,
+            ),
+            adam: make_pipeline(
+                device,
+                "optimizer.wgsl",
+                "adam",
+                &layouts.optimizer,
+                &layouts.step,
+            ),
         };
 
         let flat = |label: &str| {
@@ -429,6 +394,10 @@ impl GpuBackend {
             last: None,
             ctx,
         })
+    }
+
+    pub fn context(&self) -> &GpuContext {
+        &self.ctx
     }
 
     /// Grows the batch buffers (and the order buffers that hold single batches) to `batch` rows.
@@ -644,6 +613,205 @@ impl GpuBackend {
                 "sample index {bad} is past the {n} samples of the {split:?} set"
             )));
         }
+        Ok(())
+    }
+}
+
+impl Layouts {
+    fn new(device: &wgpu::Device) -> Self {
+        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries,
+            })
+        };
+        Layouts {
+            step: bgl("step", &[uniform(0, true)]),
+            gather: bgl(
+                "gather",
+                &[
+                    storage(0, true),
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, false),
+                ],
+            ),
+            gemm: bgl(
+                "gemm",
+                &[
+                    uniform(0, false),
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, true),
+                ],
+            ),
+            softmax: bgl(
+                "softmax_xent",
+                &[
+                    storage(0, true),
+                    storage(1, true),
+                    storage(2, false),
+                    storage(3, false),
+                ],
+            ),
+            accumulate: bgl("accuracy", &[storage(0, true), storage(1, false)]),
+            bias_grad: bgl(
+                "bias_grad",
+                &[uniform(0, false), storage(1, true), storage(2, false)],
+            ),
+            optimizer: bgl(
+                "optimizer",
+                &[
+                    uniform(0, false),
+                    storage(1, false),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, false),
+                ],
+            ),
+        }
+    }
+}
+
+/// A pipeline for `entry` of kernel `file`: its own bind group 0, and the step table as group 1.
+fn make_pipeline(
+    device: &wgpu::Device,
+    file: &str,
+    entry: &str,
+    group0: &wgpu::BindGroupLayout,
+    step: &wgpu::BindGroupLayout,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(file),
+        source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
+    });
+    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(entry),
+        bind_group_layouts: &[Some(group0), Some(step)],
+        immediate_size: 0,
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(entry),
+        layout: Some(&layout),
+        module: &module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// One GEMM, `C = A @ B` with A `[m, k]` and B `[k, n]` row-major, alone on the GPU: what
+/// `gpumlp bench` times. It runs the training kernel (gemm.wgsl) with no epilogue.
+pub struct GemmBench {
+    pipeline: wgpu::ComputePipeline,
+    bind: wgpu::BindGroup,
+    step_bind: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+impl GemmBench {
+    pub fn new(ctx: &GpuContext, m: usize, n: usize, k: usize) -> Result<Self> {
+        let device = &ctx.device;
+        let largest = 4 * (m * k).max(k * n).max(m * n) as u64;
+        if largest > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "a {m}x{k}x{n} GEMM needs {} MiB buffers, over this GPU's binding limit",
+                largest >> 20
+            )));
+        }
+        let layouts = Layouts::new(device);
+        let pipeline = make_pipeline(device, "gemm.wgsl", "gemm", &layouts.gemm, &layouts.step);
+        let filled = |label: &str, len: usize| {
+            let data: Vec<f32> = (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let (a, b, c) = (
+            filled("bench a", m * k),
+            filled("bench b", k * n),
+            filled("bench c", m * n),
+        );
+        let p = GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: k as u32,
+            a_rs: k as u32,
+            a_cs: 1,
+            b_rs: n as u32,
+            b_cs: 1,
+            ..Default::default()
+        };
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("bench gemm"),
+            contents: bytemuck::bytes_of(&p),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("bench gemm"),
+            layout: &layouts.gemm,
+            entries: &[
+                entry(0, &params),
+                entry(1, &a),
+                entry(2, &b),
+                entry(3, &c),
+                entry(4, &a),
+            ],
+        });
+        let (steps, step_bind) = step_table(device, &layouts.step, 1);
+        ctx.queue.write_buffer(
+            &steps,
+            0,
+            bytemuck::bytes_of(&StepSlot::new(Split::Train, 0, m)),
+        );
+        let groups = (
+            (n as u32).div_ceil(GEMM_TILE),
+            (m as u32).div_ceil(GEMM_TILE),
+        );
+        let max = ctx.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max {
+            return Err(Error::Gpu(format!(
+                "a {m}x{n} output needs more than {max} workgroups per dimension"
+            )));
+        }
+        Ok(GemmBench {
+            pipeline,
+            bind,
+            step_bind,
+            groups,
+        })
+    }
+
+    /// Runs the product `reps` times in one submission and waits until the GPU has finished.
+    pub fn run(&self, ctx: &GpuContext, reps: usize) -> Result<()> {
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bench"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &self.bind, &[]);
+            pass.set_bind_group(1, &self.step_bind, &[0]);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
+            }
+        }
+        let index = ctx.queue.submit([encoder.finish()]);
+        ctx.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(index),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         Ok(())
     }
 }
