@@ -204,3 +204,28 @@ fn dispatches_past_65535_workgroups_cover_every_parameter() {
     }
     assert!(p.iter().all(|&x| x == want), "some parameters were skipped");
 }
+
+#[test]
+fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
+    let Some(mut ctx) = context() else { return };
+    // Pretend the device binds at most 1 MiB: 2,000 images (1.5 MiB) cannot be resident.
+    ctx.limits.max_storage_buffer_binding_size = 1 << 20;
+    let mut gpu = GpuBackend::new(ctx, &arch()).unwrap();
+    let data = common::small_sample(2000, 10);
+    let err = gpu
+        .upload(Split::Train, &data.train)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2000 images") && err.contains("storage binding limit"),
+        "{err}"
+    );
+    // A batch whose activations would not fit is refused the same way, not a validation panic.
+    gpu.upload(Split::Test, &data.test).unwrap();
+    let huge: Vec<u32> = (0..5000).map(|i| i % 10).collect();
+    let err = gpu.forward(Split::Test, &huge).unwrap_err().to_string();
+    assert!(
+        err.contains("batch of 5000") && err.contains("--batch"),
+        "{err}"
+    );
+}
