@@ -80,9 +80,17 @@ pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
         return Ok(None);
     }
     let adapters = adapters();
-    match select(device, &adapters)? {
-        Some(index) => Ok(Some(pollster::block_on(GpuContext::new(&adapters[index]))?)),
-        None => Ok(None),
+    let Some(index) = select(device, &adapters)? else {
+        return Ok(None);
+    };
+    match pollster::block_on(GpuContext::new(&adapters[index])) {
+        Ok(context) => Ok(Some(context)),
+        // `auto` promises to train somewhere: fall back to the CPU, and say so.
+        Err(e) if *device == Device::Auto => {
+            eprintln!("note: using the CPU backend: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

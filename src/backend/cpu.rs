@@ -12,7 +12,7 @@
 
 use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind};
@@ -283,15 +283,7 @@ impl Backend for CpuBackend {
 
     fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
         let b = indices.len();
-        let n = self.data(split).len();
-        if b == 0 {
-            return Err(Error::Config("a batch needs at least one sample".into()));
-        }
-        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::Config(format!(
-                "sample index {bad} is past the {n} samples of the {split:?} set"
-            )));
-        }
+        super::check_batch(split, indices, self.data(split).len())?;
         self.resize(b);
         // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
         let data = match split {

@@ -67,6 +67,21 @@ pub struct StepHyper {
     pub t: u64,
 }
 
+/// Checks a batch of `indices` into a set of `len` samples (shared by the backends).
+pub(crate) fn check_batch(split: Split, indices: &[u32], len: usize) -> Result<()> {
+    if indices.is_empty() {
+        return Err(crate::Error::Config(
+            "a batch needs at least one sample".into(),
+        ));
+    }
+    if let Some(&bad) = indices.iter().find(|&&i| i as usize >= len) {
+        return Err(crate::Error::Config(format!(
+            "sample index {bad} is past the {len} samples of the {split:?} set"
+        )));
+    }
+    Ok(())
+}
+
 pub trait Backend {
     fn device(&self) -> DeviceInfo;
     fn layout(&self) -> &ParamLayout;

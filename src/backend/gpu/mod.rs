@@ -313,6 +313,21 @@ impl GpuBackend {
             ),
         };
 
+        let bytes = 4 * layout.len as u64;
+        // Checked before anything is allocated: an oversized buffer is a validation panic in wgpu.
+        if bytes
+            > ctx
+                .limits
+                .max_storage_buffer_binding_size
+                .min(ctx.limits.max_buffer_size)
+        {
+            return Err(Error::Gpu(format!(
+                "{} parameters ({} MiB) exceed this GPU's storage binding limit of {} MiB",
+                layout.len,
+                bytes >> 20,
+                ctx.limits.max_storage_buffer_binding_size >> 20
+            )));
+        }
         let flat = |label: &str| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -329,15 +344,6 @@ impl GpuBackend {
             flat("adam m / sgd velocity"),
             flat("adam v"),
         );
-        let bytes = 4 * layout.len as u64;
-        if bytes > ctx.limits.max_storage_buffer_binding_size {
-            return Err(Error::Gpu(format!(
-                "{} parameters ({} MiB) exceed this GPU's storage binding limit of {} MiB",
-                layout.len,
-                bytes >> 20,
-                ctx.limits.max_storage_buffer_binding_size >> 20
-            )));
-        }
         let stats = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("stats"),
             size: 32,
@@ -394,10 +400,6 @@ impl GpuBackend {
             last: None,
             ctx,
         })
-    }
-
-    pub fn context(&self) -> &GpuContext {
-        &self.ctx
     }
 
     /// Grows the batch buffers (and the order buffers that hold single batches) to `batch` rows.
@@ -601,19 +603,6 @@ impl GpuBackend {
             bytemuck::pod_collect_to_vec::<u8, f32>(&staging.get_mapped_range(..).expect("mapped"));
         staging.unmap();
         data
-    }
-
-    fn check_indices(&self, split: Split, indices: &[u32]) -> Result<()> {
-        let n = self.len(split);
-        if indices.is_empty() {
-            return Err(Error::Config("a batch needs at least one sample".into()));
-        }
-        if let Some(&bad) = indices.iter().find(|&&i| i as usize >= n) {
-            return Err(Error::Config(format!(
-                "sample index {bad} is past the {n} samples of the {split:?} set"
-            )));
-        }
-        Ok(())
     }
 }
 
@@ -1155,11 +1144,11 @@ impl Backend for GpuBackend {
     }
 
     fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
-        self.check_indices(split, indices)?;
+        super::check_batch(split, indices, self.len(split))?;
         self.ensure_capacity(indices.len())?;
         let d = self.data[split as usize]
             .as_ref()
-            .expect("checked by check_indices");
+            .expect("checked by check_batch");
         self.ctx
             .queue
             .write_buffer(&d.order, 0, bytemuck::cast_slice(indices));
@@ -1218,7 +1207,7 @@ impl Backend for GpuBackend {
         hypers: &[StepHyper],
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<()> {
-        self.check_indices(Split::Train, order)?;
+        super::check_batch(Split::Train, order, self.len(Split::Train))?;
         self.ensure_capacity(batch.min(order.len()))?;
         self.ensure_steps(hypers.len());
         let slots: Vec<StepSlot> = order
@@ -1229,7 +1218,7 @@ impl Backend for GpuBackend {
                 StepSlot::new(Split::Train, i * batch, rows.len()).with_hyper(opt, *h)
             })
             .collect();
-        let d = self.data[0].as_ref().expect("checked by check_indices");
+        let d = self.data[0].as_ref().expect("checked by check_batch");
         self.ctx
             .queue
             .write_buffer(&d.order, 0, bytemuck::cast_slice(order));
