@@ -7,16 +7,16 @@
 //!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * (A > 0)` (not needed for layer 0)
 //! and at the top `dZ = (softmax(Z) - onehot(y)) / B`, the gradient of the mean cross-entropy.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
-//! (see README); its threads come from rayon. Every reduction outside the GEMMs runs in a fixed
+//! (see README); its threads come from rayon (none on wasm32: see `parallel.rs`). Every reduction outside the GEMMs runs in a fixed
 //! order, so a seed gives bit-identical results run after run.
 
+use super::parallel::*;
 use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind};
-use rayon::prelude::*;
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
 const UPDATE_CHUNK: usize = 1 << 15;
@@ -151,7 +151,7 @@ fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = threads();
     let blocks = if m * n * k >= PARALLEL_MACS && threads > 1 {
         (2 * threads).min(n.div_ceil(16))
     } else {
@@ -242,7 +242,7 @@ fn softmax_xent_forward(logits: &[f32], labels: &[u8], probs: &mut [f32]) -> Vec
 impl Backend for CpuBackend {
     fn device(&self) -> DeviceInfo {
         DeviceInfo {
-            name: format!("CPU ({} threads)", rayon::current_num_threads()),
+            name: format!("CPU ({} threads)", threads()),
             kind: "cpu".into(),
             backend: "rayon".into(),
         }

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod gpu;
+mod parallel;
 
 use crate::dataset::Dataset;
 use crate::error::Result;
