@@ -116,7 +116,7 @@ impl Trainer {
     pub fn new(config: TrainConfig, mut backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
-        if backend.layout().len != crate::model::ParamLayout::new(&arch).len {
+        if *backend.layout() != crate::model::ParamLayout::new(&arch) {
             return Err(Error::Config(
                 "the backend was built for another architecture".into(),
             ));
