@@ -118,6 +118,14 @@ impl Checkpoint {
         let architecture =
             Architecture::mlp(&sizes[1..sizes.len() - 1]).map_err(|e| bad(e.to_string()))?;
         let layout = ParamLayout::new(&architecture);
+        // The tensors must be in the file: check its size before allocating from the metadata.
+        if (bytes.len() as u64) < 4 * layout.len as u64 {
+            return Err(bad(format!(
+                "the metadata's architecture {sizes:?} needs {} bytes of weights, the file has {}",
+                4 * layout.len,
+                bytes.len()
+            )));
+        }
 
         let read = |tensor: &str, shape: &[usize]| -> Result<Vec<f32>> {
             let t = st

@@ -20,6 +20,11 @@ pub struct Architecture {
 
 /// Hidden layers wider than this are refused: the user almost certainly mistyped.
 pub const MAX_HIDDEN: usize = 16_384;
+/// Most hidden layers accepted.
+pub const MAX_HIDDEN_LAYERS: usize = 16;
+/// Most parameters accepted (2^27: 512 MiB per f32 buffer, and a backend keeps four), so a
+/// typo or a hostile checkpoint is an error rather than an allocation that takes the machine down.
+pub const MAX_PARAMS: usize = 1 << 27;
 
 impl Architecture {
     /// 784 inputs, the given hidden widths, 10 outputs.
@@ -29,10 +34,23 @@ impl Architecture {
                 "hidden layer width {bad} must be between 1 and {MAX_HIDDEN}"
             )));
         }
+        if hidden.len() > MAX_HIDDEN_LAYERS {
+            return Err(Error::Config(format!(
+                "{} hidden layers is more than the {MAX_HIDDEN_LAYERS} supported",
+                hidden.len()
+            )));
+        }
         let mut sizes = vec![PIXELS];
         sizes.extend_from_slice(hidden);
         sizes.push(CLASSES);
-        Ok(Architecture { sizes })
+        let arch = Architecture { sizes };
+        let params = ParamLayout::new(&arch).len;
+        if params > MAX_PARAMS {
+            return Err(Error::Config(format!(
+                "hidden layers {hidden:?} make {params} parameters, more than the {MAX_PARAMS} supported"
+            )));
+        }
+        Ok(arch)
     }
 
     pub fn hidden(&self) -> &[usize] {

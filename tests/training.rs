@@ -188,3 +188,22 @@ fn bad_settings_are_refused_with_the_flag_named() {
         );
     }
 }
+
+#[test]
+fn a_checkpoint_claiming_a_huge_model_is_refused_before_allocating() {
+    // A valid safetensors file whose metadata claims 784-8192-8192-10 (74M parameters, 296 MB)
+    // while holding one small tensor: refused from the file size, nothing allocated from the claim.
+    let meta = r#"{"format_version":1,"architecture":[784,8192,8192,10],"activation":"relu","input_scale":0.003921569}"#;
+    let data = vec![0u8; 64];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![16], &data).unwrap();
+    let info = std::collections::HashMap::from([("gpumlp".to_string(), meta.to_string())]);
+    let bytes = safetensors::serialize([("layers.0.bias", view)], Some(info)).unwrap();
+    let err = Checkpoint::from_bytes("lying.st", &bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lying.st") && err.contains("needs") && err.contains("the file has"),
+        "{err}"
+    );
+}

@@ -192,12 +192,8 @@ fn parse_hidden(s: &str) -> Result<Hidden, String> {
             Err(_) => Err(format!("'{w}' is not a layer width; expected comma-separated positive integers like 512,256")),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if widths.len() > 16 {
-        return Err(format!(
-            "{} hidden layers is more than the 16 supported",
-            widths.len()
-        ));
-    }
+    // The layer count and the total size are checked here too, so the error names the flag.
+    gpumlp::Architecture::mlp(&widths).map_err(|e| e.to_string())?;
     Ok(Hidden(widths))
 }
 

@@ -520,11 +520,12 @@ fn bad_data_is_refused_with_the_file_named_and_nothing_written() {
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--data", "/no/such/folder"], "--data"),
         (&["--hidden", "abc"], "--hidden"),
         (&["--hidden", "0"], "--hidden"),
         (&["--hidden", "128,,64"], "--hidden"),
+        (&["--hidden", "16384,16384,16384"], "--hidden"),
         (&["--batch", "0"], "--batch"),
         (&["--epochs", "0"], "--epochs"),
         (&["--lr", "nan"], "--lr"),
