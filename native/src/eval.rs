@@ -23,7 +23,10 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     let source = data::choose(&args.data, Some(&ckpt))?;
     let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
     if data.test.is_empty() {
-        anyhow::bail!("--data {}: the test set holds no images to evaluate on", data.name);
+        anyhow::bail!(
+            "--data {}: the test set holds no images to evaluate on",
+            data.name
+        );
     }
     let mut backend = devices::open(&args.device.device, &ckpt.architecture)?;
     backend.set_params(&ckpt.params);
