@@ -5,7 +5,7 @@
 //! - [`idx`] and [`dataset`]: the IDX format, checked before anything is allocated, and the
 //!   built-in sample of 10,000 real MNIST digits;
 //! - [`model`]: the architecture and the flat parameter buffer's offsets table;
-//! - [`backend`]: the `Backend` seam and its multi-threaded CPU implementation;
+//! - [`backend`]: the `Backend` seam, the multi-threaded CPU backend and the wgpu/WGSL GPU backend;
 //! - [`optim`], [`train`]: optimizers, schedules and the training loop;
 //! - [`checkpoint`]: safetensors checkpoints that resume exactly;
 //! - [`preprocess`]: turning a photo or drawing of a digit into an MNIST-like 28x28 image.

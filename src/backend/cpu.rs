@@ -12,6 +12,7 @@
 
 use super::parallel::*;
 use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
+use crate::checkpoint::INPUT_SCALE;
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
@@ -295,7 +296,7 @@ impl Backend for CpuBackend {
             .zip(indices.par_iter())
             .for_each(|(row, &i)| {
                 for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
-                    *x = px as f32 * (1.0 / 255.0);
+                    *x = px as f32 * INPUT_SCALE;
                 }
             });
         self.labels.clear();
