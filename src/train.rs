@@ -109,6 +109,15 @@ pub struct Trainer {
     /// Optimizer steps completed.
     pub step: u64,
     train_len: usize,
+    /// The epoch under way when it is trained a slice at a time.
+    current: Option<EpochInProgress>,
+}
+
+/// An epoch being trained in slices: its order and per-step values, and how far it got.
+struct EpochInProgress {
+    order: Vec<u32>,
+    hypers: Vec<StepHyper>,
+    done: usize,
 }
 
 impl Trainer {
@@ -139,6 +148,7 @@ impl Trainer {
             epoch: 0,
             step: 0,
             train_len: data.train.len(),
+            current: None,
         })
     }
 
@@ -177,29 +187,91 @@ impl Trainer {
         self.epoch >= self.config.epochs
     }
 
-    /// Trains one epoch; `progress(done, total)` is called after each step with the steps done
-    /// in this epoch.
+    /// Trains one epoch (or what is left of the one under way); `progress(done, total)` follows
+    /// its steps.
     pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
-        let order = epoch_order(self.config.seed, self.epoch, self.train_len);
-        let total = self.total_steps();
-        let opt = self.config.optimizer;
-        let hypers: Vec<StepHyper> = (1..=self.steps_per_epoch() as u64)
-            .map(|i| StepHyper {
-                lr: self.config.schedule.lr(opt.lr, self.step + i - 1, total),
-                t: self.step + i,
-            })
-            .collect();
-        self.backend.take_stats(Split::Train);
-        self.backend
-            .train_epoch(&order, self.config.batch, &opt, &hypers, progress)?;
-        self.step += hypers.len() as u64;
-        let lr = hypers.last().map_or(opt.lr, |h| h.lr);
+        let total = self.begin_epoch()?;
+        self.run_steps(total, progress)?;
+        Ok(self.finish_epoch())
+    }
+
+    /// Trains at most `max_steps` more steps of the current epoch (starting one if none is under
+    /// way) and returns the epoch's result once its last step is done. A caller that must stay
+    /// responsive (the browser demo) trains this way, yielding between calls; the steps, and so
+    /// the results, are exactly those of [`Trainer::train_epoch`].
+    pub fn train_steps(&mut self, max_steps: usize) -> Result<Option<EpochResult>> {
+        let total = self.begin_epoch()?;
+        let done = self.epoch_progress().0;
+        self.run_steps((done + max_steps).min(total), &mut |_, _| {})?;
+        Ok((self.epoch_progress().0 == total).then(|| self.finish_epoch()))
+    }
+
+    /// Steps done and steps in all of the epoch under way ((0, steps per epoch) between epochs).
+    pub fn epoch_progress(&self) -> (usize, usize) {
+        self.current
+            .as_ref()
+            .map_or((0, self.steps_per_epoch()), |c| (c.done, c.hypers.len()))
+    }
+
+    /// Draws the next epoch's order and step values unless an epoch is under way; returns its steps.
+    fn begin_epoch(&mut self) -> Result<usize> {
+        if self.current.is_none() {
+            if self.finished() {
+                return Err(Error::Config(format!(
+                    "the run's {} epochs are done",
+                    self.config.epochs
+                )));
+            }
+            let total = self.total_steps();
+            let opt = self.config.optimizer;
+            let hypers = (1..=self.steps_per_epoch() as u64)
+                .map(|i| StepHyper {
+                    lr: self.config.schedule.lr(opt.lr, self.step + i - 1, total),
+                    t: self.step + i,
+                })
+                .collect();
+            let order = epoch_order(self.config.seed, self.epoch, self.train_len);
+            self.backend.take_stats(Split::Train);
+            self.current = Some(EpochInProgress {
+                order,
+                hypers,
+                done: 0,
+            });
+        }
+        Ok(self.epoch_progress().1)
+    }
+
+    /// Trains the current epoch's steps up to `end`.
+    fn run_steps(&mut self, end: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
+        let batch = self.config.batch;
+        let current = self.current.as_mut().expect("begin_epoch ran");
+        let (start, total) = (current.done, current.hypers.len());
+        if end > start {
+            let rows = &current.order[start * batch..(end * batch).min(current.order.len())];
+            self.backend.train_epoch(
+                rows,
+                batch,
+                &self.config.optimizer,
+                &current.hypers[start..end],
+                &mut |done, _| progress(start + done, total),
+            )?;
+            current.done = end;
+            self.step += (end - start) as u64;
+        }
+        Ok(())
+    }
+
+    fn finish_epoch(&mut self) -> EpochResult {
+        let current = self.current.take().expect("an epoch was under way");
         self.epoch += 1;
-        Ok(EpochResult {
+        EpochResult {
             epoch: self.epoch,
             train: self.backend.take_stats(Split::Train),
-            lr,
-        })
+            lr: current
+                .hypers
+                .last()
+                .map_or(self.config.optimizer.lr, |h| h.lr),
+        }
     }
 
     /// Loss and accuracy on the test set.
@@ -207,13 +279,24 @@ impl Trainer {
         self.backend.evaluate(Split::Test)
     }
 
-    /// The model and everything needed to resume, as a checkpoint.
+    /// The model and everything needed to resume, as a checkpoint. In the middle of an epoch
+    /// (between `train_steps` calls) it holds the model only: a run resumes at epoch boundaries.
     pub fn checkpoint(&mut self) -> Checkpoint {
+        let params = self.backend.params();
+        let architecture = self.config.architecture().expect("validated in new");
+        if self.current.is_some() {
+            return Checkpoint {
+                name: String::new(),
+                architecture,
+                params,
+                training: None,
+            };
+        }
         let (m, v) = self.backend.optimizer_state();
         Checkpoint {
             name: String::new(),
-            architecture: self.config.architecture().expect("validated in new"),
-            params: self.backend.params(),
+            architecture,
+            params,
             training: Some(TrainingState {
                 config: self.config.clone(),
                 epoch: self.epoch,

@@ -207,3 +207,36 @@ fn a_checkpoint_claiming_a_huge_model_is_refused_before_allocating() {
         "{err}"
     );
 }
+
+#[test]
+fn training_in_slices_equals_whole_epochs() {
+    let data = common::small_sample(1000, 200);
+    let mut whole = trainer(small_config(2), &data);
+    let mut whole_results = Vec::new();
+    while !whole.finished() {
+        whole_results.push(whole.train_epoch(&mut |_, _| {}).unwrap());
+    }
+
+    // 20 steps per epoch, trained 7 at a time: slices cross nothing but step boundaries.
+    let mut sliced = trainer(small_config(2), &data);
+    let mut sliced_results = Vec::new();
+    while !sliced.finished() {
+        if let Some(result) = sliced.train_steps(7).unwrap() {
+            sliced_results.push(result);
+        } else {
+            let (done, total) = sliced.epoch_progress();
+            assert!(done > 0 && done < total);
+            // Mid-epoch, a checkpoint is the model only: runs resume at epoch boundaries.
+            assert!(sliced.checkpoint().training.is_none());
+        }
+    }
+    assert_eq!(sliced_results, whole_results);
+    assert_eq!(
+        sliced.checkpoint().to_bytes().unwrap(),
+        whole.checkpoint().to_bytes().unwrap()
+    );
+    assert!(
+        sliced.train_steps(1).is_err(),
+        "training past the last epoch must be refused"
+    );
+}
