@@ -99,6 +99,8 @@ pub struct EpochResult {
 }
 
 /// A run in progress: the configuration, the backend holding the model, and how far it got.
+/// The backend's training-set stats belong to the trainer: each epoch's result is what
+/// accumulated since the previous epoch ended.
 pub struct Trainer {
     pub config: TrainConfig,
     pub backend: Box<dyn Backend>,
@@ -197,13 +199,39 @@ impl Trainer {
 
     /// Trains at most `max_steps` more steps of the current epoch (starting one if none is under
     /// way) and returns the epoch's result once its last step is done. A caller that must stay
-    /// responsive (the browser demo) trains this way, yielding between calls; the steps, and so
-    /// the results, are exactly those of [`Trainer::train_epoch`].
+    /// responsive trains this way, yielding between calls; the steps, and so the results, are
+    /// exactly those of [`Trainer::train_epoch`].
     pub fn train_steps(&mut self, max_steps: usize) -> Result<Option<EpochResult>> {
+        Ok(if self.advance(max_steps)? {
+            Some(self.finish_epoch())
+        } else {
+            None
+        })
+    }
+
+    /// Trains at most `max_steps` more steps of the current epoch (starting one if needed), and
+    /// says whether all its steps are done; the epoch then ends with `finish_epoch(_async)`.
+    /// With a GPU backend nothing here waits for the device.
+    pub fn advance(&mut self, max_steps: usize) -> Result<bool> {
         let total = self.begin_epoch()?;
         let done = self.epoch_progress().0;
         self.run_steps((done + max_steps).min(total), &mut |_, _| {})?;
-        Ok((self.epoch_progress().0 == total).then(|| self.finish_epoch()))
+        Ok(self.epoch_progress().0 == total)
+    }
+
+    /// Ends an epoch whose steps are all done, reading its stats without blocking (browsers).
+    pub async fn finish_epoch_async(&mut self) -> EpochResult {
+        let (epoch, lr) = self.close_epoch();
+        EpochResult {
+            epoch,
+            train: self.backend.take_stats_async(Split::Train).await,
+            lr,
+        }
+    }
+
+    /// Loss and accuracy on the test set, without blocking (browsers).
+    pub async fn evaluate_async(&mut self) -> Result<Stats> {
+        self.backend.evaluate_async(Split::Test).await
     }
 
     /// Steps done and steps in all of the epoch under way ((0, steps per epoch) between epochs).
@@ -231,7 +259,6 @@ impl Trainer {
                 })
                 .collect();
             let order = epoch_order(self.config.seed, self.epoch, self.train_len);
-            self.backend.take_stats(Split::Train);
             self.current = Some(EpochInProgress {
                 order,
                 hypers,
@@ -261,17 +288,32 @@ impl Trainer {
         Ok(())
     }
 
-    fn finish_epoch(&mut self) -> EpochResult {
-        let current = self.current.take().expect("an epoch was under way");
-        self.epoch += 1;
+    /// Ends an epoch whose steps are all done (see [`Trainer::advance`]).
+    pub fn finish_epoch(&mut self) -> EpochResult {
+        let (epoch, lr) = self.close_epoch();
         EpochResult {
-            epoch: self.epoch,
+            epoch,
             train: self.backend.take_stats(Split::Train),
-            lr: current
+            lr,
+        }
+    }
+
+    /// Counts the finished epoch; returns its number and its last learning rate.
+    fn close_epoch(&mut self) -> (usize, f32) {
+        let current = self.current.take().expect("an epoch was under way");
+        assert_eq!(
+            current.done,
+            current.hypers.len(),
+            "finish_epoch before the epoch's last step"
+        );
+        self.epoch += 1;
+        (
+            self.epoch,
+            current
                 .hypers
                 .last()
                 .map_or(self.config.optimizer.lr, |h| h.lr),
-        }
+        )
     }
 
     /// Loss and accuracy on the test set.

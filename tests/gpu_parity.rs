@@ -229,3 +229,26 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn async_readbacks_match_the_synchronous_ones() {
+    let Some(ctx) = context() else { return };
+    let (mut cpu, mut gpu) = pair(ctx);
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.forward(Split::Train, &batch()).unwrap();
+    }
+    let (stats, params) = pollster::block_on(async {
+        let stats = gpu.take_stats_async(Split::Train).await;
+        (stats, gpu.params_async().await)
+    });
+    let want = cpu.take_stats(Split::Train);
+    assert_eq!((stats.count, stats.correct), (want.count, want.correct));
+    assert_eq!(params, cpu.params(), "the parameters as set");
+    assert_eq!(
+        gpu.take_stats(Split::Train).count,
+        0,
+        "taking the stats starts them afresh"
+    );
+    let eval = pollster::block_on(gpu.evaluate_async(Split::Test)).unwrap();
+    assert_eq!(eval.correct, cpu.evaluate(Split::Test).unwrap().correct);
+}

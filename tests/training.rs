@@ -240,3 +240,20 @@ fn training_in_slices_equals_whole_epochs() {
         "training past the last epoch must be refused"
     );
 }
+
+#[test]
+fn the_async_epoch_path_gives_the_synchronous_results() {
+    let data = common::small_sample(600, 200);
+    let mut sync = trainer(small_config(1), &data);
+    let want = (
+        sync.train_epoch(&mut |_, _| {}).unwrap(),
+        sync.evaluate().unwrap(),
+    );
+    let mut asynchronous = trainer(small_config(1), &data);
+    while !asynchronous.advance(5).unwrap() {}
+    let got = pollster::block_on(async {
+        let epoch = asynchronous.finish_epoch_async().await;
+        (epoch, asynchronous.evaluate_async().await.unwrap())
+    });
+    assert_eq!(got, want);
+}

@@ -19,6 +19,9 @@ use serde::Serialize;
 
 pub use cpu::{argmax, CpuBackend};
 
+/// A boxed future that need not be `Send` (wgpu's futures in the browser are not).
+pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
 /// Which uploaded dataset a batch is drawn from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
@@ -112,6 +115,31 @@ pub trait Backend {
     fn grads(&mut self) -> Vec<f32>;
     /// Returns the stats accumulated for `split` since the last call and starts afresh.
     fn take_stats(&mut self, split: Split) -> Stats;
+
+    /// [`Backend::take_stats`] without blocking: the GPU backend awaits its readback, which is
+    /// the only way in a browser. Natively, and on the CPU, it is the synchronous call.
+    fn take_stats_async(&mut self, split: Split) -> LocalFuture<'_, Stats> {
+        let stats = self.take_stats(split);
+        Box::pin(std::future::ready(stats))
+    }
+
+    /// [`Backend::params`] without blocking (see `take_stats_async`).
+    fn params_async(&mut self) -> LocalFuture<'_, Vec<f32>> {
+        let params = self.params();
+        Box::pin(std::future::ready(params))
+    }
+
+    /// [`Backend::evaluate`] without blocking (see `take_stats_async`).
+    fn evaluate_async(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        Box::pin(async move {
+            self.take_stats_async(split).await;
+            let indices: Vec<u32> = (0..self.len(split) as u32).collect();
+            for chunk in indices.chunks(EVAL_BATCH) {
+                self.forward(split, chunk)?;
+            }
+            Ok(self.take_stats_async(split).await)
+        })
+    }
 
     /// One epoch: batches of `batch` consecutive entries of `order` (the last may be short),
     /// step `i` with `hypers[i]`. `progress(done, total)` follows the steps. A GPU backend

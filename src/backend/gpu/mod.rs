@@ -567,12 +567,16 @@ impl GpuBackend {
         self.ctx.queue.submit([encoder.finish()])
     }
 
-    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU, waiting for the GPU.
-    fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Vec<f32> {
-        if len == 0 {
-            return Vec::new();
-        }
-        let size = 4 * len as u64;
+    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU. The copy is submitted
+    /// at once; the future resolves when the GPU has mapped it (natively this call waits for the
+    /// device; in the browser the map completes when control returns to the event loop).
+    fn read_f32_async(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = Vec<f32>> + 'static {
+        let size = 4 * len.max(1) as u64;
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -585,24 +589,38 @@ impl GpuBackend {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
+        if len > 0 {
+            encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
+        }
         self.ctx.queue.submit([encoder.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        // A failed poll or map means the device was lost: nothing sensible can continue.
+        #[cfg(not(target_arch = "wasm32"))]
         self.ctx
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .expect("GPU device lost while waiting");
-        rx.recv()
-            .expect("map callback ran")
-            .expect("GPU buffer mapping failed");
-        let data =
-            bytemuck::pod_collect_to_vec::<u8, f32>(&staging.get_mapped_range(..).expect("mapped"));
-        staging.unmap();
-        data
+        async move {
+            // A failed map means the device was lost: nothing sensible can continue.
+            rx.await
+                .expect("map callback ran")
+                .expect("GPU buffer mapping failed");
+            let data = bytemuck::pod_collect_to_vec::<u8, f32>(
+                &staging.get_mapped_range(..).expect("mapped"),
+            );
+            staging.unmap();
+            data.into_iter().take(len).collect()
+        }
+    }
+
+    /// [`GpuBackend::read_f32_async`], waited for. Natively only: a browser cannot block.
+    fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Vec<f32> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return pollster::block_on(self.read_f32_async(buffer, offset, len));
+        #[cfg(target_arch = "wasm32")]
+        panic!("a browser cannot wait for the GPU: use the backend's *_async methods")
     }
 }
 
@@ -802,6 +820,15 @@ impl GemmBench {
             })
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         Ok(())
+    }
+}
+
+/// Stats from the three floats of a split's slot in the stats buffer.
+fn stats_from(s: &[f32]) -> Stats {
+    Stats {
+        loss_sum: s[0] as f64,
+        correct: s[1] as u64,
+        count: s[2] as u64,
     }
 }
 
@@ -1187,16 +1214,24 @@ impl Backend for GpuBackend {
         self.read_f32(&self.grads, 0, self.layout.len)
     }
 
+    fn take_stats_async(&mut self, split: Split) -> super::LocalFuture<'_, Stats> {
+        let read = self.read_f32_async(&self.stats, 4 * split as usize, 3);
+        self.ctx
+            .queue
+            .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
+        Box::pin(async move { stats_from(&read.await) })
+    }
+
+    fn params_async(&mut self) -> super::LocalFuture<'_, Vec<f32>> {
+        Box::pin(self.read_f32_async(&self.params, 0, self.layout.len))
+    }
+
     fn take_stats(&mut self, split: Split) -> Stats {
         let s = self.read_f32(&self.stats, 4 * split as usize, 3);
         self.ctx
             .queue
             .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
-        Stats {
-            loss_sum: s[0] as f64,
-            correct: s[1] as u64,
-            count: s[2] as u64,
-        }
+        stats_from(&s)
     }
 
     fn train_epoch(
