@@ -620,7 +620,10 @@ impl GpuBackend {
         #[cfg(not(target_arch = "wasm32"))]
         return pollster::block_on(self.read_f32_async(buffer, offset, len));
         #[cfg(target_arch = "wasm32")]
-        panic!("a browser cannot wait for the GPU: use the backend's *_async methods")
+        {
+            let _ = (buffer, offset, len);
+            panic!("a browser cannot wait for the GPU: use the backend's *_async methods")
+        }
     }
 }
 

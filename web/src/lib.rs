@@ -1,0 +1,356 @@
+//! The browser demo's WebAssembly side: the core crate behind a small JavaScript API.
+//!
+//! Training runs on WebGPU through the same GPU backend and WGSL kernels as the native program,
+//! or on the CPU backend compiled to wasm (with SIMD) where WebGPU is missing or `?backend=cpu`
+//! asks for it. The page never blocks: it trains a slice of steps per call and yields, and every
+//! GPU readback is awaited. Predictions (the drawing canvas, the grid of test digits) run on a
+//! CPU copy of the model taken after each epoch, so they answer during training.
+//!
+//! JavaScript calls one method at a time and awaits it; a call made while another is still
+//! running is refused with an error rather than interleaved.
+
+use gpumlp::backend::gpu::{GpuBackend, GpuContext};
+use gpumlp::backend::{argmax, Backend, Split};
+use gpumlp::dataset::{split_sample, Dataset, Splits};
+use gpumlp::idx::{CLASSES, PIXELS};
+use gpumlp::preprocess::digit_from_luma;
+use gpumlp::{
+    Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+};
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+/// The demo: data, the device, the run, and the model predictions use.
+#[wasm_bindgen]
+pub struct Demo {
+    inner: Rc<RefCell<Inner>>,
+}
+
+struct Inner {
+    data: Splits,
+    adapter: Option<wgpu::Adapter>,
+    backend_label: String,
+    trainer: Option<Trainer>,
+    /// The model predictions use: the last finished epoch's parameters, or a loaded file.
+    model: Option<Checkpoint>,
+}
+
+fn err(e: impl std::fmt::Display) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+impl Demo {
+    fn inner(&self) -> Result<std::cell::RefMut<'_, Inner>, JsError> {
+        self.inner
+            .try_borrow_mut()
+            .map_err(|_| err("busy: the previous call has not finished"))
+    }
+}
+
+/// Probabilities from logits.
+fn softmax(z: &[f32]) -> Vec<f32> {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+/// Logits of `images` (784 bytes each) under `model`, on the CPU.
+fn logits(model: &Checkpoint, images: Vec<u8>) -> Result<Vec<f32>, JsError> {
+    let n = images.len() / PIXELS;
+    let mut cpu = CpuBackend::new(&model.architecture);
+    cpu.set_params(&model.params);
+    cpu.upload(
+        Split::Test,
+        &Dataset::new("images", images, vec![0; n]).map_err(err)?,
+    )
+    .map_err(err)?;
+    cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())
+        .map_err(err)?;
+    Ok(cpu.logits())
+}
+
+#[wasm_bindgen]
+impl Demo {
+    /// Loads the built-in sample from its two gzip IDX files (split as natively: 8,000 train,
+    /// 2,000 test) and finds a device: WebGPU unless `backend` is "cpu". `adapter_label` is what
+    /// the page read of the adapter, for the backend text.
+    pub async fn create(
+        images_gz: Vec<u8>,
+        labels_gz: Vec<u8>,
+        backend: String,
+        adapter_label: String,
+    ) -> Result<Demo, JsError> {
+        console_panic_hook();
+        let all = Dataset::from_idx("sample images", &images_gz, "sample labels", &labels_gz)
+            .map_err(err)?;
+        let data = split_sample(&all);
+        let (adapter, backend_label) = if backend == "cpu" {
+            (None, "cpu: forced by backend=cpu".to_string())
+        } else {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends: wgpu::Backends::BROWSER_WEBGPU,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            match instance
+                .request_adapter(&wgpu::RequestAdapterOptions::default())
+                .await
+            {
+                Ok(adapter) => {
+                    let name = adapter.get_info().name;
+                    let label = [adapter_label.as_str(), name.as_str()]
+                        .into_iter()
+                        .find(|s| !s.is_empty())
+                        .unwrap_or("adapter");
+                    (Some(adapter), format!("webgpu: {label}"))
+                }
+                Err(e) => (None, format!("cpu: WebGPU is unavailable ({e})")),
+            }
+        };
+        Ok(Demo {
+            inner: Rc::new(RefCell::new(Inner {
+                data,
+                adapter,
+                backend_label,
+                trainer: None,
+                model: None,
+            })),
+        })
+    }
+
+    /// `webgpu: <adapter>` or `cpu: <why>`.
+    pub fn backend(&self) -> Result<String, JsError> {
+        Ok(self.inner()?.backend_label.clone())
+    }
+
+    /// Replaces the data with the four IDX files of a full dataset (gz or raw).
+    pub fn set_data(
+        &self,
+        train_images: Vec<u8>,
+        train_labels: Vec<u8>,
+        test_images: Vec<u8>,
+        test_labels: Vec<u8>,
+    ) -> Result<String, JsError> {
+        let mut inner = self.inner()?;
+        let train = Dataset::from_idx("train images", &train_images, "train labels", &train_labels)
+            .map_err(err)?;
+        let test = Dataset::from_idx("test images", &test_images, "test labels", &test_labels)
+            .map_err(err)?;
+        inner.data = Splits {
+            name: "files".into(),
+            train,
+            test,
+        };
+        inner.trainer = None;
+        Ok(format!(
+            "{} train / {} test images",
+            inner.data.train.len(),
+            inner.data.test.len()
+        ))
+    }
+
+    /// Starts a new run (dropping the current one) with these settings.
+    // The borrow is held across awaits on purpose: it is the "one call at a time" lock.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn configure(
+        &self,
+        hidden: String,
+        batch: u32,
+        lr: f32,
+        optimizer: String,
+        epochs: u32,
+    ) -> Result<(), JsError> {
+        let mut inner = self.inner()?;
+        let hidden = hidden
+            .split(',')
+            .map(|w| {
+                w.trim()
+                    .parse::<usize>()
+                    .map_err(|_| err(format!("hidden: '{w}' is not a layer width")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind = match optimizer.as_str() {
+            "adam" => OptimizerKind::Adam,
+            "sgd" => OptimizerKind::Sgd,
+            other => return Err(err(format!("optimizer: '{other}' is not adam or sgd"))),
+        };
+        let mut opt = OptimizerConfig::new(kind);
+        opt.lr = lr;
+        let config = TrainConfig {
+            hidden,
+            epochs: epochs as usize,
+            batch: batch as usize,
+            optimizer: opt,
+            schedule: Schedule::Cosine,
+            seed: 1,
+        };
+        config.validate().map_err(err)?;
+        let arch = config.architecture().map_err(err)?;
+        let backend: Box<dyn Backend> = match &inner.adapter {
+            Some(adapter) => Box::new(
+                GpuBackend::new(GpuContext::new(adapter).await.map_err(err)?, &arch)
+                    .map_err(err)?,
+            ),
+            None => Box::new(CpuBackend::new(&arch)),
+        };
+        inner.trainer = Some(Trainer::new(config, backend, &inner.data).map_err(err)?);
+        Ok(())
+    }
+
+    /// Trains at most `max_steps` steps. When that ends an epoch, evaluates on the test set,
+    /// refreshes the model predictions use, and returns
+    /// `[epoch, train_loss, train_accuracy, test_loss, test_accuracy, lr]`; else an empty array.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn train(&self, max_steps: u32) -> Result<Vec<f64>, JsError> {
+        let mut inner = self.inner()?;
+        let inner = &mut *inner;
+        let trainer = inner
+            .trainer
+            .as_mut()
+            .ok_or_else(|| err("configure a run first"))?;
+        if !trainer.advance(max_steps as usize).map_err(err)? {
+            return Ok(Vec::new());
+        }
+        let epoch = trainer.finish_epoch_async().await;
+        let test = trainer.evaluate_async().await.map_err(err)?;
+        let params = trainer.backend.params_async().await;
+        inner.model = Some(Checkpoint {
+            name: "trained".into(),
+            architecture: trainer.config.architecture().map_err(err)?,
+            params,
+            training: None,
+        });
+        Ok(vec![
+            epoch.epoch as f64,
+            epoch.train.loss(),
+            epoch.train.accuracy(),
+            test.loss(),
+            test.accuracy(),
+            epoch.lr as f64,
+        ])
+    }
+
+    /// `[steps done, steps per epoch, epochs done, epochs]` of the run (zeros before one).
+    pub fn progress(&self) -> Result<Vec<u32>, JsError> {
+        let inner = self.inner()?;
+        Ok(match &inner.trainer {
+            Some(t) => {
+                let (done, total) = t.epoch_progress();
+                vec![
+                    done as u32,
+                    total as u32,
+                    t.epoch as u32,
+                    t.config.epochs as u32,
+                ]
+            }
+            None => vec![0; 4],
+        })
+    }
+
+    /// Samples in the training set.
+    pub fn train_count(&self) -> Result<u32, JsError> {
+        Ok(self.inner()?.data.train.len() as u32)
+    }
+
+    /// The 784 pixels of test digit `i`.
+    pub fn test_image(&self, i: u32) -> Result<Vec<u8>, JsError> {
+        let inner = self.inner()?;
+        let test = &inner.data.test;
+        if i as usize >= test.len() {
+            return Err(err(format!(
+                "test digit {i} is past the {} there are",
+                test.len()
+            )));
+        }
+        Ok(test.image(i as usize).to_vec())
+    }
+
+    /// The labels of the first `count` test digits.
+    pub fn test_labels(&self, count: u32) -> Result<Vec<u8>, JsError> {
+        let inner = self.inner()?;
+        let n = (count as usize).min(inner.data.test.len());
+        Ok(inner.data.test.labels[..n].to_vec())
+    }
+
+    /// The model's classes for the first `count` test digits (empty before there is a model).
+    pub fn predict_test(&self, count: u32) -> Result<Vec<u8>, JsError> {
+        let inner = self.inner()?;
+        let Some(model) = &inner.model else {
+            return Ok(Vec::new());
+        };
+        let n = (count as usize).min(inner.data.test.len());
+        let images = inner.data.test.select(&(0..n).collect::<Vec<_>>()).images;
+        Ok(logits(model, images)?
+            .chunks(CLASSES)
+            .map(|z| argmax(z) as u8)
+            .collect())
+    }
+
+    /// Class probabilities for a drawing (RGBA pixels of a `width` x `height` canvas; transparent
+    /// counts as white paper), prepared as MNIST digits were. Empty before there is a model.
+    pub fn predict_drawing(
+        &self,
+        rgba: Vec<u8>,
+        width: u32,
+        height: u32,
+    ) -> Result<Vec<f32>, JsError> {
+        let inner = self.inner()?;
+        let Some(model) = &inner.model else {
+            return Ok(Vec::new());
+        };
+        if rgba.len() != 4 * (width * height) as usize {
+            return Err(err("the drawing's pixels do not match its size"));
+        }
+        let luma: Vec<u8> = rgba
+            .chunks_exact(4)
+            .map(|p| {
+                // Rec. 709 luma, as the native program's image decoding uses, over white paper.
+                let l = 0.2126 * p[0] as f32 + 0.7152 * p[1] as f32 + 0.0722 * p[2] as f32;
+                let a = p[3] as f32 / 255.0;
+                (l * a + 255.0 * (1.0 - a)).round() as u8
+            })
+            .collect();
+        let digit = digit_from_luma(width, height, &luma).map_err(err)?;
+        Ok(softmax(&logits(model, digit)?))
+    }
+
+    /// The model predictions use, as a safetensors file (the native program reads it too).
+    pub fn save(&self) -> Result<Vec<u8>, JsError> {
+        let inner = self.inner()?;
+        let model = inner
+            .model
+            .as_ref()
+            .ok_or_else(|| err("no model yet: train an epoch or load a file"))?;
+        model.to_bytes().map_err(err)
+    }
+
+    /// Loads a safetensors model (one written by `gpumlp train --save`, or by `save`) for
+    /// predictions; returns its architecture as text.
+    pub fn load(&self, bytes: Vec<u8>) -> Result<String, JsError> {
+        let mut inner = self.inner()?;
+        let model = Checkpoint::from_bytes("the model file", &bytes).map_err(err)?;
+        let sizes = model
+            .architecture
+            .sizes
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("-");
+        inner.model = Some(model);
+        Ok(sizes)
+    }
+
+    /// Whether a model is there for predictions.
+    pub fn has_model(&self) -> Result<bool, JsError> {
+        Ok(self.inner()?.model.is_some())
+    }
+}
+
+/// Panics show up in the browser console with their message (wasm otherwise says "unreachable").
+fn console_panic_hook() {
+    #[cfg(target_arch = "wasm32")]
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&info.to_string().into());
+    }));
+}

@@ -1,0 +1,94 @@
+// The demo in real headless Chromium: training on WebGPU (SwiftShader here) and on the CPU
+// fallback, drawing a digit, and a model saved by the native program giving the same
+// predictions in the page as `gpumlp predict`. Run by `cargo test` (web/tests/browser.rs),
+// after web/build.sh.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { start, train, text } from '../browser.mjs';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const SMALL = 'hidden=64&batch=128&lr=0.002&epochs=1&autostart=1';
+let session;
+
+before(async () => { session = await start(); });
+after(async () => { await session?.close(); });
+
+test('one epoch on WebGPU reaches 85% test accuracy', async () => {
+  const page = await train(session.browser, session.url, `backend=webgpu&${SMALL}`);
+  assert.equal(await text(page, 'status'), 'done', page.errors.join('; '));
+  const backend = await text(page, 'backend');
+  assert.match(backend, /^webgpu: /, `the page fell back: ${backend}`);
+  const accuracy = Number(await text(page, 'test-accuracy'));
+  assert.ok(accuracy >= 0.85, `test accuracy ${accuracy} on ${backend}`);
+  assert.equal(await text(page, 'epoch'), '1/1');
+  // The screenshot README.md shows.
+  await page.screenshot({ path: join(ROOT, 'web', 'screenshot.png'), fullPage: true });
+  await page.close();
+});
+
+test('one epoch on the CPU fallback reaches 85%, and a drawn digit gets a prediction', async () => {
+  const page = await train(session.browser, session.url, `backend=cpu&${SMALL}`);
+  assert.equal(await text(page, 'status'), 'done', page.errors.join('; '));
+  assert.match(await text(page, 'backend'), /^cpu: /);
+  const accuracy = Number(await text(page, 'test-accuracy'));
+  assert.ok(accuracy >= 0.85, `test accuracy ${accuracy}`);
+
+  // A "1": one vertical stroke.
+  const box = await page.locator('#draw').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.2);
+  await page.mouse.down();
+  for (let i = 1; i <= 10; i++) await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.2 + 0.06 * i));
+  await page.mouse.up();
+  const prediction = await text(page, 'prediction');
+  assert.match(prediction, /^[0-9]$/, `no prediction: '${prediction}'`);
+  assert.equal(prediction, '1', 'a vertical stroke should read as 1');
+  await page.close();
+});
+
+test('a model saved by the native program predicts in the page as `gpumlp predict` does', async () => {
+  const bin = join(ROOT, 'target', 'debug', 'gpumlp');
+  assert.ok(existsSync(bin), `${bin} is missing: cargo build first`);
+  const dir = mkdtempSync(join(tmpdir(), 'gpumlp-web-'));
+  const model = join(dir, 'model.safetensors');
+  execFileSync(bin, ['train', '--data', 'mnist-sample', '--hidden', '32', '--epochs', '2', '--save', model], { stdio: 'ignore' });
+
+  const page = await session.browser.newPage();
+  await page.goto(`${session.url}?backend=cpu`);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  await page.locator('#load-model').setInputFiles(model);
+  await page.waitForFunction(() => window.gpumlp.demo.has_model());
+  // Ten test digits drawn dark on light at 3x, as PNGs: the page classifies each, and so does
+  // the native program from the same PNG bytes.
+  const results = await page.evaluate(() => {
+    const out = [];
+    for (let i = 0; i < 10; i++) {
+      const pixels = window.gpumlp.demo.test_image(i);
+      const c = document.createElement('canvas');
+      c.width = 84; c.height = 84;
+      const ctx = c.getContext('2d');
+      const img = ctx.createImageData(84, 84);
+      for (let p = 0; p < 84 * 84; p++) {
+        const v = 255 - pixels[Math.floor(p / 84 / 3) * 28 + Math.floor((p % 84) / 3)];
+        img.data.set([v, v, v, 255], 4 * p);
+      }
+      ctx.putImageData(img, 0, 0);
+      const probs = window.gpumlp.demo.predict_drawing(new Uint8Array(img.data.buffer), 84, 84);
+      out.push({ png: c.toDataURL('image/png'), cls: probs.indexOf(Math.max(...probs)) });
+    }
+    return out;
+  });
+  const files = results.map((r, i) => {
+    const file = join(dir, `digit${i}.png`);
+    writeFileSync(file, Buffer.from(r.png.split(',')[1], 'base64'));
+    return file;
+  });
+  const out = execFileSync(bin, ['predict', '--model', model, '--json', ...files]).toString().trim().split('\n');
+  const native = JSON.parse(out[out.length - 1]).map((r) => r.class);
+  assert.deepEqual(results.map((r) => r.cls), native);
+  await page.close();
+});
