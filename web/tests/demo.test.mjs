@@ -92,3 +92,17 @@ test('a model saved by the native program predicts in the page as `gpumlp predic
   assert.deepEqual(results.map((r) => r.cls), native);
   await page.close();
 });
+
+test('the four IDX files of a full dataset can be picked from disk', async () => {
+  const dir = '/usr/share/datasets/fashion-mnist'; // Debian's dataset-fashion-mnist, which CI installs
+  assert.ok(existsSync(dir), `${dir} is missing: apt-get install dataset-fashion-mnist`);
+  const page = await session.browser.newPage();
+  await page.goto(`${session.url}?backend=cpu`);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  const files = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
+  await page.locator('#data-files').setInputFiles(files.map((f) => join(dir, `${f}.gz`)));
+  await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('60000'), null, { timeout: 60_000 });
+  assert.equal(await text(page, 'data-info'), '60000 train / 10000 test images');
+  assert.equal(await page.evaluate(() => window.gpumlp.demo.train_count()), 60000);
+  await page.close();
+});
