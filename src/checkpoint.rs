@@ -5,6 +5,8 @@
 //! key because safetensors writes its metadata map in hash order, and one key keeps the bytes
 //! of a checkpoint identical for identical runs.
 
+use crate::backend::{Backend, CpuBackend, Split};
+use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout};
@@ -87,6 +89,25 @@ impl Checkpoint {
         let info = std::collections::HashMap::from([(META_KEY.to_string(), json)]);
         safetensors::serialize(tensors, Some(info))
             .map_err(|e| Error::checkpoint(&self.name, format!("cannot serialise: {e}")))
+    }
+
+    /// Class probabilities of `images` (784 pixels each) under this model, `[n, 10]` row-major,
+    /// on the CPU backend: what `predict` and the browser demo's drawing and grid use.
+    pub fn probabilities(&self, images: &[u8]) -> Result<Vec<f32>> {
+        let n = images.len() / PIXELS;
+        let mut cpu = CpuBackend::new(&self.architecture);
+        cpu.set_params(&self.params);
+        // Labels are unknown; zeros only feed the loss, which nobody reads here.
+        cpu.upload(
+            Split::Test,
+            &Dataset::new("images", images.to_vec(), vec![0; n])?,
+        )?;
+        cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())?;
+        Ok(cpu
+            .logits()
+            .chunks_exact(CLASSES)
+            .flat_map(softmax)
+            .collect())
     }
 
     /// Parses and checks a checkpoint; `name` (a path, usually) is used in errors.
@@ -175,4 +196,12 @@ impl Checkpoint {
             training,
         })
     }
+}
+
+/// Probabilities from one row of logits.
+fn softmax(z: &[f32]) -> Vec<f32> {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.into_iter().map(|v| v / sum).collect()
 }

@@ -12,6 +12,19 @@ use image::{imageops, GrayImage};
 /// Side of the box the digit is scaled to fit, as in MNIST.
 const BOX: u32 = 20;
 
+/// Gray levels of RGBA pixels (Rec. 709 luma), composited over white paper: a digit drawn on
+/// a transparent canvas reads as dark ink on light. The program and the browser demo both use
+/// it, so the same picture gives the same digit in both.
+pub fn luma_over_white(rgba: &[u8]) -> Vec<u8> {
+    rgba.chunks_exact(4)
+        .map(|p| {
+            let l = 0.2126 * p[0] as f32 + 0.7152 * p[1] as f32 + 0.0722 * p[2] as f32;
+            let a = p[3] as f32 / 255.0;
+            (l * a + 255.0 * (1.0 - a)).round() as u8
+        })
+        .collect()
+}
+
 /// 784 MNIST-style pixels (ink high, background 0) from a grayscale image of `width x height`.
 pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> {
     let (w, h) = (width as usize, height as usize);

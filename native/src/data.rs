@@ -70,17 +70,6 @@ impl DataSource {
             }
         })
     }
-
-    /// The name recorded in checkpoints, which `eval` reads back with [`DataSource::parse`].
-    pub fn name(&self) -> String {
-        match self {
-            DataSource::Auto => "auto".into(),
-            DataSource::Mnist => "mnist".into(),
-            DataSource::FashionMnist => "fashion-mnist".into(),
-            DataSource::Sample => "mnist-sample".into(),
-            DataSource::Dir(p) => p.display().to_string(),
-        }
-    }
 }
 
 /// The data to use: `--data` when given, else the data `model` was trained on (so `eval` and

@@ -5,9 +5,10 @@ use crate::data;
 use crate::devices;
 use crate::files::read;
 use anyhow::{anyhow, Result};
-use gpumlp::backend::{Backend, Split};
+use gpumlp::backend::{argmax, Split};
 use gpumlp::idx::CLASSES;
-use gpumlp::{Checkpoint, CpuBackend, Dataset};
+use gpumlp::preprocess::{digit_from_luma, luma_over_white};
+use gpumlp::Checkpoint;
 use serde_json::json;
 use std::path::Path;
 
@@ -56,21 +57,13 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a PNG or JPEG as grayscale; transparent pixels count as white paper, so a digit drawn
-/// on a transparent canvas reads as dark ink on light.
+/// Loads a PNG or JPEG as gray levels over white paper (see `preprocess::luma_over_white`).
 fn load_luma(path: &Path) -> Result<(u32, u32, Vec<u8>)> {
     let bytes = read(path)?;
     let img = image::load_from_memory(&bytes)
         .map_err(|e| anyhow!("{}: not a readable PNG or JPEG image ({e})", path.display()))?
-        .to_luma_alpha8();
-    let luma = img
-        .pixels()
-        .map(|p| {
-            let (l, a) = (p.0[0] as f32, p.0[1] as f32 / 255.0);
-            (l * a + 255.0 * (1.0 - a)).round() as u8
-        })
-        .collect();
-    Ok((img.width(), img.height(), luma))
+        .to_rgba8();
+    Ok((img.width(), img.height(), luma_over_white(img.as_raw())))
 }
 
 pub fn predict(args: PredictArgs) -> Result<()> {
@@ -78,24 +71,13 @@ pub fn predict(args: PredictArgs) -> Result<()> {
     let mut images = Vec::new();
     for path in &args.images {
         let (w, h, luma) = load_luma(path)?;
-        let digit = gpumlp::preprocess::digit_from_luma(w, h, &luma)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let digit = digit_from_luma(w, h, &luma).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         images.extend_from_slice(&digit);
     }
-    let n = args.images.len();
-    let mut backend = CpuBackend::new(&ckpt.architecture);
-    backend.set_params(&ckpt.params);
-    // Labels are unknown; zeros only feed the loss, which nobody reads here.
-    backend.upload(Split::Test, &Dataset::new("images", images, vec![0; n])?)?;
-    backend.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())?;
-    let logits = backend.logits();
+    let probabilities = ckpt.probabilities(&images)?;
     let mut results = Vec::new();
-    for (path, z) in args.images.iter().zip(logits.chunks_exact(CLASSES)) {
-        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = z.iter().map(|&v| (v - max).exp()).collect();
-        let sum: f32 = exp.iter().sum();
-        let probs: Vec<f32> = exp.iter().map(|e| e / sum).collect();
-        let class = gpumlp::backend::argmax(&probs);
+    for (path, probs) in args.images.iter().zip(probabilities.chunks_exact(CLASSES)) {
+        let class = argmax(probs);
         let listing: Vec<String> = probs
             .iter()
             .enumerate()

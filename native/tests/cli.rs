@@ -272,19 +272,12 @@ fn named_datasets_come_from_the_cache_and_debians_folder() {
 
 /// The model's own classes for the first `n` test digits of the sample, straight from the library.
 fn classes_of_originals(model: &Path, n: usize) -> Vec<u64> {
-    use gpumlp::backend::{argmax, Backend, Split};
     let ckpt = gpumlp::Checkpoint::from_bytes("m", &std::fs::read(model).unwrap()).unwrap();
     let sample = gpumlp::dataset::mnist_sample();
-    let mut backend = gpumlp::CpuBackend::new(&ckpt.architecture);
-    backend.set_params(&ckpt.params);
-    backend.upload(Split::Test, &sample.test).unwrap();
-    backend
-        .forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())
-        .unwrap();
-    backend
-        .logits()
+    let probabilities = ckpt.probabilities(&sample.test.images[..n * 784]).unwrap();
+    probabilities
         .chunks(10)
-        .map(|z| argmax(z) as u64)
+        .map(|p| gpumlp::backend::argmax(p) as u64)
         .collect()
 }
 

@@ -10,10 +10,10 @@
 //! running is refused with an error rather than interleaved.
 
 use gpumlp::backend::gpu::{GpuBackend, GpuContext};
-use gpumlp::backend::{argmax, Backend, Split};
+use gpumlp::backend::{argmax, Backend};
 use gpumlp::dataset::{split_sample, Dataset, Splits};
-use gpumlp::idx::{CLASSES, PIXELS};
-use gpumlp::preprocess::digit_from_luma;
+use gpumlp::idx::CLASSES;
+use gpumlp::preprocess::{digit_from_luma, luma_over_white};
 use gpumlp::{
     Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
 };
@@ -46,29 +46,6 @@ impl Demo {
             .try_borrow_mut()
             .map_err(|_| err("busy: the previous call has not finished"))
     }
-}
-
-/// Probabilities from logits.
-fn softmax(z: &[f32]) -> Vec<f32> {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
-}
-
-/// Logits of `images` (784 bytes each) under `model`, on the CPU.
-fn logits(model: &Checkpoint, images: Vec<u8>) -> Result<Vec<f32>, JsError> {
-    let n = images.len() / PIXELS;
-    let mut cpu = CpuBackend::new(&model.architecture);
-    cpu.set_params(&model.params);
-    cpu.upload(
-        Split::Test,
-        &Dataset::new("images", images, vec![0; n]).map_err(err)?,
-    )
-    .map_err(err)?;
-    cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())
-        .map_err(err)?;
-    Ok(cpu.logits())
 }
 
 #[wasm_bindgen]
@@ -281,9 +258,10 @@ impl Demo {
         };
         let n = (count as usize).min(inner.data.test.len());
         let images = inner.data.test.select(&(0..n).collect::<Vec<_>>()).images;
-        Ok(logits(model, images)?
+        let probabilities = model.probabilities(&images).map_err(err)?;
+        Ok(probabilities
             .chunks(CLASSES)
-            .map(|z| argmax(z) as u8)
+            .map(|p| argmax(p) as u8)
             .collect())
     }
 
@@ -302,17 +280,8 @@ impl Demo {
         if rgba.len() != 4 * (width * height) as usize {
             return Err(err("the drawing's pixels do not match its size"));
         }
-        let luma: Vec<u8> = rgba
-            .chunks_exact(4)
-            .map(|p| {
-                // Rec. 709 luma, as the native program's image decoding uses, over white paper.
-                let l = 0.2126 * p[0] as f32 + 0.7152 * p[1] as f32 + 0.0722 * p[2] as f32;
-                let a = p[3] as f32 / 255.0;
-                (l * a + 255.0 * (1.0 - a)).round() as u8
-            })
-            .collect();
-        let digit = digit_from_luma(width, height, &luma).map_err(err)?;
-        Ok(softmax(&logits(model, digit)?))
+        let digit = digit_from_luma(width, height, &luma_over_white(&rgba)).map_err(err)?;
+        model.probabilities(&digit).map_err(err)
     }
 
     /// The model predictions use, as a safetensors file (the native program reads it too).
