@@ -9,11 +9,13 @@ struct Step {
     batch: u32,          // rows in this batch, B
     train: u32,          // 1: also compute the loss gradient for backward
     split: u32,          // 0 train, 1 test: which running stats the batch adds to
+    inv_batch: f32,      // 1 / B
     lr: f32,             // learning rate of this step (after the schedule)
+    decay: f32,          // 1 - lr * weight_decay (decoupled weight decay)
     adam_step: f32,      // lr / (1 - beta1^t), Adam's bias-corrected step size
     adam_v_scale: f32,   // 1 / sqrt(1 - beta2^t), Adam's second-moment correction
-    inv_batch: f32,      // 1 / B
 }
+// (The optimizer's scalars come from `OptimizerConfig::scalars`, as the CPU backend's do.)
 
 @group(1) @binding(0) var<uniform> step: Step;
 

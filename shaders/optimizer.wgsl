@@ -1,12 +1,14 @@
 // optimizer.wgsl: one update of the whole flat parameter buffer, one invocation per parameter.
 //
-//   sgd:   v = mu*v + g;                          p = p*(1 - lr*wd) - lr*v
+//   sgd:   vel = mu*vel + g;                      p = p*decay - lr*vel
 //   adam:  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
-//          p = p*(1 - lr*wd) - step_size*m / (sqrt(v)*v_scale + eps)
-//          (step_size = lr/(1 - b1^t), v_scale = 1/sqrt(1 - b2^t), computed on the CPU per step
-//           exactly as the CPU backend's reference `optim.rs` does)
-// Bindings (group 0): 0 params (uniform Opt), 1 p f32[P] (rw), 2 g f32[P], 3 m f32[P] (rw),
-//                     4 v f32[P] (rw).
+//          p = p*decay - adam_step*m / (sqrt(v)*adam_v_scale + eps)
+// decay, lr, adam_step and adam_v_scale change per step and come from the step table (computed
+// by `OptimizerConfig::scalars`, as for the CPU backend); the rest is fixed per run.
+// Each entry point binds its optimizer's state buffers in the order of
+// `OptimizerKind::state_names`: sgd [velocity], adam [m, v].
+// Bindings (group 0): 0 settings (uniform Opt), 1 p f32[P] (rw), 2 g f32[P],
+//                     3 state0 f32[P] (rw), 4 state1 f32[P] (rw, adam only).
 
 struct Opt {
     len: u32,
@@ -14,14 +16,13 @@ struct Opt {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    weight_decay: f32,
 }
 
 @group(0) @binding(0) var<uniform> opt: Opt;
 @group(0) @binding(1) var<storage, read_write> p: array<f32>;
 @group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state0: array<f32>;
+@group(0) @binding(4) var<storage, read_write> state1: array<f32>;
 
 @compute @workgroup_size(256)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -29,9 +30,9 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     if (i >= opt.len) {
         return;
     }
-    let vel = opt.momentum * m[i] + g[i];
-    m[i] = vel;
-    p[i] = p[i] * (1.0 - step.lr * opt.weight_decay) - step.lr * vel;
+    let vel = opt.momentum * state0[i] + g[i];
+    state0[i] = vel;
+    p[i] = p[i] * step.decay - step.lr * vel;
 }
 
 @compute @workgroup_size(256)
@@ -41,9 +42,9 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let grad = g[i];
-    let m1 = opt.beta1 * m[i] + (1.0 - opt.beta1) * grad;
-    let v1 = opt.beta2 * v[i] + (1.0 - opt.beta2) * grad * grad;
-    m[i] = m1;
-    v[i] = v1;
-    p[i] = p[i] * (1.0 - step.lr * opt.weight_decay) - step.adam_step * m1 / (sqrt(v1) * step.adam_v_scale + opt.eps);
+    let m1 = opt.beta1 * state0[i] + (1.0 - opt.beta1) * grad;
+    let v1 = opt.beta2 * state1[i] + (1.0 - opt.beta2) * grad * grad;
+    state0[i] = m1;
+    state1[i] = v1;
+    p[i] = p[i] * step.decay - step.adam_step * m1 / (sqrt(v1) * step.adam_v_scale + opt.eps);
 }

@@ -1,23 +1,26 @@
 //! Checkpoints as safetensors files: one f32 tensor per layer weight (`layers.{l}.weight`,
-//! `[out, in]`) and bias (`layers.{l}.bias`), plus, for resuming, the optimizer moments over the
-//! flat buffer (`optimizer.m`, `optimizer.v`). The metadata holds one key, `gpumlp`, whose value
-//! is a JSON object with the architecture, the input normalisation and the training state; one
+//! `[out, in]`) and bias (`layers.{l}.bias`), plus, for resuming, the optimizer's state buffers
+//! over the flat buffer, each under its name (`optimizer.velocity` for SGD, `optimizer.m` and
+//! `optimizer.v` for Adam). The metadata holds one key, `gpumlp`, whose value is a JSON object
+//! with the architecture, the activation, the input normalisation and the training state; one
 //! key because safetensors writes its metadata map in hash order, and one key keeps the bytes
 //! of a checkpoint identical for identical runs.
+//!
+//! Format 1 (gpumlp before the optimizer state was named) stored `optimizer.m` and `optimizer.v`
+//! for every optimizer, SGD's velocity in `m`; it still loads.
 
-use crate::backend::{Backend, CpuBackend, Split};
-use crate::dataset::Dataset;
+use crate::config::TrainConfig;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Architecture, ParamLayout};
-use crate::train::TrainConfig;
+use crate::model::{Activation, Architecture, ParamLayout, INPUT_SCALE};
+use crate::optim::OptimizerKind;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 const META_KEY: &str = "gpumlp";
-const FORMAT_VERSION: u32 = 1;
-/// Pixels are scaled by this before the first layer (u8 0..=255 to 0..=1).
-pub const INPUT_SCALE: f32 = 1.0 / 255.0;
+const FORMAT_VERSION: u32 = 2;
+/// The oldest format this gpumlp reads.
+const OLDEST_FORMAT: u32 = 1;
 
 /// A trained model, with what resuming needs when it was saved by a training run.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,10 +43,15 @@ pub struct TrainingState {
     pub step: u64,
     /// Name of the data trained on.
     pub data: String,
+    /// The optimizer's state buffers, in the order of `config.optimizer.kind.state_names()`
+    /// (stored as tensors, not in the metadata).
     #[serde(skip)]
-    pub m: Vec<f32>,
-    #[serde(skip)]
-    pub v: Vec<f32>,
+    pub optimizer_state: Vec<Vec<f32>>,
+}
+
+/// The tensor name of optimizer state buffer `name`.
+fn state_tensor(name: &str) -> String {
+    format!("optimizer.{name}")
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,7 +75,7 @@ impl Checkpoint {
         let meta = Meta {
             format_version: FORMAT_VERSION,
             architecture: self.architecture.sizes.clone(),
-            activation: "relu".into(),
+            activation: self.architecture.activation.to_string(),
             input_scale: INPUT_SCALE,
             training: self.training.clone(),
         };
@@ -82,32 +90,15 @@ impl Checkpoint {
             })
             .collect();
         if let Some(t) = &self.training {
-            tensors.push(("optimizer.m".into(), view(vec![t.m.len()], &t.m)));
-            tensors.push(("optimizer.v".into(), view(vec![t.v.len()], &t.v)));
+            let names = t.config.optimizer.kind.state_names();
+            for (name, buffer) in names.iter().zip(&t.optimizer_state) {
+                tensors.push((state_tensor(name), view(vec![buffer.len()], buffer)));
+            }
         }
         let json = serde_json::to_string(&meta).expect("metadata serialises");
         let info = std::collections::HashMap::from([(META_KEY.to_string(), json)]);
         safetensors::serialize(tensors, Some(info))
             .map_err(|e| Error::checkpoint(&self.name, format!("cannot serialise: {e}")))
-    }
-
-    /// Class probabilities of `images` (784 pixels each) under this model, `[n, 10]` row-major,
-    /// on the CPU backend: what `predict` and the browser demo's drawing and grid use.
-    pub fn probabilities(&self, images: &[u8]) -> Result<Vec<f32>> {
-        let n = images.len() / PIXELS;
-        let mut cpu = CpuBackend::new(&self.architecture);
-        cpu.set_params(&self.params);
-        // Labels are unknown; zeros only feed the loss, which nobody reads here.
-        cpu.upload(
-            Split::Test,
-            &Dataset::new("images", images.to_vec(), vec![0; n])?,
-        )?;
-        cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>())?;
-        Ok(cpu
-            .logits()
-            .chunks_exact(CLASSES)
-            .flat_map(softmax)
-            .collect())
     }
 
     /// Parses and checks a checkpoint; `name` (a path, usually) is used in errors.
@@ -124,10 +115,17 @@ impl Checkpoint {
             .ok_or_else(|| bad("no gpumlp metadata: it was not written by gpumlp".into()))?;
         let meta: Meta = serde_json::from_str(json)
             .map_err(|e| bad(format!("malformed gpumlp metadata ({e})")))?;
-        if meta.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT..=FORMAT_VERSION).contains(&meta.format_version) {
             return Err(bad(format!(
-                "format version {} is not supported (this gpumlp reads {FORMAT_VERSION})",
+                "format version {} is not supported (this gpumlp reads {OLDEST_FORMAT} to {FORMAT_VERSION})",
                 meta.format_version
+            )));
+        }
+        let activation: Activation = meta.activation.parse().map_err(|e| bad(format!("{e}")))?;
+        if meta.input_scale != INPUT_SCALE {
+            return Err(bad(format!(
+                "input scale {} is not the {INPUT_SCALE} this gpumlp feeds its models",
+                meta.input_scale
             )));
         }
         let sizes = &meta.architecture;
@@ -136,8 +134,9 @@ impl Checkpoint {
                 "architecture {sizes:?} is not a {PIXELS}-input, {CLASSES}-class MLP"
             )));
         }
-        let architecture =
-            Architecture::mlp(&sizes[1..sizes.len() - 1]).map_err(|e| bad(e.to_string()))?;
+        let architecture = Architecture::mlp(&sizes[1..sizes.len() - 1])
+            .map_err(|e| bad(e.to_string()))?
+            .with_activation(activation);
         let layout = ParamLayout::new(&architecture);
         // The tensors must be in the file: check its size before allocating from the metadata.
         if (bytes.len() as u64) < 4 * layout.len as u64 {
@@ -183,8 +182,16 @@ impl Checkpoint {
                         "training settings disagree with the architecture".into()
                     ));
                 }
-                t.m = read("optimizer.m", &[layout.len])?;
-                t.v = read("optimizer.v", &[layout.len])?;
+                let kind = t.config.optimizer.kind;
+                let stored_as = |name: &str| match (meta.format_version, kind, name) {
+                    (1, OptimizerKind::Sgd, "velocity") => state_tensor("m"),
+                    _ => state_tensor(name),
+                };
+                t.optimizer_state = kind
+                    .state_names()
+                    .iter()
+                    .map(|name| read(&stored_as(name), &[layout.len]))
+                    .collect::<Result<_>>()?;
                 Some(t)
             }
             None => None,
@@ -196,12 +203,4 @@ impl Checkpoint {
             training,
         })
     }
-}
-
-/// Probabilities from one row of logits.
-fn softmax(z: &[f32]) -> Vec<f32> {
-    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = z.iter().map(|v| (v - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
 }

@@ -7,7 +7,12 @@ pub enum Error {
     /// An IDX image or label file that is malformed, truncated or inconsistent.
     #[error("{name}: {reason}")]
     Idx { name: String, reason: String },
-    /// A training or evaluation setting that cannot work (zero sizes, non-finite rates...).
+    /// A setting that cannot work (zero sizes, non-finite rates...). Front ends name the setting
+    /// in their own words (a flag, a form field) through [`Setting`].
+    #[error("{setting}: {reason}")]
+    Setting { setting: Setting, reason: String },
+    /// A request that does not fit the run's state (a batch index past the data, an epoch past
+    /// the end of the run).
     #[error("{0}")]
     Config(String),
     /// A checkpoint that is truncated, corrupt or does not match what it is loaded into.
@@ -23,7 +28,50 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The settings a user chooses, for errors that name one. `Display` gives the words the core
+/// crate uses ("learning rate"); the program maps each to its flag, the page to its form field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    Hidden,
+    Activation,
+    Epochs,
+    Batch,
+    Optimizer,
+    LearningRate,
+    Momentum,
+    Beta1,
+    Beta2,
+    Eps,
+    WeightDecay,
+    Schedule,
+}
+
+impl std::fmt::Display for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Setting::Hidden => "hidden layers",
+            Setting::Activation => "activation",
+            Setting::Epochs => "epochs",
+            Setting::Batch => "batch size",
+            Setting::Optimizer => "optimizer",
+            Setting::LearningRate => "learning rate",
+            Setting::Momentum => "momentum",
+            Setting::Beta1 => "beta1",
+            Setting::Beta2 => "beta2",
+            Setting::Eps => "epsilon",
+            Setting::WeightDecay => "weight decay",
+            Setting::Schedule => "schedule",
+        })
+    }
+}
+
 impl Error {
+    pub(crate) fn setting(setting: Setting, reason: impl Into<String>) -> Self {
+        Error::Setting {
+            setting,
+            reason: reason.into(),
+        }
+    }
     pub(crate) fn idx(name: &str, reason: impl Into<String>) -> Self {
         Error::Idx {
             name: name.to_string(),

@@ -4,17 +4,21 @@
 //! in the command-line program (`native/`) and in the browser (`web/`):
 //! - [`idx`] and [`dataset`]: the IDX format, checked before anything is allocated, and the
 //!   built-in sample of 10,000 real MNIST digits;
-//! - [`model`]: the architecture and the flat parameter buffer's offsets table;
+//! - [`model`]: the architecture, its activation and the flat parameter buffer's offsets table;
+//! - [`config`]: a training run's settings, parsed and checked once for every front end;
 //! - [`backend`]: the `Backend` seam, the multi-threaded CPU backend and the wgpu/WGSL GPU backend;
 //! - [`optim`], [`train`]: optimizers, schedules and the training loop;
 //! - [`checkpoint`]: safetensors checkpoints that resume exactly;
+//! - [`inference`]: class probabilities from a trained model;
 //! - [`preprocess`]: turning a photo or drawing of a digit into an MNIST-like 28x28 image.
 
 pub mod backend;
 pub mod checkpoint;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod idx;
+pub mod inference;
 pub mod model;
 pub mod optim;
 pub mod preprocess;
@@ -22,8 +26,9 @@ pub mod train;
 
 pub use backend::{Backend, CpuBackend, DeviceInfo, Split, Stats};
 pub use checkpoint::Checkpoint;
+pub use config::TrainConfig;
 pub use dataset::{Dataset, Splits};
-pub use error::{Error, Result};
-pub use model::{Architecture, ParamLayout};
+pub use error::{Error, Result, Setting};
+pub use model::{Activation, Architecture, ParamLayout};
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};
-pub use train::{TrainConfig, Trainer};
+pub use train::Trainer;

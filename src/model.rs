@@ -1,21 +1,86 @@
 //! The network's shape and where each parameter lives in the flat parameter buffer.
 //!
-//! Layer `l` maps `sizes[l]` inputs to `sizes[l+1]` outputs: `z = a @ W^T + b`, then ReLU on every
-//! layer but the last, whose logits go to softmax cross-entropy. `W` is `[out, in]` row-major (the
+//! Layer `l` maps `sizes[l]` inputs to `sizes[l+1]` outputs: `z = a @ W^T + b`, then the
+//! [`Activation`] on every layer but the last, whose logits go to softmax cross-entropy. Pixels
+//! enter the first layer scaled by [`INPUT_SCALE`]. `W` is `[out, in]` row-major (the
 //! PyTorch convention, so checkpoints read naturally elsewhere). All weights and biases sit in one
 //! f32 buffer, layer by layer, weight before bias; [`ParamLayout`] is the table of offsets that
 //! the CPU backend, the GPU backend, the optimizers and the checkpoints share.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use crate::idx::{CLASSES, PIXELS};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use std::fmt;
+use std::str::FromStr;
 
-/// Layer widths from input to output, e.g. `[784, 512, 256, 10]`.
+/// Pixels are scaled by this before the first layer (u8 0..=255 to 0..=1).
+pub const INPUT_SCALE: f32 = 1.0 / 255.0;
+
+/// The nonlinearity after every hidden layer. Named here once: the CPU backend applies it through
+/// these methods, the GPU backend picks its GEMM epilogues by it, and checkpoints record it and
+/// refuse one they do not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Activation {
+    #[default]
+    Relu,
+}
+
+impl Activation {
+    /// `f(z)`.
+    #[inline]
+    pub fn apply(self, z: f32) -> f32 {
+        match self {
+            Activation::Relu => z.max(0.0),
+        }
+    }
+
+    /// `df/dz` times `d`, read off the activation's output `a = f(z)` (so backward needs no
+    /// copy of `z`). Written as a select so it vectorises.
+    #[inline]
+    pub fn backward_from_output(self, d: f32, a: f32) -> f32 {
+        match self {
+            Activation::Relu => {
+                if a > 0.0 {
+                    d
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Activation::Relu => "relu",
+        })
+    }
+}
+
+impl FromStr for Activation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "relu" => Ok(Activation::Relu),
+            other => Err(Error::setting(
+                Setting::Activation,
+                format!("'{other}' is not an activation this gpumlp knows (relu)"),
+            )),
+        }
+    }
+}
+
+/// Layer widths from input to output, e.g. `[784, 512, 256, 10]`, and the hidden activation.
+///
+/// Displays as `784-512-256-10`; parses from that form or from the hidden widths alone as users
+/// type them (`512,256`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Architecture {
     pub sizes: Vec<usize>,
+    pub activation: Activation,
 }
 
 /// Hidden layers wider than this are refused: the user almost certainly mistyped.
@@ -30,27 +95,48 @@ impl Architecture {
     /// 784 inputs, the given hidden widths, 10 outputs.
     pub fn mlp(hidden: &[usize]) -> Result<Self> {
         if let Some(&bad) = hidden.iter().find(|&&h| h == 0 || h > MAX_HIDDEN) {
-            return Err(Error::Config(format!(
-                "hidden layer width {bad} must be between 1 and {MAX_HIDDEN}"
-            )));
+            return Err(Error::setting(
+                Setting::Hidden,
+                format!("layer width {bad} must be between 1 and {MAX_HIDDEN}"),
+            ));
+        }
+        if hidden.is_empty() {
+            return Err(Error::setting(
+                Setting::Hidden,
+                "at least one layer width is needed",
+            ));
         }
         if hidden.len() > MAX_HIDDEN_LAYERS {
-            return Err(Error::Config(format!(
-                "{} hidden layers is more than the {MAX_HIDDEN_LAYERS} supported",
-                hidden.len()
-            )));
+            return Err(Error::setting(
+                Setting::Hidden,
+                format!(
+                    "{} layers is more than the {MAX_HIDDEN_LAYERS} supported",
+                    hidden.len()
+                ),
+            ));
         }
         let mut sizes = vec![PIXELS];
         sizes.extend_from_slice(hidden);
         sizes.push(CLASSES);
-        let arch = Architecture { sizes };
+        let arch = Architecture {
+            sizes,
+            activation: Activation::Relu,
+        };
         let params = ParamLayout::new(&arch).len;
         if params > MAX_PARAMS {
-            return Err(Error::Config(format!(
-                "hidden layers {hidden:?} make {params} parameters, more than the {MAX_PARAMS} supported"
-            )));
+            return Err(Error::setting(
+                Setting::Hidden,
+                format!(
+                    "{hidden:?} make {params} parameters, more than the {MAX_PARAMS} supported"
+                ),
+            ));
         }
         Ok(arch)
+    }
+
+    /// The same layers with another hidden activation.
+    pub fn with_activation(self, activation: Activation) -> Self {
+        Architecture { activation, ..self }
     }
 
     pub fn hidden(&self) -> &[usize] {
@@ -70,6 +156,49 @@ impl Architecture {
     /// gradients (1x) and the input gradients of every layer but the first (1x each).
     pub fn train_flops_per_sample(&self) -> usize {
         2 * (3 * self.macs_per_sample() - self.sizes[0] * self.sizes[1])
+    }
+}
+
+impl fmt::Display for Architecture {
+    /// `784-512-256-10`.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let sizes: Vec<String> = self.sizes.iter().map(|s| s.to_string()).collect();
+        f.write_str(&sizes.join("-"))
+    }
+}
+
+impl FromStr for Architecture {
+    type Err = Error;
+    /// Hidden widths (`512,256`) or the whole network (`784-512-256-10`).
+    fn from_str(s: &str) -> Result<Self> {
+        let (separator, whole) = if s.contains('-') {
+            ('-', true)
+        } else {
+            (',', false)
+        };
+        let widths = s
+            .split(separator)
+            .map(|w| {
+                w.trim().parse::<usize>().map_err(|_| {
+                    Error::setting(
+                        Setting::Hidden,
+                        format!(
+                            "'{w}' is not a layer width; expected comma-separated positive integers like 512,256"
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !whole {
+            return Architecture::mlp(&widths);
+        }
+        match widths.as_slice() {
+            [PIXELS, hidden @ .., CLASSES] => Architecture::mlp(hidden),
+            _ => Err(Error::setting(
+                Setting::Hidden,
+                format!("{s} is not a {PIXELS}-input, {CLASSES}-class network"),
+            )),
+        }
     }
 }
 

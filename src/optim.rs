@@ -4,18 +4,56 @@
 //! Adam (Kingma & Ba, PyTorch's form):  `m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 //!                                       p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)`.
 //! Weight decay, when set, is decoupled (AdamW-style) for both: `p -= lr*wd*p` before the update.
-//! The functions here are the reference: the CPU backend runs them on chunks in parallel, and the
-//! GPU kernels are tested against them.
+//! The per-step scalars (the decay factor, Adam's bias corrections) are computed once, by
+//! [`OptimizerConfig::scalars`], for both backends. The update functions here are the reference:
+//! the CPU backend runs them on chunks in parallel, and the GPU kernels are tested against them.
+//!
+//! An optimizer's state is a list of named per-parameter buffers ([`OptimizerKind::state_names`]):
+//! the backends own them, checkpoints store them under those names.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Setting};
 use multiversion::multiversion;
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     Sgd,
     Adam,
+}
+
+impl OptimizerKind {
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Adam, OptimizerKind::Sgd];
+
+    /// The per-parameter buffers this optimizer keeps, in order: what a backend allocates and
+    /// a checkpoint stores as `optimizer.<name>`.
+    pub fn state_names(self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::Sgd => &["velocity"],
+            OptimizerKind::Adam => &["m", "v"],
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+        })
+    }
+}
+
+impl FromStr for OptimizerKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.to_string() == s)
+            .ok_or_else(|| Error::setting(Setting::Optimizer, format!("'{s}' is not adam or sgd")))
+    }
 }
 
 /// Learning-rate schedule over the whole run (all epochs).
@@ -31,6 +69,7 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    pub const ALL: [Schedule; 3] = [Schedule::Constant, Schedule::Step, Schedule::Cosine];
     /// The rate for step `step` (0-based) of `total` steps.
     pub fn lr(self, base: f32, step: u64, total: u64) -> f32 {
         let progress = step as f64 / total.max(1) as f64;
@@ -43,6 +82,45 @@ impl Schedule {
         };
         (base as f64 * factor) as f32
     }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Schedule::Constant => "constant",
+            Schedule::Step => "step",
+            Schedule::Cosine => "cosine",
+        })
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.to_string() == s)
+            .ok_or_else(|| {
+                Error::setting(
+                    Setting::Schedule,
+                    format!("'{s}' is not constant, step or cosine"),
+                )
+            })
+    }
+}
+
+/// The scalars one update step needs beyond the optimizer's fixed settings, computed once on
+/// the CPU for both backends (the GPU reads them from its per-step table).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepScalars {
+    /// This step's learning rate (after the schedule).
+    pub lr: f32,
+    /// `1 - lr * weight_decay`: decoupled weight decay as a factor on the parameters.
+    pub decay: f32,
+    /// Adam: `lr / (1 - beta1^t)`, the bias-corrected step size.
+    pub adam_step: f32,
+    /// Adam: `1 / sqrt(1 - beta2^t)`, the second moment's bias correction.
+    pub adam_v_scale: f32,
 }
 
 /// Optimizer settings.
@@ -81,30 +159,65 @@ impl OptimizerConfig {
 
     /// Rejects settings that cannot train (non-finite or out-of-range values).
     pub fn validate(&self) -> Result<()> {
-        let check = |name: &str, v: f32, lo: f32, hi: f32, hi_open: bool| {
+        let check = |setting: Setting, v: f32, lo: f32, hi: f32, hi_open: bool| {
             let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
             if ok {
                 Ok(())
             } else {
                 let close = if hi_open { ")" } else { "]" };
-                Err(Error::Config(format!("--{name} {v} is out of range: it must be a finite number in [{lo}, {hi}{close}")))
+                Err(Error::setting(
+                    setting,
+                    format!(
+                        "{v} is out of range: it must be a finite number in [{lo}, {hi}{close}"
+                    ),
+                ))
             }
         };
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
-            return Err(Error::Config(format!(
-                "--lr {} is out of range: it must be a finite number in (0, 10]",
-                self.lr
-            )));
+            return Err(Error::setting(
+                Setting::LearningRate,
+                format!(
+                    "{} is out of range: it must be a finite number in (0, 10]",
+                    self.lr
+                ),
+            ));
         }
-        check("momentum", self.momentum, 0.0, 1.0, true)?;
-        check("beta1", self.beta1, 0.0, 1.0, true)?;
-        check("beta2", self.beta2, 0.0, 1.0, true)?;
-        check("weight-decay", self.weight_decay, 0.0, 1.0, false)?;
+        check(Setting::Momentum, self.momentum, 0.0, 1.0, true)?;
+        check(Setting::Beta1, self.beta1, 0.0, 1.0, true)?;
+        check(Setting::Beta2, self.beta2, 0.0, 1.0, true)?;
+        check(Setting::WeightDecay, self.weight_decay, 0.0, 1.0, false)?;
         if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::Config(format!(
-                "--eps {} must be a finite positive number",
-                self.eps
-            )));
+            return Err(Error::setting(
+                Setting::Eps,
+                format!("{} must be a finite positive number", self.eps),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The scalars of step `t` (1-based) at learning rate `lr`: the one definition both
+    /// backends use.
+    pub fn scalars(&self, lr: f32, t: u64) -> StepScalars {
+        let t = t.min(i32::MAX as u64) as i32;
+        // Adam's bias corrections folded into two scalars, as PyTorch does.
+        StepScalars {
+            lr,
+            decay: 1.0 - lr * self.weight_decay,
+            adam_step: lr / (1.0 - self.beta1.powi(t)),
+            adam_v_scale: 1.0 / (1.0 - self.beta2.powi(t)).sqrt(),
+        }
+    }
+}
+
+impl fmt::Display for OptimizerConfig {
+    /// `adam lr 0.002` or `sgd lr 0.05 momentum 0.9` (and the weight decay when set).
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{} lr {}", self.kind, self.lr)?;
+        if self.kind == OptimizerKind::Sgd {
+            write!(f, " momentum {}", self.momentum)?;
+        }
+        if self.weight_decay > 0.0 {
+            write!(f, " weight decay {}", self.weight_decay)?;
         }
         Ok(())
     }
@@ -115,34 +228,33 @@ impl OptimizerConfig {
 // and these loops are bound by `sqrt` and division throughput. Elementwise IEEE operations give
 // the same bits at any vector width.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
-pub fn sgd_update(cfg: &OptimizerConfig, lr: f32, p: &mut [f32], g: &[f32], vel: &mut [f32]) {
-    let decay = 1.0 - lr * cfg.weight_decay;
+pub fn sgd_update(
+    cfg: &OptimizerConfig,
+    s: &StepScalars,
+    p: &mut [f32],
+    g: &[f32],
+    vel: &mut [f32],
+) {
     for ((p, &g), v) in p.iter_mut().zip(g).zip(vel) {
         *v = cfg.momentum * *v + g;
-        *p = *p * decay - lr * *v;
+        *p = *p * s.decay - s.lr * *v;
     }
 }
 
-/// One Adam update of `p` and its moments `m`, `v`; `t` is the 1-based step number.
+/// One Adam update of `p` and its moments `m`, `v`, with step `s`'s scalars.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 pub fn adam_update(
     cfg: &OptimizerConfig,
-    lr: f32,
-    t: u64,
+    s: &StepScalars,
     p: &mut [f32],
     g: &[f32],
     m: &mut [f32],
     v: &mut [f32],
 ) {
     let (b1, b2) = (cfg.beta1, cfg.beta2);
-    let t = t.min(i32::MAX as u64) as i32;
-    // Bias corrections folded into two scalars, as PyTorch does.
-    let step_size = lr / (1.0 - b1.powi(t));
-    let v_scale = 1.0 / (1.0 - b2.powi(t)).sqrt();
-    let decay = 1.0 - lr * cfg.weight_decay;
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
         *m = b1 * *m + (1.0 - b1) * g;
         *v = b2 * *v + (1.0 - b2) * g * g;
-        *p = *p * decay - step_size * *m / ((*v).sqrt() * v_scale + cfg.eps);
+        *p = *p * s.decay - s.adam_step * *m / ((*v).sqrt() * s.adam_v_scale + cfg.eps);
     }
 }

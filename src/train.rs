@@ -1,5 +1,7 @@
 //! The training loop, independent of the hardware: epochs of shuffled batches fed to a
 //! [`Backend`], the learning-rate schedule, evaluation, and checkpoints to resume from.
+//! Whatever reads from the backend is `async` (a browser cannot block on a GPU readback); the
+//! program blocks on those futures, the page awaits them.
 //!
 //! Each epoch's order is a permutation drawn from `(seed, epoch)` alone, so a run resumed from the
 //! checkpoint of epoch k continues exactly as the uninterrupted run would have. Timing is the
@@ -7,75 +9,13 @@
 
 use crate::backend::{Backend, Split, Stats, StepHyper};
 use crate::checkpoint::{Checkpoint, TrainingState};
+use crate::config::TrainConfig;
 use crate::dataset::Splits;
 use crate::error::{Error, Result};
-use crate::model::{init_params, Architecture};
-use crate::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use crate::model::{init_params, ParamLayout};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-
-/// Largest batch accepted (bigger ones would only hide a typo).
-pub const MAX_BATCH: usize = 65_536;
-/// Most epochs accepted in one run.
-pub const MAX_EPOCHS: usize = 100_000;
-
-/// Everything that decides a training run's result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Hidden layer widths.
-    pub hidden: Vec<usize>,
-    /// Total epochs of the run (the schedule spans them all).
-    pub epochs: usize,
-    pub batch: usize,
-    pub optimizer: OptimizerConfig,
-    pub schedule: Schedule,
-    pub seed: u64,
-}
-
-impl Default for TrainConfig {
-    /// The defaults of `gpumlp train`: they reach the accuracy README.md states on the sample.
-    fn default() -> Self {
-        TrainConfig {
-            hidden: vec![512, 256],
-            epochs: 20,
-            batch: 128,
-            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
-            schedule: Schedule::Cosine,
-            seed: 1,
-        }
-    }
-}
-
-impl TrainConfig {
-    pub fn architecture(&self) -> Result<Architecture> {
-        Architecture::mlp(&self.hidden)
-    }
-
-    /// Rejects settings that cannot train, naming the flag.
-    pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() {
-            return Err(Error::Config(
-                "--hidden needs at least one layer width".into(),
-            ));
-        }
-        self.architecture()?;
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(Error::Config(format!(
-                "--batch {} is out of range: it must be between 1 and {MAX_BATCH}",
-                self.batch
-            )));
-        }
-        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(Error::Config(format!(
-                "--epochs {} is out of range: it must be between 1 and {MAX_EPOCHS}",
-                self.epochs
-            )));
-        }
-        self.optimizer.validate()
-    }
-}
 
 /// The order in which epoch `epoch` (0-based) visits `n` training samples.
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<u32> {
@@ -123,13 +63,15 @@ struct EpochInProgress {
 }
 
 impl Trainer {
-    /// A fresh run: parameters initialised from the seed, data uploaded to the backend.
+    /// A fresh run: parameters initialised from the seed, optimizer state zero, data uploaded.
+    /// The backend must have been built for the run's architecture and optimizer.
     pub fn new(config: TrainConfig, mut backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
-        if *backend.layout() != crate::model::ParamLayout::new(&arch) {
+        if *backend.layout() != ParamLayout::new(&arch) || *backend.optimizer() != config.optimizer
+        {
             return Err(Error::Config(
-                "the backend was built for another architecture".into(),
+                "the backend was built for another architecture or optimizer".into(),
             ));
         }
         if data.train.is_empty() || data.test.is_empty() {
@@ -138,9 +80,10 @@ impl Trainer {
                 data.name
             )));
         }
-        backend.set_params(&init_params(&arch, config.seed));
+        backend.set_params(&init_params(&arch, config.seed))?;
         let n = backend.layout().len;
-        backend.set_optimizer_state(&vec![0.0; n], &vec![0.0; n]);
+        let states = config.optimizer.kind.state_names().len();
+        backend.set_state(&vec![vec![0.0; n]; states])?;
         backend.upload(Split::Train, &data.train)?;
         backend.upload(Split::Test, &data.test)?;
         Ok(Trainer {
@@ -170,8 +113,8 @@ impl Trainer {
         let mut config = state.config.clone();
         config.epochs = epochs;
         let mut trainer = Trainer::new(config, backend, data)?;
-        trainer.backend.set_params(&ckpt.params);
-        trainer.backend.set_optimizer_state(&state.m, &state.v);
+        trainer.backend.set_params(&ckpt.params)?;
+        trainer.backend.set_state(&state.optimizer_state)?;
         trainer.epoch = state.epoch;
         trainer.step = state.step;
         Ok(trainer)
@@ -189,49 +132,69 @@ impl Trainer {
         self.epoch >= self.config.epochs
     }
 
-    /// Trains one epoch (or what is left of the one under way); `progress(done, total)` follows
-    /// its steps.
-    pub fn train_epoch(&mut self, progress: &mut dyn FnMut(usize, usize)) -> Result<EpochResult> {
-        let total = self.begin_epoch()?;
-        self.run_steps(total, progress)?;
-        Ok(self.finish_epoch())
+    /// Trains one epoch (or what is left of the one under way) and reads its stats;
+    /// `progress(done, total)` follows its steps.
+    pub async fn train_epoch(
+        &mut self,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<EpochResult> {
+        self.advance(usize::MAX, progress)?;
+        self.finish_epoch().await
     }
 
     /// Trains at most `max_steps` more steps of the current epoch (starting one if none is under
-    /// way) and returns the epoch's result once its last step is done. A caller that must stay
-    /// responsive trains this way, yielding between calls; the steps, and so the results, are
-    /// exactly those of [`Trainer::train_epoch`].
-    pub fn train_steps(&mut self, max_steps: usize) -> Result<Option<EpochResult>> {
-        Ok(if self.advance(max_steps)? {
-            Some(self.finish_epoch())
-        } else {
-            None
-        })
-    }
-
-    /// Trains at most `max_steps` more steps of the current epoch (starting one if needed), and
-    /// says whether all its steps are done; the epoch then ends with `finish_epoch(_async)`.
-    /// With a GPU backend nothing here waits for the device.
-    pub fn advance(&mut self, max_steps: usize) -> Result<bool> {
-        let total = self.begin_epoch()?;
-        let done = self.epoch_progress().0;
-        self.run_steps((done + max_steps).min(total), &mut |_, _| {})?;
-        Ok(self.epoch_progress().0 == total)
-    }
-
-    /// Ends an epoch whose steps are all done, reading its stats without blocking (browsers).
-    pub async fn finish_epoch_async(&mut self) -> EpochResult {
-        let (epoch, lr) = self.close_epoch();
-        EpochResult {
-            epoch,
-            train: self.backend.take_stats_async(Split::Train).await,
-            lr,
+    /// way) without waiting for the device, and says whether all its steps are done; the epoch
+    /// then ends with [`Trainer::finish_epoch`]. A caller that must stay responsive (the page)
+    /// trains this way, yielding between calls; the steps, and so the results, are exactly
+    /// those of [`Trainer::train_epoch`].
+    pub fn advance(
+        &mut self,
+        max_steps: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<bool> {
+        self.begin_epoch()?;
+        let batch = self.config.batch;
+        let current = self.current.as_mut().expect("begin_epoch ran");
+        let (start, total) = (current.done, current.hypers.len());
+        let end = start.saturating_add(max_steps).min(total);
+        if end > start {
+            let rows = &current.order[start * batch..(end * batch).min(current.order.len())];
+            self.backend
+                .train(rows, batch, &current.hypers[start..end], &mut |done| {
+                    progress(start + done, total)
+                })?;
+            current.done = end;
+            self.step += (end - start) as u64;
         }
+        Ok(end == total)
     }
 
-    /// Loss and accuracy on the test set, without blocking (browsers).
-    pub async fn evaluate_async(&mut self) -> Result<Stats> {
-        self.backend.evaluate_async(Split::Test).await
+    /// Ends an epoch whose steps are all done (see [`Trainer::advance`]), reading the stats its
+    /// training batches accumulated.
+    pub async fn finish_epoch(&mut self) -> Result<EpochResult> {
+        let current = self
+            .current
+            .as_ref()
+            .ok_or_else(|| Error::Config("finish_epoch needs an epoch under way".into()))?;
+        if current.done != current.hypers.len() {
+            return Err(Error::Config(format!(
+                "finish_epoch after {} of the epoch's {} steps",
+                current.done,
+                current.hypers.len()
+            )));
+        }
+        let lr = current
+            .hypers
+            .last()
+            .map_or(self.config.optimizer.lr, |h| h.lr);
+        let train = self.backend.take_stats(Split::Train).await?;
+        self.current = None;
+        self.epoch += 1;
+        Ok(EpochResult {
+            epoch: self.epoch,
+            train,
+            lr,
+        })
     }
 
     /// Steps done and steps in all of the epoch under way ((0, steps per epoch) between epochs).
@@ -241,112 +204,60 @@ impl Trainer {
             .map_or((0, self.steps_per_epoch()), |c| (c.done, c.hypers.len()))
     }
 
-    /// Draws the next epoch's order and step values unless an epoch is under way; returns its steps.
-    fn begin_epoch(&mut self) -> Result<usize> {
-        if self.current.is_none() {
-            if self.finished() {
-                return Err(Error::Config(format!(
-                    "the run's {} epochs are done",
-                    self.config.epochs
-                )));
-            }
-            let total = self.total_steps();
-            let opt = self.config.optimizer;
-            let hypers = (1..=self.steps_per_epoch() as u64)
-                .map(|i| StepHyper {
-                    lr: self.config.schedule.lr(opt.lr, self.step + i - 1, total),
-                    t: self.step + i,
-                })
-                .collect();
-            let order = epoch_order(self.config.seed, self.epoch, self.train_len);
-            self.current = Some(EpochInProgress {
-                order,
-                hypers,
-                done: 0,
-            });
+    /// Draws the next epoch's order and step values unless an epoch is under way.
+    fn begin_epoch(&mut self) -> Result<()> {
+        if self.current.is_some() {
+            return Ok(());
         }
-        Ok(self.epoch_progress().1)
-    }
-
-    /// Trains the current epoch's steps up to `end`.
-    fn run_steps(&mut self, end: usize, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
-        let batch = self.config.batch;
-        let current = self.current.as_mut().expect("begin_epoch ran");
-        let (start, total) = (current.done, current.hypers.len());
-        if end > start {
-            let rows = &current.order[start * batch..(end * batch).min(current.order.len())];
-            self.backend.train_epoch(
-                rows,
-                batch,
-                &self.config.optimizer,
-                &current.hypers[start..end],
-                &mut |done, _| progress(start + done, total),
-            )?;
-            current.done = end;
-            self.step += (end - start) as u64;
+        if self.finished() {
+            return Err(Error::Config(format!(
+                "the run's {} epochs are done",
+                self.config.epochs
+            )));
         }
+        let total = self.total_steps();
+        let opt = self.config.optimizer;
+        let hypers = (1..=self.steps_per_epoch() as u64)
+            .map(|i| StepHyper {
+                lr: self.config.schedule.lr(opt.lr, self.step + i - 1, total),
+                t: self.step + i,
+            })
+            .collect();
+        let order = epoch_order(self.config.seed, self.epoch, self.train_len);
+        self.current = Some(EpochInProgress {
+            order,
+            hypers,
+            done: 0,
+        });
         Ok(())
     }
 
-    /// Ends an epoch whose steps are all done (see [`Trainer::advance`]).
-    pub fn finish_epoch(&mut self) -> EpochResult {
-        let (epoch, lr) = self.close_epoch();
-        EpochResult {
-            epoch,
-            train: self.backend.take_stats(Split::Train),
-            lr,
-        }
-    }
-
-    /// Counts the finished epoch; returns its number and its last learning rate.
-    fn close_epoch(&mut self) -> (usize, f32) {
-        let current = self.current.take().expect("an epoch was under way");
-        assert_eq!(
-            current.done,
-            current.hypers.len(),
-            "finish_epoch before the epoch's last step"
-        );
-        self.epoch += 1;
-        (
-            self.epoch,
-            current
-                .hypers
-                .last()
-                .map_or(self.config.optimizer.lr, |h| h.lr),
-        )
-    }
-
     /// Loss and accuracy on the test set.
-    pub fn evaluate(&mut self) -> Result<Stats> {
-        self.backend.evaluate(Split::Test)
+    pub async fn evaluate(&mut self) -> Result<Stats> {
+        self.backend.evaluate(Split::Test).await
     }
 
     /// The model and everything needed to resume, as a checkpoint. In the middle of an epoch
-    /// (between `train_steps` calls) it holds the model only: a run resumes at epoch boundaries.
-    pub fn checkpoint(&mut self) -> Checkpoint {
-        let params = self.backend.params();
-        let architecture = self.config.architecture().expect("validated in new");
-        if self.current.is_some() {
-            return Checkpoint {
-                name: String::new(),
-                architecture,
-                params,
-                training: None,
-            };
-        }
-        let (m, v) = self.backend.optimizer_state();
-        Checkpoint {
-            name: String::new(),
-            architecture,
-            params,
-            training: Some(TrainingState {
+    /// (between `advance` calls) it holds the model only: a run resumes at epoch boundaries.
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
+        let params = self.backend.params().await?;
+        let architecture = self.config.architecture()?;
+        let training = if self.current.is_some() {
+            None
+        } else {
+            Some(TrainingState {
                 config: self.config.clone(),
                 epoch: self.epoch,
                 step: self.step,
                 data: self.data_name.clone(),
-                m,
-                v,
-            }),
-        }
+                optimizer_state: self.backend.state().await?,
+            })
+        };
+        Ok(Checkpoint {
+            name: String::new(),
+            architecture,
+            params,
+            training,
+        })
     }
 }

@@ -8,23 +8,22 @@
 
 mod common;
 
-use gpumlp::backend::gpu::{GpuBackend, GpuContext};
-use gpumlp::backend::{Backend, Split, StepHyper};
+use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
+use gpumlp::backend::{Backend, Inspect, Split, StepHyper};
 use gpumlp::model::init_params;
 use gpumlp::{
     Architecture, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
 };
+use pollster::block_on;
 
 /// A context on the first adapter, preferring real GPUs; None (after saying so) where none exists.
 fn context() -> Option<GpuContext> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+    let mut adapters = block_on(gpu::adapters());
     adapters.sort_by_key(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
     match adapters.first() {
         Some(adapter) => {
             eprintln!("GPU tests on {:?}", adapter.get_info().name);
-            Some(pollster::block_on(GpuContext::new(adapter)).unwrap())
+            Some(block_on(GpuContext::new(adapter)).unwrap())
         }
         None => {
             assert!(
@@ -42,18 +41,22 @@ fn arch() -> Architecture {
     Architecture::mlp(&[70, 33]).unwrap()
 }
 
-/// A CPU and a GPU backend with the same parameters and the same data.
-fn pair(ctx: GpuContext) -> (CpuBackend, GpuBackend) {
+/// A CPU and a GPU backend for `opt` with the same parameters and the same data.
+fn pair(ctx: GpuContext, opt: &OptimizerConfig) -> (CpuBackend, GpuBackend) {
     let data = common::small_sample(300, 100);
     let params = init_params(&arch(), 11);
-    let mut cpu = CpuBackend::new(&arch());
-    let mut gpu = GpuBackend::new(ctx, &arch()).unwrap();
+    let mut cpu = CpuBackend::new(&arch(), opt);
+    let mut gpu = GpuBackend::new(ctx, &arch(), opt).unwrap();
     for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
-        b.set_params(&params);
+        b.set_params(&params).unwrap();
         b.upload(Split::Train, &data.train).unwrap();
         b.upload(Split::Test, &data.test).unwrap();
     }
     (cpu, gpu)
+}
+
+fn adam() -> OptimizerConfig {
+    OptimizerConfig::new(OptimizerKind::Adam)
 }
 
 /// A ragged batch of 37 shuffled rows.
@@ -64,13 +67,20 @@ fn batch() -> Vec<u32> {
 #[test]
 fn forward_logits_stats_and_every_gradient_match_the_cpu() {
     let Some(ctx) = context() else { return };
-    let (mut cpu, mut gpu) = pair(ctx);
-    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+    let (mut cpu, mut gpu) = pair(ctx, &adam());
+    for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
         b.forward(Split::Train, &batch()).unwrap();
-        b.backward();
+        b.backward().unwrap();
     }
-    common::assert_close("logits", &gpu.logits(), &cpu.logits(), 1e-4, 1e-4);
-    let (g, c) = (gpu.grads(), cpu.grads());
+    let logits = (
+        block_on(gpu.logits()).unwrap(),
+        block_on(cpu.logits()).unwrap(),
+    );
+    common::assert_close("logits", &logits.0, &logits.1, 1e-4, 1e-4);
+    let (g, c) = (
+        block_on(gpu.grads()).unwrap(),
+        block_on(cpu.grads()).unwrap(),
+    );
     assert!(
         c.iter().filter(|x| x.abs() > 1e-6).count() > c.len() / 10,
         "too few non-zero gradients to compare"
@@ -78,7 +88,10 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu() {
     for e in &gpu.layout().entries.clone() {
         common::assert_close(&e.name, &g[e.range()], &c[e.range()], 1e-5, 1e-3);
     }
-    let (gs, cs) = (gpu.take_stats(Split::Train), cpu.take_stats(Split::Train));
+    let (gs, cs) = (
+        block_on(gpu.take_stats(Split::Train)).unwrap(),
+        block_on(cpu.take_stats(Split::Train)).unwrap(),
+    );
     assert_eq!((gs.count, gs.correct), (cs.count, cs.correct));
     assert!(
         (gs.loss_sum - cs.loss_sum).abs() < 1e-4 * cs.loss_sum,
@@ -88,8 +101,8 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu() {
     );
     // Evaluation over the whole test set, in chunks, agrees too.
     let (ge, ce) = (
-        gpu.evaluate(Split::Test).unwrap(),
-        cpu.evaluate(Split::Test).unwrap(),
+        block_on(gpu.evaluate(Split::Test)).unwrap(),
+        block_on(cpu.evaluate(Split::Test)).unwrap(),
     );
     assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
 }
@@ -97,34 +110,41 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu() {
 #[test]
 fn one_sgd_and_one_adam_step_match_the_cpu() {
     let Some(ctx) = context() else { return };
-    let (mut cpu, mut gpu) = pair(ctx);
-    let n = cpu.layout().len;
-    // Non-zero moments, as mid-training: the update then depends smoothly on the gradient
-    // (Adam's very first step is sign(g), which rounding can flip for gradients near zero).
-    let m: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-5).collect();
-    let v: Vec<f32> = (0..n).map(|i| 1e-6 + (i % 89) as f32 * 1e-7).collect();
     for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
         let mut opt = OptimizerConfig::new(kind);
         opt.weight_decay = 0.01;
+        let (mut cpu, mut gpu) = pair(ctx.clone(), &opt);
+        let n = cpu.layout().len;
+        // Non-zero state, as mid-training: the update then depends smoothly on the gradient
+        // (Adam's very first step is sign(g), which rounding can flip for gradients near zero).
+        let first: Vec<f32> = (0..n).map(|i| ((i % 97) as f32 - 48.0) * 1e-5).collect();
+        let second: Vec<f32> = (0..n).map(|i| 1e-6 + (i % 89) as f32 * 1e-7).collect();
+        let state = [first, second][..kind.state_names().len()].to_vec();
         let hyper = StepHyper { lr: 0.01, t: 7 };
-        for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
-            b.set_optimizer_state(&m, &v);
+        for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
+            b.set_state(&state).unwrap();
             b.forward(Split::Train, &batch()).unwrap();
-            b.backward();
-            b.step(&opt, hyper);
+            b.backward().unwrap();
+            b.update(hyper).unwrap();
         }
+        let gpu_params = block_on(gpu.params()).unwrap();
         common::assert_close(
             &format!("{kind:?} parameters"),
-            &gpu.params(),
-            &cpu.params(),
+            &gpu_params,
+            &block_on(cpu.params()).unwrap(),
             1e-6,
             1e-4,
         );
-        let ((gm, gv), (cm, cv)) = (gpu.optimizer_state(), cpu.optimizer_state());
-        common::assert_close(&format!("{kind:?} m"), &gm, &cm, 1e-7, 1e-3);
-        common::assert_close(&format!("{kind:?} v"), &gv, &cv, 1e-9, 1e-3);
+        let (gs, cs) = (
+            block_on(gpu.state()).unwrap(),
+            block_on(cpu.state()).unwrap(),
+        );
+        assert_eq!(gs.len(), kind.state_names().len());
+        for ((name, g), c) in kind.state_names().iter().zip(&gs).zip(&cs) {
+            common::assert_close(&format!("{kind:?} {name}"), g, c, 1e-9, 1e-3);
+        }
         assert!(
-            gpu.params() != init_params(&arch(), 11),
+            gpu_params != init_params(&arch(), 11),
             "{kind:?}: the step changed nothing"
         );
     }
@@ -147,12 +167,15 @@ fn a_short_training_run_ends_within_a_point_of_the_cpu() {
         let mut t = Trainer::new(config.clone(), backend, &data).unwrap();
         let mut train = Vec::new();
         while !t.finished() {
-            train.push(t.train_epoch(&mut |_, _| {}).unwrap().train);
+            train.push(block_on(t.train_epoch(&mut |_, _| {})).unwrap().train);
         }
-        (train, t.evaluate().unwrap(), t.backend.params())
+        let test = block_on(t.evaluate()).unwrap();
+        (train, test, block_on(t.backend.params()).unwrap())
     };
-    let (cpu_train, cpu_test, cpu_params) = run(Box::new(CpuBackend::new(&arch)));
-    let (gpu_train, gpu_test, gpu_params) = run(Box::new(GpuBackend::new(ctx, &arch).unwrap()));
+    let opt = &config.optimizer;
+    let (cpu_train, cpu_test, cpu_params) = run(Box::new(CpuBackend::new(&arch, opt)));
+    let (gpu_train, gpu_test, gpu_params) =
+        run(Box::new(GpuBackend::new(ctx, &arch, opt).unwrap()));
     eprintln!(
         "test accuracy: cpu {} gpu {}",
         cpu_test.accuracy(),
@@ -189,15 +212,15 @@ fn dispatches_past_65535_workgroups_cover_every_parameter() {
     // 784*8192 + 8192*2100 + 2100*10 parameters: more than 65,535 x 256, so the optimizer's
     // one-dimensional dispatch needs a second grid row.
     let arch = Architecture::mlp(&[8192, 2100]).unwrap();
-    let mut gpu = GpuBackend::new(ctx, &arch).unwrap();
+    let opt = OptimizerConfig::new(OptimizerKind::Sgd);
+    let mut gpu = GpuBackend::new(ctx, &arch, &opt).unwrap();
     let n = gpu.layout().len;
     assert!(n > 65_535 * 256, "{n} parameters fit one row");
     // SGD with zero gradient and unit velocity: every parameter moves by exactly -lr * momentum.
-    gpu.set_params(&vec![0.0; n]);
-    gpu.set_optimizer_state(&vec![1.0; n], &vec![0.0; n]);
-    let opt = OptimizerConfig::new(OptimizerKind::Sgd);
-    gpu.step(&opt, StepHyper { lr: 0.5, t: 1 });
-    let p = gpu.params();
+    gpu.set_params(&vec![0.0; n]).unwrap();
+    gpu.set_state(&[vec![1.0; n]]).unwrap();
+    gpu.update(StepHyper { lr: 0.5, t: 1 }).unwrap();
+    let p = block_on(gpu.params()).unwrap();
     let want = -0.5 * opt.momentum;
     for i in [0, 65_535 * 256 - 1, 65_535 * 256, n - 1] {
         assert_eq!(p[i], want, "parameter {i} was not updated");
@@ -210,7 +233,7 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
     let Some(mut ctx) = context() else { return };
     // Pretend the device binds at most 1 MiB: 2,000 images (1.5 MiB) cannot be resident.
     ctx.limits.max_storage_buffer_binding_size = 1 << 20;
-    let mut gpu = GpuBackend::new(ctx, &arch()).unwrap();
+    let mut gpu = GpuBackend::new(ctx, &arch(), &adam()).unwrap();
     let data = common::small_sample(2000, 10);
     let err = gpu
         .upload(Split::Train, &data.train)
@@ -225,30 +248,38 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
     let huge: Vec<u32> = (0..5000).map(|i| i % 10).collect();
     let err = gpu.forward(Split::Test, &huge).unwrap_err().to_string();
     assert!(
-        err.contains("batch of 5000") && err.contains("--batch"),
+        err.contains("batch of 5000") && err.contains("smaller batch"),
         "{err}"
     );
 }
 
 #[test]
-fn async_readbacks_match_the_synchronous_ones() {
+fn state_and_readbacks_round_trip_and_wrong_lengths_are_refused() {
     let Some(ctx) = context() else { return };
-    let (mut cpu, mut gpu) = pair(ctx);
-    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+    let (mut cpu, mut gpu) = pair(ctx, &adam());
+    let n = cpu.layout().len;
+    let state = vec![vec![0.25; n], vec![0.5; n]];
+    for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
+        b.set_state(&state).unwrap();
         b.forward(Split::Train, &batch()).unwrap();
+        assert!(b.set_state(&state[..1]).is_err(), "adam keeps two buffers");
+        assert!(
+            b.set_params(&[0.0; 3]).is_err(),
+            "three values are not a model"
+        );
     }
-    let (stats, params) = pollster::block_on(async {
-        let stats = gpu.take_stats_async(Split::Train).await;
-        (stats, gpu.params_async().await)
-    });
-    let want = cpu.take_stats(Split::Train);
-    assert_eq!((stats.count, stats.correct), (want.count, want.correct));
-    assert_eq!(params, cpu.params(), "the parameters as set");
+    assert_eq!(block_on(gpu.state()).unwrap(), state);
+    let want = block_on(cpu.take_stats(Split::Train)).unwrap();
+    let got = block_on(gpu.take_stats(Split::Train)).unwrap();
+    assert_eq!((got.count, got.correct), (want.count, want.correct));
     assert_eq!(
-        gpu.take_stats(Split::Train).count,
+        block_on(gpu.params()).unwrap(),
+        block_on(cpu.params()).unwrap(),
+        "the parameters as set"
+    );
+    assert_eq!(
+        block_on(gpu.take_stats(Split::Train)).unwrap().count,
         0,
         "taking the stats starts them afresh"
     );
-    let eval = pollster::block_on(gpu.evaluate_async(Split::Test)).unwrap();
-    assert_eq!(eval.correct, cpu.evaluate(Split::Test).unwrap().correct);
 }

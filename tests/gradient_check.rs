@@ -4,21 +4,22 @@
 
 mod common;
 
-use gpumlp::backend::{Backend, Split};
+use gpumlp::backend::{Backend, Inspect, Split};
 use gpumlp::model::{init_params, Architecture};
-use gpumlp::CpuBackend;
+use gpumlp::{CpuBackend, OptimizerConfig, OptimizerKind};
+use pollster::block_on;
 
 fn mean_loss(backend: &mut CpuBackend, batch: &[u32]) -> f64 {
-    backend.take_stats(Split::Train);
+    block_on(backend.take_stats(Split::Train)).unwrap();
     backend.forward(Split::Train, batch).unwrap();
-    backend.take_stats(Split::Train).loss()
+    block_on(backend.take_stats(Split::Train)).unwrap().loss()
 }
 
 #[test]
 fn gradients_match_central_differences() {
     let data = common::small_sample(16, 1);
     let arch = Architecture::mlp(&[6, 5]).unwrap();
-    let mut backend = CpuBackend::new(&arch);
+    let mut backend = CpuBackend::new(&arch, &OptimizerConfig::new(OptimizerKind::Sgd));
     backend.upload(Split::Train, &data.train).unwrap();
     let mut params = init_params(&arch, 7);
     // Non-zero biases so every unit's kink is away from typical pre-activations.
@@ -28,11 +29,11 @@ fn gradients_match_central_differences() {
             *p = 0.1 * ((i % 3) as f32 - 1.0);
         }
     }
-    backend.set_params(&params);
+    backend.set_params(&params).unwrap();
     let batch: Vec<u32> = (0..8).collect();
     backend.forward(Split::Train, &batch).unwrap();
-    backend.backward();
-    let analytic = backend.grads();
+    backend.backward().unwrap();
+    let analytic = block_on(backend.grads()).unwrap();
 
     let eps = 1e-3f32;
     let mut numeric = vec![0.0f32; params.len()];
@@ -44,10 +45,10 @@ fn gradients_match_central_differences() {
         }
         let saved = params[i];
         params[i] = saved + eps;
-        backend.set_params(&params);
+        backend.set_params(&params).unwrap();
         let up = mean_loss(&mut backend, &batch);
         params[i] = saved - eps;
-        backend.set_params(&params);
+        backend.set_params(&params).unwrap();
         let down = mean_loss(&mut backend, &batch);
         params[i] = saved;
         numeric[i] = ((up - down) / (2.0 * eps as f64)) as f32;

@@ -6,12 +6,33 @@ mod common;
 use gpumlp::backend::{Backend, Split};
 use gpumlp::dataset;
 use gpumlp::optim::{adam_update, sgd_update};
-use gpumlp::train::TrainConfig;
-use gpumlp::{Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, Trainer};
+use gpumlp::{
+    Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+};
+use pollster::block_on;
+
+fn cpu(config: &TrainConfig) -> Box<CpuBackend> {
+    Box::new(CpuBackend::new(
+        &config.architecture().unwrap(),
+        &config.optimizer,
+    ))
+}
 
 fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer {
-    let arch = config.architecture().unwrap();
-    Trainer::new(config, Box::new(CpuBackend::new(&arch)), data).unwrap()
+    Trainer::new(config.clone(), cpu(&config), data).unwrap()
+}
+
+/// One epoch, waited for.
+fn epoch(t: &mut Trainer) -> gpumlp::train::EpochResult {
+    block_on(t.train_epoch(&mut |_, _| {})).unwrap()
+}
+
+fn evaluate(t: &mut Trainer) -> gpumlp::Stats {
+    block_on(t.evaluate()).unwrap()
+}
+
+fn checkpoint_bytes(t: &mut Trainer) -> Vec<u8> {
+    block_on(t.checkpoint()).unwrap().to_bytes().unwrap()
 }
 
 fn small_config(epochs: usize) -> TrainConfig {
@@ -30,9 +51,9 @@ fn default_settings_reach_the_readme_accuracy_on_the_sample() {
     assert_eq!((data.train.len(), data.test.len()), (8000, 2000));
     let mut t = trainer(TrainConfig::default(), &data);
     while !t.finished() {
-        t.train_epoch(&mut |_, _| {}).unwrap();
+        epoch(&mut t);
     }
-    let test = t.evaluate().unwrap();
+    let test = evaluate(&mut t);
     // README.md: "at least 96.0% test accuracy" with the defaults.
     assert!(
         test.accuracy() >= 0.960,
@@ -49,8 +70,8 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
         let mut t = trainer(small_config(2), &data);
         let mut log = Vec::new();
         while !t.finished() {
-            let e = t.train_epoch(&mut |_, _| {}).unwrap();
-            let test = t.evaluate().unwrap();
+            let e = epoch(&mut t);
+            let test = evaluate(&mut t);
             log.push((
                 e.train.loss_sum.to_bits(),
                 e.train.correct,
@@ -58,7 +79,7 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
                 test.correct,
             ));
         }
-        (log, t.checkpoint().to_bytes().unwrap())
+        (log, checkpoint_bytes(&mut t))
     };
     let (log_a, bytes_a) = run();
     let (log_b, bytes_b) = run();
@@ -71,8 +92,8 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
     let mut other = small_config(2);
     other.seed = 4;
     let mut t = trainer(other, &data);
-    t.train_epoch(&mut |_, _| {}).unwrap();
-    assert!(t.checkpoint().to_bytes().unwrap() != bytes_a);
+    epoch(&mut t);
+    assert!(checkpoint_bytes(&mut t) != bytes_a);
 }
 
 #[test]
@@ -88,24 +109,22 @@ fn resumed_run_equals_uninterrupted_run() {
 
         let mut whole = trainer(config.clone(), &data);
         while !whole.finished() {
-            whole.train_epoch(&mut |_, _| {}).unwrap();
+            epoch(&mut whole);
         }
 
         let mut first = trainer(config.clone(), &data);
-        first.train_epoch(&mut |_, _| {}).unwrap();
-        let bytes = first.checkpoint().to_bytes().unwrap();
+        epoch(&mut first);
+        let bytes = checkpoint_bytes(&mut first);
         drop(first);
         let ckpt = Checkpoint::from_bytes("epoch-1", &bytes).unwrap();
-        let arch = config.architecture().unwrap();
-        let mut resumed =
-            Trainer::resume(&ckpt, 3, Box::new(CpuBackend::new(&arch)), &data).unwrap();
+        let mut resumed = Trainer::resume(&ckpt, 3, cpu(&config), &data).unwrap();
         assert_eq!((resumed.epoch, resumed.step), (1, 20));
         while !resumed.finished() {
-            resumed.train_epoch(&mut |_, _| {}).unwrap();
+            epoch(&mut resumed);
         }
         assert_eq!(
-            whole.checkpoint().to_bytes().unwrap(),
-            resumed.checkpoint().to_bytes().unwrap(),
+            checkpoint_bytes(&mut whole),
+            checkpoint_bytes(&mut resumed),
             "{kind:?}: resumed run differs from the uninterrupted one"
         );
     }
@@ -115,16 +134,16 @@ fn resumed_run_equals_uninterrupted_run() {
 fn checkpoint_round_trip_and_evaluation_reproduce() {
     let data = common::small_sample(500, 300);
     let mut t = trainer(small_config(1), &data);
-    t.train_epoch(&mut |_, _| {}).unwrap();
-    let reported = t.evaluate().unwrap();
-    let ckpt = t.checkpoint();
+    epoch(&mut t);
+    let reported = evaluate(&mut t);
+    let ckpt = block_on(t.checkpoint()).unwrap();
     let loaded = Checkpoint::from_bytes("m", &ckpt.to_bytes().unwrap()).unwrap();
     assert_eq!(loaded.params, ckpt.params);
     assert_eq!(loaded.training, ckpt.training);
-    let mut fresh = CpuBackend::new(&loaded.architecture);
-    fresh.set_params(&loaded.params);
+    let mut fresh = CpuBackend::new(&loaded.architecture, &small_config(1).optimizer);
+    fresh.set_params(&loaded.params).unwrap();
     fresh.upload(Split::Test, &data.test).unwrap();
-    assert_eq!(fresh.evaluate(Split::Test).unwrap(), reported);
+    assert_eq!(block_on(fresh.evaluate(Split::Test)).unwrap(), reported);
 }
 
 #[test]
@@ -132,19 +151,19 @@ fn optimizers_match_hand_computed_updates() {
     let mut cfg = OptimizerConfig::new(OptimizerKind::Sgd);
     cfg.momentum = 0.5;
     let (mut p, mut vel) = (vec![1.0f32, -2.0], vec![0.2f32, 0.0]);
-    sgd_update(&cfg, 0.1, &mut p, &[0.4, -1.0], &mut vel);
+    sgd_update(&cfg, &cfg.scalars(0.1, 1), &mut p, &[0.4, -1.0], &mut vel);
     // v = 0.5*0.2 + 0.4 = 0.5, p = 1 - 0.05;  v = -1, p = -2 + 0.1
     common::assert_close("sgd v", &vel, &[0.5, -1.0], 1e-7, 0.0);
     common::assert_close("sgd p", &p, &[0.95, -1.9], 1e-6, 0.0);
 
     let cfg = OptimizerConfig::new(OptimizerKind::Adam);
     let (mut p, mut m, mut v) = (vec![1.0f32], vec![0.0f32], vec![0.0f32]);
-    adam_update(&cfg, 0.01, 1, &mut p, &[0.5], &mut m, &mut v);
+    adam_update(&cfg, &cfg.scalars(0.01, 1), &mut p, &[0.5], &mut m, &mut v);
     // Step 1: m_hat = g, v_hat = g^2, so p moves by lr * g/|g| (minus eps) = 0.01.
     common::assert_close("adam m", &m, &[0.05], 1e-7, 0.0);
     common::assert_close("adam v", &v, &[0.00025], 0.0, 1e-4);
     common::assert_close("adam p", &p, &[0.99], 1e-6, 0.0);
-    adam_update(&cfg, 0.01, 2, &mut p, &[-0.5], &mut m, &mut v);
+    adam_update(&cfg, &cfg.scalars(0.01, 2), &mut p, &[-0.5], &mut m, &mut v);
     // m = 0.9*0.05 - 0.05 = -0.005, m_hat = -0.005/0.19; v = 0.999*0.00025 + 0.00025, v_hat = v/(1-0.999^2)
     let m_hat = -0.005f64 / 0.19;
     let v_hat = (0.999 * 0.00025 + 0.001 * 0.25) / (1.0 - 0.999f64 * 0.999);
@@ -164,29 +183,38 @@ fn schedules_follow_their_definitions() {
 }
 
 #[test]
-fn bad_settings_are_refused_with_the_flag_named() {
+fn bad_settings_are_refused_with_the_setting_named() {
+    use gpumlp::{Error, Setting};
     let data = common::small_sample(10, 10);
     type Spoil = fn(&mut TrainConfig);
-    let cases: [(Spoil, &str); 5] = [
-        (|c| c.hidden = vec![0], "hidden layer width 0"),
-        (|c| c.hidden = vec![], "--hidden"),
-        (|c| c.batch = 0, "--batch 0"),
-        (|c| c.optimizer.lr = f32::NAN, "--lr NaN"),
-        (|c| c.epochs = 0, "--epochs 0"),
+    let cases: [(Spoil, Setting, &str); 6] = [
+        (|c| c.hidden = vec![0], Setting::Hidden, "layer width 0"),
+        (|c| c.hidden = vec![], Setting::Hidden, "at least one"),
+        (|c| c.batch = 0, Setting::Batch, "0 is out of range"),
+        (|c| c.optimizer.lr = f32::NAN, Setting::LearningRate, "NaN"),
+        (
+            |c| c.optimizer.momentum = 1.0,
+            Setting::Momentum,
+            "1 is out",
+        ),
+        (|c| c.epochs = 0, Setting::Epochs, "0 is out of range"),
     ];
-    for (spoil, expected) in cases {
+    for (spoil, want_setting, want_reason) in cases {
         let mut c = small_config(1);
         spoil(&mut c);
-        let arch = gpumlp::Architecture::mlp(&[4]).unwrap();
-        let err = Trainer::new(c, Box::new(CpuBackend::new(&arch)), &data)
-            .err()
-            .expect("must be refused")
-            .to_string();
-        assert!(
-            err.contains(expected),
-            "error '{err}' does not mention '{expected}'"
-        );
+        match Trainer::new(c, cpu(&small_config(1)), &data).err() {
+            Some(Error::Setting { setting, reason }) => {
+                assert_eq!(setting, want_setting, "{reason}");
+                assert!(
+                    reason.contains(want_reason),
+                    "'{reason}' lacks '{want_reason}'"
+                );
+            }
+            other => panic!("expected a {want_setting} error, got {other:?}"),
+        }
     }
+    // The words the core uses for a setting, before a front end maps them to its own.
+    assert_eq!(Setting::LearningRate.to_string(), "learning rate");
 }
 
 #[test]
@@ -214,46 +242,53 @@ fn training_in_slices_equals_whole_epochs() {
     let mut whole = trainer(small_config(2), &data);
     let mut whole_results = Vec::new();
     while !whole.finished() {
-        whole_results.push(whole.train_epoch(&mut |_, _| {}).unwrap());
+        whole_results.push(epoch(&mut whole));
     }
 
     // 20 steps per epoch, trained 7 at a time: slices cross nothing but step boundaries.
     let mut sliced = trainer(small_config(2), &data);
     let mut sliced_results = Vec::new();
     while !sliced.finished() {
-        if let Some(result) = sliced.train_steps(7).unwrap() {
-            sliced_results.push(result);
+        if sliced.advance(7, &mut |_, _| {}).unwrap() {
+            sliced_results.push(block_on(sliced.finish_epoch()).unwrap());
         } else {
             let (done, total) = sliced.epoch_progress();
             assert!(done > 0 && done < total);
+            assert!(
+                block_on(sliced.finish_epoch()).is_err(),
+                "an epoch cannot end before its last step"
+            );
             // Mid-epoch, a checkpoint is the model only: runs resume at epoch boundaries.
-            assert!(sliced.checkpoint().training.is_none());
+            assert!(block_on(sliced.checkpoint()).unwrap().training.is_none());
         }
     }
     assert_eq!(sliced_results, whole_results);
-    assert_eq!(
-        sliced.checkpoint().to_bytes().unwrap(),
-        whole.checkpoint().to_bytes().unwrap()
-    );
+    assert_eq!(checkpoint_bytes(&mut sliced), checkpoint_bytes(&mut whole));
     assert!(
-        sliced.train_steps(1).is_err(),
+        sliced.advance(1, &mut |_, _| {}).is_err(),
         "training past the last epoch must be refused"
     );
 }
 
 #[test]
-fn the_async_epoch_path_gives_the_synchronous_results() {
-    let data = common::small_sample(600, 200);
-    let mut sync = trainer(small_config(1), &data);
-    let want = (
-        sync.train_epoch(&mut |_, _| {}).unwrap(),
-        sync.evaluate().unwrap(),
+fn settings_parse_and_display_as_users_write_them() {
+    use gpumlp::Architecture;
+    let b1: Architecture = "512,256".parse().unwrap();
+    assert_eq!(b1.to_string(), "784-512-256-10");
+    assert_eq!("784-512-256-10".parse::<Architecture>().unwrap(), b1);
+    for bad in ["", "512,,256", "abc", "0", "784-512-11"] {
+        assert!(bad.parse::<Architecture>().is_err(), "'{bad}' parsed");
+    }
+    for kind in OptimizerKind::ALL {
+        assert_eq!(kind.to_string().parse::<OptimizerKind>().unwrap(), kind);
+    }
+    for schedule in Schedule::ALL {
+        assert_eq!(schedule.to_string().parse::<Schedule>().unwrap(), schedule);
+    }
+    let err = "adamw".parse::<OptimizerKind>().unwrap_err().to_string();
+    assert!(err.starts_with("optimizer: 'adamw'"), "{err}");
+    assert_eq!(
+        OptimizerConfig::new(OptimizerKind::Sgd).to_string(),
+        "sgd lr 0.05 momentum 0.9"
     );
-    let mut asynchronous = trainer(small_config(1), &data);
-    while !asynchronous.advance(5).unwrap() {}
-    let got = pollster::block_on(async {
-        let epoch = asynchronous.finish_epoch_async().await;
-        (epoch, asynchronous.evaluate_async().await.unwrap())
-    });
-    assert_eq!(got, want);
 }

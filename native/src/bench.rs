@@ -68,23 +68,15 @@ fn step_seconds(mut backend: Box<dyn Backend>) -> Result<f64> {
         .collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
     backend.upload(Split::Train, &Dataset::new("synthetic", images, labels)?)?;
-    backend.set_params(&init_params(&arch, 1));
-    let len = backend.layout().len;
-    backend.set_optimizer_state(&vec![0.0; len], &vec![0.0; len]);
-    let opt = OptimizerConfig::new(OptimizerKind::Adam);
+    backend.set_params(&init_params(&arch, 1))?;
     let order: Vec<u32> = (0..n as u32).collect();
     let mut epoch = |steps: usize| -> Result<()> {
         let hypers: Vec<StepHyper> = (1..=steps as u64)
             .map(|t| StepHyper { lr: 1e-3, t })
             .collect();
-        backend.train_epoch(
-            &order[..steps * BATCH],
-            BATCH,
-            &opt,
-            &hypers,
-            &mut |_, _| {},
-        )?;
-        backend.take_stats(Split::Train); // reads back, so the device has finished
+        backend.train(&order[..steps * BATCH], BATCH, &hypers, &mut |_| {})?;
+        // Reads back, so the device has finished.
+        pollster::block_on(backend.take_stats(Split::Train))?;
         Ok(())
     };
     epoch(10)?;
@@ -96,13 +88,14 @@ fn step_seconds(mut backend: Box<dyn Backend>) -> Result<f64> {
 pub fn run(args: BenchArgs) -> Result<()> {
     let gpu = devices::open_gpu(&args.device.device)?;
     let arch = Architecture::mlp(&[512, 256])?;
+    let adam = OptimizerConfig::new(OptimizerKind::Adam);
     let (device, software) = match &gpu {
         Some(ctx) => (
             json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str()}),
             ctx.kind() == "software-gpu",
         ),
         None => (
-            serde_json::to_value(CpuBackend::new(&arch).device())?,
+            serde_json::to_value(CpuBackend::new(&arch, &adam).device())?,
             false,
         ),
     };
@@ -131,8 +124,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
 
     let backend: Box<dyn Backend> = match gpu {
-        Some(ctx) => Box::new(GpuBackend::new(ctx, &arch)?),
-        None => Box::new(CpuBackend::new(&arch)),
+        Some(ctx) => Box::new(GpuBackend::new(ctx, &arch, &adam)?),
+        None => Box::new(CpuBackend::new(&arch, &adam)),
     };
     let step = step_seconds(backend)?;
     let flops = (arch.train_flops_per_sample() * BATCH) as f64;

@@ -1,9 +1,11 @@
-//! The command line, as `../shared/notes/design.md` fixes it. Values are checked as they are
-//! parsed, so a bad flag fails before any work with a message naming it.
+//! The command line (the contract README.md documents). Values are parsed by the core crate's
+//! own types as clap reads them, and the run's settings are checked by the core before any work;
+//! either way a bad flag fails with a message naming it ([`flag`] maps the core's setting names).
 
 use crate::data::DataSource;
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use gpumlp::{OptimizerKind, Schedule};
+use clap::builder::TypedValueParser;
+use clap::{Args, Parser, Subcommand};
+use gpumlp::{Architecture, OptimizerKind, Schedule, Setting};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -38,29 +40,29 @@ pub struct TrainArgs {
     #[arg(long, value_parser = DataSource::parse)]
     pub data: Option<DataSource>,
     /// Hidden layer widths, comma-separated [default: 512,256]
-    #[arg(long, value_parser = parse_hidden)]
-    pub hidden: Option<Hidden>,
+    #[arg(long, value_parser = parse_core::<Architecture>)]
+    pub hidden: Option<Architecture>,
     /// Passes over the training set [default: 20]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=gpumlp::train::MAX_EPOCHS as i64))]
-    pub epochs: Option<u32>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Samples per step [default: 128]
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=gpumlp::train::MAX_BATCH as i64))]
-    pub batch: Option<u32>,
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Optimizer [default: adam]
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerArg>,
+    #[arg(long, value_parser = one_of(&OptimizerKind::ALL))]
+    pub optimizer: Option<OptimizerKind>,
     /// Base learning rate [default: 0.002 for adam, 0.05 for sgd]
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_rate)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_float)]
     pub lr: Option<f32>,
     /// SGD momentum [default: 0.9]
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_unit)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_float)]
     pub momentum: Option<f32>,
     /// Decoupled weight decay [default: 0]
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_unit)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_float)]
     pub weight_decay: Option<f32>,
     /// Learning-rate schedule over the run [default: cosine]
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleArg>,
+    #[arg(long, value_parser = one_of(&Schedule::ALL))]
+    pub schedule: Option<Schedule>,
     /// Seed of the initial weights and the shuffling [default: 1]
     #[arg(long)]
     pub seed: Option<u64>,
@@ -147,76 +149,59 @@ pub enum Device {
     Index(usize),
 }
 
-/// Hidden widths as given (a newtype so clap keeps the list whole).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Hidden(pub Vec<usize>);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerArg {
-    Adam,
-    Sgd,
-}
-
-impl From<OptimizerArg> for OptimizerKind {
-    fn from(o: OptimizerArg) -> Self {
-        match o {
-            OptimizerArg::Adam => OptimizerKind::Adam,
-            OptimizerArg::Sgd => OptimizerKind::Sgd,
-        }
+/// The flag that sets `setting`, for the core crate's errors.
+pub fn flag(setting: Setting) -> &'static str {
+    match setting {
+        Setting::Hidden => "--hidden",
+        Setting::Activation => "activation",
+        Setting::Epochs => "--epochs",
+        Setting::Batch => "--batch",
+        Setting::Optimizer => "--optimizer",
+        Setting::LearningRate => "--lr",
+        Setting::Momentum => "--momentum",
+        Setting::Beta1 => "beta1",
+        Setting::Beta2 => "beta2",
+        Setting::Eps => "epsilon",
+        Setting::WeightDecay => "--weight-decay",
+        Setting::Schedule => "--schedule",
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleArg {
-    Constant,
-    Step,
-    Cosine,
-}
-
-impl From<ScheduleArg> for Schedule {
-    fn from(s: ScheduleArg) -> Self {
-        match s {
-            ScheduleArg::Constant => Schedule::Constant,
-            ScheduleArg::Step => Schedule::Step,
-            ScheduleArg::Cosine => Schedule::Cosine,
+/// Rewrites a core error about a setting to name the setting's flag.
+pub fn name_flag(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<gpumlp::Error>() {
+        Ok(gpumlp::Error::Setting { setting, reason }) => {
+            anyhow::anyhow!("{} {reason}", flag(setting))
         }
+        Ok(other) => other.into(),
+        Err(e) => e,
     }
 }
 
-fn parse_hidden(s: &str) -> Result<Hidden, String> {
-    let widths = s
-        .split(',')
-        .map(|w| match w.trim().parse::<usize>() {
-            Ok(n) if (1..=gpumlp::model::MAX_HIDDEN).contains(&n) => Ok(n),
-            Ok(n) => Err(format!("layer width {n} must be between 1 and {}", gpumlp::model::MAX_HIDDEN)),
-            Err(_) => Err(format!("'{w}' is not a layer width; expected comma-separated positive integers like 512,256")),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // The layer count and the total size are checked here too, so the error names the flag.
-    gpumlp::Architecture::mlp(&widths).map_err(|e| e.to_string())?;
-    Ok(Hidden(widths))
+/// A value parsed by the core crate's `FromStr` (its message says what is wrong).
+fn parse_core<T: std::str::FromStr<Err = gpumlp::Error>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e| match e {
+        gpumlp::Error::Setting { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
+/// One of a core enum's values, by the name it displays (clap lists them in `--help`).
+fn one_of<T>(all: &'static [T]) -> impl TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + std::fmt::Display + Clone + Send + Sync + 'static,
+{
+    clap::builder::PossibleValuesParser::new(all.iter().map(|v| v.to_string())).map(|s| {
+        s.parse()
+            .unwrap_or_else(|_| unreachable!("a displayed name parses"))
+    })
+}
+
+/// A finite number; its range is the core's to check, for every front end alike.
 fn parse_float(s: &str) -> Result<f32, String> {
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
         _ => Err(format!("'{s}' is not a finite number")),
-    }
-}
-
-fn parse_rate(s: &str) -> Result<f32, String> {
-    match parse_float(s)? {
-        v if v > 0.0 && v <= 10.0 => Ok(v),
-        v => Err(format!(
-            "{v} is out of range: a learning rate must be in (0, 10]"
-        )),
-    }
-}
-
-fn parse_unit(s: &str) -> Result<f32, String> {
-    match parse_float(s)? {
-        v if (0.0..1.0).contains(&v) => Ok(v),
-        v => Err(format!("{v} is out of range: it must be in [0, 1)")),
     }
 }
 

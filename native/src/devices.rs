@@ -10,14 +10,12 @@ use crate::cli::Device;
 use anyhow::{anyhow, bail, Result};
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
 use gpumlp::backend::Backend;
-use gpumlp::{Architecture, CpuBackend};
+use gpumlp::{Architecture, CpuBackend, OptimizerConfig};
 use serde_json::json;
 
 /// Every adapter wgpu finds, in a stable order (the numbering of `gpumlp devices`).
 pub fn adapters() -> Vec<wgpu::Adapter> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+    pollster::block_on(gpumlp::backend::gpu::adapters())
 }
 
 /// Rank for `auto`: lower is better; None for adapters `auto` never takes.
@@ -94,17 +92,25 @@ pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
     }
 }
 
-/// The backend `device` asks for, built for `arch`.
-pub fn open(device: &Device, arch: &Architecture) -> Result<Box<dyn Backend>> {
+/// The backend `device` asks for, built for `arch` and `optimizer`.
+pub fn open(
+    device: &Device,
+    arch: &Architecture,
+    optimizer: &OptimizerConfig,
+) -> Result<Box<dyn Backend>> {
     Ok(match open_gpu(device)? {
-        Some(context) => Box::new(GpuBackend::new(context, arch)?),
-        None => Box::new(CpuBackend::new(arch)),
+        Some(context) => Box::new(GpuBackend::new(context, arch, optimizer)?),
+        None => Box::new(CpuBackend::new(arch, optimizer)),
     })
 }
 
 /// `gpumlp devices`.
 pub fn run(json_out: bool) -> Result<()> {
-    let cpu = CpuBackend::new(&Architecture::mlp(&[1])?).device();
+    let cpu = CpuBackend::new(
+        &Architecture::mlp(&[1])?,
+        &OptimizerConfig::new(gpumlp::OptimizerKind::Sgd),
+    )
+    .device();
     let adapters = adapters();
     let chosen = select(&Device::Auto, &adapters)?;
     let mut rows = Vec::new();

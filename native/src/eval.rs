@@ -7,8 +7,10 @@ use crate::files::read;
 use anyhow::{anyhow, Result};
 use gpumlp::backend::{argmax, Split};
 use gpumlp::idx::CLASSES;
+use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
-use gpumlp::Checkpoint;
+use gpumlp::{Checkpoint, OptimizerConfig, OptimizerKind};
+use pollster::block_on;
 use serde_json::json;
 use std::path::Path;
 
@@ -29,10 +31,12 @@ pub fn eval(args: EvalArgs) -> Result<()> {
             data.name
         );
     }
-    let mut backend = devices::open(&args.device.device, &ckpt.architecture)?;
-    backend.set_params(&ckpt.params);
+    // Nothing is trained: the optimizer only decides which state buffers the backend keeps.
+    let optimizer = OptimizerConfig::new(OptimizerKind::Sgd);
+    let mut backend = devices::open(&args.device.device, &ckpt.architecture, &optimizer)?;
+    backend.set_params(&ckpt.params)?;
     backend.upload(Split::Test, &data.test)?;
-    let stats = backend.evaluate(Split::Test)?;
+    let stats = block_on(backend.evaluate(Split::Test))?;
     let device = backend.device();
     println!(
         "test accuracy {:.2}% (loss {:.4}) on {} test images of {} on {}",
@@ -74,7 +78,7 @@ pub fn predict(args: PredictArgs) -> Result<()> {
         let digit = digit_from_luma(w, h, &luma).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         images.extend_from_slice(&digit);
     }
-    let probabilities = ckpt.probabilities(&images)?;
+    let probabilities = probabilities(&ckpt.architecture, &ckpt.params, &images)?;
     let mut results = Vec::new();
     for (path, probs) in args.images.iter().zip(probabilities.chunks_exact(CLASSES)) {
         let class = argmax(probs);

@@ -23,4 +23,5 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices(args) => devices::run(args.json),
         Command::Bench(args) => bench::run(args),
     }
+    .map_err(cli::name_flag)
 }

@@ -3,13 +3,13 @@
 //! written atomically, so an interrupted run leaves whole files to resume from), the plot at the
 //! end, and the summary on stdout.
 
-use crate::cli::{Hidden, TrainArgs};
+use crate::cli::TrainArgs;
 use crate::data;
 use crate::files::{check_writable, write_atomic};
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
-use gpumlp::train::TrainConfig;
-use gpumlp::{Checkpoint, OptimizerConfig, OptimizerKind, Trainer};
+use gpumlp::{Checkpoint, OptimizerConfig, TrainConfig, Trainer};
+use pollster::block_on;
 use serde_json::json;
 use std::time::Instant;
 
@@ -33,7 +33,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
     let arch = config.architecture()?;
-    let backend = devices::open(&args.device.device, &arch)?;
+    let backend = devices::open(&args.device.device, &arch, &config.optimizer)?;
 
     if let Some(state) = resume.as_ref().and_then(|c| c.training.as_ref()) {
         if state.epoch >= config.epochs {
@@ -53,11 +53,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let device = trainer.backend.device();
     eprintln!(
         "training {} on {} ({} train / {} test) with {} on {}, epochs {}..{}",
-        arch_name(&trainer.config),
+        arch,
         data.name,
         data.train.len(),
         data.test.len(),
-        optimizer_name(&trainer.config.optimizer),
+        trainer.config.optimizer,
         device.name,
         trainer.epoch + 1,
         trainer.config.epochs
@@ -74,10 +74,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             trainer.steps_per_epoch(),
         );
         let start = Instant::now();
-        let epoch = trainer.train_epoch(&mut |done, _| bar.set_position(done as u64))?;
+        let epoch = block_on(trainer.train_epoch(&mut |done, _| bar.set_position(done as u64)))?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        let test = trainer.evaluate()?;
+        let test = block_on(trainer.evaluate())?;
         train_seconds += seconds;
         samples += data.train.len();
         let rate = data.train.len() as f64 / seconds;
@@ -108,7 +108,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
             write_atomic(path, metrics.as_bytes())?;
         }
         if let Some(path) = &args.save {
-            write_atomic(path, &trainer.checkpoint().to_bytes()?).context("--save")?;
+            let checkpoint = block_on(trainer.checkpoint())?;
+            write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
         }
         points.push(plot::Point {
             epoch: epoch.epoch,
@@ -120,7 +121,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         last = Some((epoch, test));
     }
     if let Some(path) = &args.plot {
-        let title = format!("{} on {}", arch_name(&trainer.config), data.name);
+        let title = format!("{arch} on {}", data.name);
         plot::write(path, &title, &points)?;
     }
 
@@ -170,17 +171,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
 fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig> {
     let Some(ckpt) = resume else {
         let mut c = TrainConfig::default();
-        if let Some(Hidden(h)) = &args.hidden {
-            c.hidden = h.clone();
+        if let Some(arch) = &args.hidden {
+            c.hidden = arch.hidden().to_vec();
         }
-        if let Some(o) = args.optimizer {
-            c.optimizer = OptimizerConfig::new(o.into());
+        if let Some(kind) = args.optimizer {
+            c.optimizer = OptimizerConfig::new(kind);
         }
         c.optimizer.lr = args.lr.unwrap_or(c.optimizer.lr);
         c.optimizer.momentum = args.momentum.unwrap_or(c.optimizer.momentum);
         c.optimizer.weight_decay = args.weight_decay.unwrap_or(c.optimizer.weight_decay);
-        c.epochs = args.epochs.map_or(c.epochs, |e| e as usize);
-        c.batch = args.batch.map_or(c.batch, |b| b as usize);
+        c.epochs = args.epochs.unwrap_or(c.epochs);
+        c.batch = args.batch.unwrap_or(c.batch);
         c.schedule = args.schedule.map_or(c.schedule, Into::into);
         c.seed = args.seed.unwrap_or(c.seed);
         return Ok(c);
@@ -195,13 +196,12 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
     let conflicts = [
         (
             "--hidden",
-            args.hidden.as_ref().map(|h| h.0 != saved.hidden),
+            args.hidden.as_ref().map(|h| h.hidden() != saved.hidden),
         ),
-        ("--batch", args.batch.map(|b| b as usize != saved.batch)),
+        ("--batch", args.batch.map(|b| b != saved.batch)),
         (
             "--optimizer",
-            args.optimizer
-                .map(|o| OptimizerKind::from(o) != saved.optimizer.kind),
+            args.optimizer.map(|o| o != saved.optimizer.kind),
         ),
         ("--lr", args.lr.map(|v| v != saved.optimizer.lr)),
         (
@@ -212,11 +212,7 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
             "--weight-decay",
             args.weight_decay.map(|v| v != saved.optimizer.weight_decay),
         ),
-        (
-            "--schedule",
-            args.schedule
-                .map(|s| gpumlp::Schedule::from(s) != saved.schedule),
-        ),
+        ("--schedule", args.schedule.map(|s| s != saved.schedule)),
         ("--seed", args.seed.map(|s| s != saved.seed)),
     ];
     if let Some((flag, _)) = conflicts.iter().find(|(_, differs)| *differs == Some(true)) {
@@ -226,24 +222,8 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
         );
     }
     let mut c = saved.clone();
-    c.epochs = args.epochs.map_or(c.epochs, |e| e as usize);
+    c.epochs = args.epochs.unwrap_or(c.epochs);
     Ok(c)
-}
-
-fn arch_name(c: &TrainConfig) -> String {
-    let sizes = c.architecture().map(|a| a.sizes).unwrap_or_default();
-    sizes
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-fn optimizer_name(o: &OptimizerConfig) -> String {
-    match o.kind {
-        OptimizerKind::Adam => format!("adam lr {}", o.lr),
-        OptimizerKind::Sgd => format!("sgd lr {} momentum {}", o.lr, o.momentum),
-    }
 }
 
 /// An f32 as the JSON number that prints like it (0.001, not 0.0010000000474974513).

@@ -274,7 +274,12 @@ fn named_datasets_come_from_the_cache_and_debians_folder() {
 fn classes_of_originals(model: &Path, n: usize) -> Vec<u64> {
     let ckpt = gpumlp::Checkpoint::from_bytes("m", &std::fs::read(model).unwrap()).unwrap();
     let sample = gpumlp::dataset::mnist_sample();
-    let probabilities = ckpt.probabilities(&sample.test.images[..n * 784]).unwrap();
+    let probabilities = gpumlp::inference::probabilities(
+        &ckpt.architecture,
+        &ckpt.params,
+        &sample.test.images[..n * 784],
+    )
+    .unwrap();
     probabilities
         .chunks(10)
         .map(|p| gpumlp::backend::argmax(p) as u64)

@@ -2,21 +2,21 @@
 //! backend is tested against.
 //!
 //! Dimension legend: `B` batch, `I` a layer's inputs, `O` its outputs. Per layer `l`:
-//!   forward   `Z = A @ W^T + b`            A `[B,I]`, W `[O,I]`, Z `[B,O]`; `A' = relu(Z)`
+//!   forward   `Z = A @ W^T + b`            A `[B,I]`, W `[O,I]`, Z `[B,O]`; `A' = f(Z)`
 //!   backward  `dW = dZ^T @ A`   `[O,I]`;  `db = sum_rows(dZ)`  `[O]`
-//!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * (A > 0)` (not needed for layer 0)
+//!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * f'` (not needed for layer 0)
+//! with `f` the architecture's [`Activation`](crate::model::Activation) (ReLU, `f'` read off `A'`)
 //! and at the top `dZ = (softmax(Z) - onehot(y)) / B`, the gradient of the mean cross-entropy.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
 //! (see README); its threads come from rayon (none on wasm32: see `parallel.rs`). Every reduction outside the GEMMs runs in a fixed
 //! order, so a seed gives bit-identical results run after run.
 
 use super::parallel::*;
-use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
-use crate::checkpoint::INPUT_SCALE;
+use super::{ready, Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Architecture, ParamLayout};
+use crate::model::{Architecture, ParamLayout, INPUT_SCALE};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind};
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -25,12 +25,11 @@ const UPDATE_CHUNK: usize = 1 << 15;
 pub struct CpuBackend {
     arch: Architecture,
     layout: ParamLayout,
+    optimizer: OptimizerConfig,
     params: Vec<f32>,
     grads: Vec<f32>,
-    /// SGD velocity, or Adam's first moment.
-    m: Vec<f32>,
-    /// Adam's second moment (unused by SGD).
-    v: Vec<f32>,
+    /// The optimizer's state buffers, one per `optimizer.kind.state_names()`.
+    state: Vec<Vec<f32>>,
     train: Dataset,
     test: Dataset,
     /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after ReLU, and the
@@ -47,8 +46,9 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// A backend for `arch` with zero parameters (set them with [`Backend::set_params`]).
-    pub fn new(arch: &Architecture) -> Self {
+    /// A backend for `arch` trained by `optimizer`, with zero parameters and state (set them
+    /// with [`Backend::set_params`] and [`Backend::set_state`]).
+    pub fn new(arch: &Architecture, optimizer: &OptimizerConfig) -> Self {
         let layout = ParamLayout::new(arch);
         let n = layout.len;
         let empty = Dataset {
@@ -58,10 +58,10 @@ impl CpuBackend {
         CpuBackend {
             arch: arch.clone(),
             layout,
+            optimizer: *optimizer,
             params: vec![0.0; n],
             grads: vec![0.0; n],
-            m: vec![0.0; n],
-            v: vec![0.0; n],
+            state: vec![vec![0.0; n]; optimizer.kind.state_names().len()],
             train: empty.clone(),
             test: empty,
             acts: vec![Vec::new(); arch.sizes.len()],
@@ -240,49 +240,9 @@ fn softmax_xent_forward(logits: &[f32], labels: &[u8], probs: &mut [f32]) -> Vec
         .collect()
 }
 
-impl Backend for CpuBackend {
-    fn device(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: format!("CPU ({} threads)", threads()),
-            kind: "cpu".into(),
-            backend: "rayon".into(),
-        }
-    }
-
-    fn layout(&self) -> &ParamLayout {
-        &self.layout
-    }
-
-    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
-        match split {
-            Split::Train => self.train = data.clone(),
-            Split::Test => self.test = data.clone(),
-        }
-        Ok(())
-    }
-
-    fn len(&self, split: Split) -> usize {
-        self.data(split).len()
-    }
-
-    fn set_params(&mut self, params: &[f32]) {
-        self.params.copy_from_slice(params);
-    }
-
-    fn params(&mut self) -> Vec<f32> {
-        self.params.clone()
-    }
-
-    fn set_optimizer_state(&mut self, m: &[f32], v: &[f32]) {
-        self.m.copy_from_slice(m);
-        self.v.copy_from_slice(v);
-    }
-
-    fn optimizer_state(&mut self) -> (Vec<f32>, Vec<f32>) {
-        (self.m.clone(), self.v.clone())
-    }
-
-    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+impl CpuBackend {
+    /// Forward pass over rows `indices` of `split` (see [`Inspect::forward`]).
+    pub(crate) fn forward_rows(&mut self, split: Split, indices: &[u32]) -> Result<()> {
         let b = indices.len();
         super::check_batch(split, indices, self.data(split).len())?;
         self.resize(b);
@@ -315,7 +275,8 @@ impl Backend for CpuBackend {
             let weight = Mat::new(&self.params[w.range()], out, inp);
             matmul(z, Mat::new(a, b, inp), weight.t(), true);
             if l + 1 < layers {
-                z.iter_mut().for_each(|x| *x = x.max(0.0));
+                let f = self.arch.activation;
+                z.iter_mut().for_each(|x| *x = f.apply(*x));
             }
         }
 
@@ -332,7 +293,8 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn backward(&mut self) {
+    /// Gradients of the last forward batch's mean loss (see [`Inspect::backward`]).
+    fn backward_rows(&mut self) {
         let b = self.batch;
         let layers = self.arch.layers();
         // Top: dZ = (softmax - onehot) / B.
@@ -366,40 +328,140 @@ impl Backend for CpuBackend {
             if l > 0 {
                 let da = &mut below[l - 1];
                 matmul(da, dz, Mat::new(&self.params[w], out, inp), false);
-                // ReLU's derivative, read off its output: zero where the unit was off.
-                // Written as a select so it vectorises.
+                let f = self.arch.activation;
                 da.iter_mut()
                     .zip(&self.acts[l])
-                    .for_each(|(d, &a)| *d = if a > 0.0 { *d } else { 0.0 });
+                    .for_each(|(d, &a)| *d = f.backward_from_output(*d, a));
             }
         }
     }
 
-    fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper) {
+    /// One optimizer update from the gradient buffer.
+    fn update_params(&mut self, hyper: StepHyper) {
+        let opt = &self.optimizer;
+        let s = opt.scalars(hyper.lr, hyper.t);
         let chunks = self
             .params
             .par_chunks_mut(UPDATE_CHUNK)
             .zip(self.grads.par_chunks(UPDATE_CHUNK));
-        match opt.kind {
-            OptimizerKind::Sgd => chunks
-                .zip(self.m.par_chunks_mut(UPDATE_CHUNK))
-                .for_each(|((p, g), vel)| sgd_update(opt, hyper.lr, p, g, vel)),
-            OptimizerKind::Adam => chunks
-                .zip(self.m.par_chunks_mut(UPDATE_CHUNK))
-                .zip(self.v.par_chunks_mut(UPDATE_CHUNK))
-                .for_each(|(((p, g), m), v)| adam_update(opt, hyper.lr, hyper.t, p, g, m, v)),
+        match (opt.kind, self.state.as_mut_slice()) {
+            (OptimizerKind::Sgd, [vel]) => chunks
+                .zip(vel.par_chunks_mut(UPDATE_CHUNK))
+                .for_each(|((p, g), vel)| sgd_update(opt, &s, p, g, vel)),
+            (OptimizerKind::Adam, [m, v]) => chunks
+                .zip(m.par_chunks_mut(UPDATE_CHUNK))
+                .zip(v.par_chunks_mut(UPDATE_CHUNK))
+                .for_each(|(((p, g), m), v)| adam_update(opt, &s, p, g, m, v)),
+            _ => unreachable!("state buffers are made from state_names"),
         }
     }
 
-    fn logits(&mut self) -> Vec<f32> {
-        self.acts[self.arch.layers()].clone()
+    /// The last forward's logits, `[batch, 10]` row-major.
+    pub(crate) fn output(&self) -> &[f32] {
+        &self.acts[self.arch.layers()]
+    }
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: format!("CPU ({} threads)", threads()),
+            kind: "cpu".into(),
+            backend: "rayon".into(),
+        }
     }
 
-    fn grads(&mut self) -> Vec<f32> {
-        self.grads.clone()
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
     }
 
-    fn take_stats(&mut self, split: Split) -> Stats {
-        std::mem::take(&mut self.stats[split as usize])
+    fn optimizer(&self) -> &OptimizerConfig {
+        &self.optimizer
+    }
+
+    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        match split {
+            Split::Train => self.train = data.clone(),
+            Split::Test => self.test = data.clone(),
+        }
+        Ok(())
+    }
+
+    fn len(&self, split: Split) -> usize {
+        self.data(split).len()
+    }
+
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        super::check_len("the parameters", params, &self.layout)?;
+        self.params.copy_from_slice(params);
+        Ok(())
+    }
+
+    fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        ready(Ok(self.params.clone()))
+    }
+
+    fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
+        super::check_state(state, &self.optimizer, &self.layout)?;
+        self.state = state.to_vec();
+        Ok(())
+    }
+
+    fn state(&mut self) -> LocalFuture<'_, Result<Vec<Vec<f32>>>> {
+        ready(Ok(self.state.clone()))
+    }
+
+    fn train(
+        &mut self,
+        order: &[u32],
+        batch: usize,
+        steps: &[StepHyper],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        for (i, (indices, hyper)) in order.chunks(batch).zip(steps).enumerate() {
+            self.forward_rows(Split::Train, indices)?;
+            self.backward_rows();
+            self.update_params(*hyper);
+            progress(i + 1);
+        }
+        Ok(())
+    }
+
+    fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        ready(Ok(std::mem::take(&mut self.stats[split as usize])))
+    }
+
+    fn evaluate(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        self.stats[split as usize] = Stats::default();
+        let indices: Vec<u32> = (0..self.len(split) as u32).collect();
+        let result = indices
+            .chunks(super::EVAL_BATCH)
+            .try_for_each(|chunk| self.forward_rows(split, chunk))
+            .map(|()| std::mem::take(&mut self.stats[split as usize]));
+        ready(result)
+    }
+}
+
+impl Inspect for CpuBackend {
+    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+        self.forward_rows(split, indices)
+    }
+
+    fn backward(&mut self) -> Result<()> {
+        self.backward_rows();
+        Ok(())
+    }
+
+    fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        self.update_params(hyper);
+        Ok(())
+    }
+
+    fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        ready(Ok(self.output().to_vec()))
+    }
+
+    fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        ready(Ok(self.grads.clone()))
     }
 }

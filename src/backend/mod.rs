@@ -1,11 +1,15 @@
 //! The seam between the training loop and the hardware.
 //!
-//! A [`Backend`] owns the flat parameter buffer (laid out by [`ParamLayout`]), its gradient and
-//! the optimizer moments, and the datasets uploaded once. The training loop only hands it batch
-//! indices and step hyper-parameters; loss and accuracy accumulate inside the backend and are
-//! read with [`Backend::take_stats`] once per epoch, so a GPU backend never has to stop
-//! for a readback per step. `forward`/`backward`/`step` are separate so one test body can compare
-//! logits, gradients and updates across backends.
+//! A [`Backend`] is built for one architecture and one optimizer. It owns the flat parameter
+//! buffer (laid out by [`ParamLayout`]), its gradient, the optimizer's named state buffers and the
+//! datasets uploaded once. The training loop hands it spans of steps (batch order and learning
+//! rates) and never waits for it: loss and accuracy accumulate inside the backend and are read
+//! with [`Backend::take_stats`] once per epoch. Everything read back from a backend comes through
+//! one asynchronous path (a GPU readback cannot block in a browser); the program blocks on those
+//! futures at its edge, the page awaits them.
+//!
+//! [`Inspect`] opens one training step into its parts (forward, backward, update) for tests
+//! that compare backends part by part; training never uses it.
 
 pub mod cpu;
 pub mod gpu;
@@ -62,7 +66,7 @@ impl Stats {
     }
 }
 
-/// Per-step values the optimizer needs beyond its configuration.
+/// What the trainer tells the backend about one step beyond its batch.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepHyper {
     /// This step's learning rate (after the schedule).
@@ -89,97 +93,93 @@ pub(crate) fn check_batch(split: Split, indices: &[u32], len: usize) -> Result<(
 pub trait Backend {
     fn device(&self) -> DeviceInfo;
     fn layout(&self) -> &ParamLayout;
+    /// The optimizer this backend was built for (its state buffers are
+    /// `optimizer().kind.state_names()`).
+    fn optimizer(&self) -> &OptimizerConfig;
 
     /// Makes `data` the dataset that batches of `split` are drawn from.
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()>;
     /// Number of samples uploaded for `split`.
     fn len(&self, split: Split) -> usize;
 
-    fn set_params(&mut self, params: &[f32]);
-    fn params(&mut self) -> Vec<f32>;
-    /// Optimizer moments: SGD's velocity in `m` (and `v` unused), or Adam's `m` and `v`.
-    fn set_optimizer_state(&mut self, m: &[f32], v: &[f32]);
-    fn optimizer_state(&mut self) -> (Vec<f32>, Vec<f32>);
+    /// Replaces the parameters (`layout().len` values).
+    fn set_params(&mut self, params: &[f32]) -> Result<()>;
+    fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
+    /// Replaces the optimizer state: one buffer of `layout().len` values per state name.
+    fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()>;
+    fn state(&mut self) -> LocalFuture<'_, Result<Vec<Vec<f32>>>>;
 
-    /// Forward pass over rows `indices` of `split`, keeping what backward needs; adds the batch's
-    /// loss and correct count to the running [`Stats`] of `split`.
-    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()>;
-    /// Gradient of the batch's mean loss for the last forward, overwriting the gradient buffer.
-    fn backward(&mut self);
-    /// One optimizer update from the gradient buffer.
-    fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper);
-
-    /// The last forward's logits, `[batch, 10]` row-major.
-    fn logits(&mut self) -> Vec<f32>;
-    /// The gradient buffer, laid out like the parameters.
-    fn grads(&mut self) -> Vec<f32>;
-    /// Returns the stats accumulated for `split` since the last call and starts afresh.
-    fn take_stats(&mut self, split: Split) -> Stats;
-
-    /// [`Backend::take_stats`] without blocking: the GPU backend awaits its readback, which is
-    /// the only way in a browser. Natively, and on the CPU, it is the synchronous call.
-    fn take_stats_async(&mut self, split: Split) -> LocalFuture<'_, Stats> {
-        let stats = self.take_stats(split);
-        Box::pin(std::future::ready(stats))
-    }
-
-    /// [`Backend::params`] without blocking (see `take_stats_async`).
-    fn params_async(&mut self) -> LocalFuture<'_, Vec<f32>> {
-        let params = self.params();
-        Box::pin(std::future::ready(params))
-    }
-
-    /// [`Backend::evaluate`] without blocking (see `take_stats_async`).
-    fn evaluate_async(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
-        Box::pin(async move {
-            self.take_stats_async(split).await;
-            let indices: Vec<u32> = (0..self.len(split) as u32).collect();
-            for chunk in indices.chunks(EVAL_BATCH) {
-                self.forward(split, chunk)?;
-            }
-            Ok(self.take_stats_async(split).await)
-        })
-    }
-
-    /// One epoch: batches of `batch` consecutive entries of `order` (the last may be short),
-    /// step `i` with `hypers[i]`. `progress(done, total)` follows the steps. A GPU backend
-    /// encodes the whole epoch without waiting; this default runs [`Backend::train_step`]s.
-    fn train_epoch(
+    /// Trains `steps.len()` steps without waiting for the device: step `i` on the rows
+    /// `order[i * batch..]` of the training set (the last batch may be short) with `steps[i]`.
+    /// `progress(done)` follows the steps as they are handed to the device.
+    fn train(
         &mut self,
         order: &[u32],
         batch: usize,
-        opt: &OptimizerConfig,
-        hypers: &[StepHyper],
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<()> {
-        for (i, (indices, hyper)) in order.chunks(batch).zip(hypers).enumerate() {
-            self.train_step(indices, opt, *hyper)?;
-            progress(i + 1, hypers.len());
-        }
-        Ok(())
-    }
+        steps: &[StepHyper],
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<()>;
 
-    /// One training step on rows `indices` of the training set.
-    fn train_step(
-        &mut self,
-        indices: &[u32],
-        opt: &OptimizerConfig,
-        hyper: StepHyper,
-    ) -> Result<()> {
-        self.forward(Split::Train, indices)?;
-        self.backward();
-        self.step(opt, hyper);
-        Ok(())
-    }
+    /// Returns the stats accumulated for `split` since the last call and starts afresh.
+    fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>>;
 
-    /// Loss and accuracy over all of `split`, in fixed chunks so the result never depends on
-    /// who asks. Stats pending for `split` are discarded first.
-    fn evaluate(&mut self, split: Split) -> Result<Stats> {
-        self.take_stats(split);
-        let indices: Vec<u32> = (0..self.len(split) as u32).collect();
-        for chunk in indices.chunks(EVAL_BATCH) {
-            self.forward(split, chunk)?;
-        }
-        Ok(self.take_stats(split))
+    /// Loss and accuracy over all of `split`, in fixed chunks of [`EVAL_BATCH`] so the result
+    /// never depends on who asks. Stats pending for `split` are discarded first.
+    fn evaluate(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>>;
+}
+
+/// One training step taken apart, for tests that compare backends (logits, every gradient,
+/// one update) and for the gradient check. Training goes through [`Backend::train`] alone.
+pub trait Inspect: Backend {
+    /// Forward pass over rows `indices` of `split`, keeping what backward needs; adds the batch's
+    /// loss and correct count to the running stats of `split`.
+    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()>;
+    /// Gradient of the last forward batch's mean loss, overwriting the gradient buffer.
+    fn backward(&mut self) -> Result<()>;
+    /// One optimizer update from the gradient buffer.
+    fn update(&mut self, hyper: StepHyper) -> Result<()>;
+    /// The last forward's logits, `[batch, 10]` row-major.
+    fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
+    /// The gradient buffer, laid out like the parameters.
+    fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
+}
+
+/// Checks that `values` holds one model's worth of parameters (or one state buffer).
+pub(crate) fn check_len(what: &str, values: &[f32], layout: &ParamLayout) -> Result<()> {
+    if values.len() == layout.len {
+        Ok(())
+    } else {
+        Err(crate::Error::Config(format!(
+            "{what} holds {} values, the model has {} parameters",
+            values.len(),
+            layout.len
+        )))
     }
+}
+
+/// Checks an optimizer state: one buffer per name of the optimizer, each as long as the model.
+pub(crate) fn check_state(
+    state: &[Vec<f32>],
+    opt: &OptimizerConfig,
+    layout: &ParamLayout,
+) -> Result<()> {
+    let names = opt.kind.state_names();
+    if state.len() != names.len() {
+        return Err(crate::Error::Config(format!(
+            "{} keeps {} state buffers ({}), {} were given",
+            opt.kind,
+            names.len(),
+            names.join(", "),
+            state.len()
+        )));
+    }
+    for (name, buffer) in names.iter().zip(state) {
+        check_len(&format!("optimizer state {name}"), buffer, layout)?;
+    }
+    Ok(())
+}
+
+/// A future that is already resolved (what the CPU backend returns).
+pub(crate) fn ready<'a, T: 'a>(value: T) -> LocalFuture<'a, T> {
+    Box::pin(std::future::ready(value))
 }

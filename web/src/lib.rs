@@ -9,13 +9,15 @@
 //! JavaScript calls one method at a time and awaits it; a call made while another is still
 //! running is refused with an error rather than interleaved.
 
-use gpumlp::backend::gpu::{GpuBackend, GpuContext};
+use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
 use gpumlp::backend::{argmax, Backend};
 use gpumlp::dataset::{split_sample, Dataset, Splits};
 use gpumlp::idx::CLASSES;
+use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
 use gpumlp::{
-    Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+    Architecture, Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, Setting,
+    TrainConfig, Trainer,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -38,6 +40,24 @@ struct Inner {
 
 fn err(e: impl std::fmt::Display) -> JsError {
     JsError::new(&e.to_string())
+}
+
+/// A core error, with a setting named by the page's form field (as the URL parameters name it).
+fn field_err(e: gpumlp::Error) -> JsError {
+    match e {
+        gpumlp::Error::Setting { setting, reason } => {
+            let field = match setting {
+                Setting::Hidden => "hidden",
+                Setting::Batch => "batch",
+                Setting::LearningRate => "lr",
+                Setting::Optimizer => "optimizer",
+                Setting::Epochs => "epochs",
+                other => return err(format!("{other}: {reason}")),
+            };
+            err(format!("{field}: {reason}"))
+        }
+        other => err(other),
+    }
 }
 
 impl Demo {
@@ -66,15 +86,8 @@ impl Demo {
         let (adapter, backend_label) = if backend == "cpu" {
             (None, "cpu: forced by backend=cpu".to_string())
         } else {
-            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-                backends: wgpu::Backends::BROWSER_WEBGPU,
-                ..wgpu::InstanceDescriptor::new_without_display_handle()
-            });
-            match instance
-                .request_adapter(&wgpu::RequestAdapterOptions::default())
-                .await
-            {
-                Ok(adapter) => {
+            match gpu::adapters().await.into_iter().next() {
+                Some(adapter) => {
                     let name = adapter.get_info().name;
                     let label = [adapter_label.as_str(), name.as_str()]
                         .into_iter()
@@ -82,7 +95,10 @@ impl Demo {
                         .unwrap_or("adapter");
                     (Some(adapter), format!("webgpu: {label}"))
                 }
-                Err(e) => (None, format!("cpu: WebGPU is unavailable ({e})")),
+                None => (
+                    None,
+                    "cpu: WebGPU is unavailable (the browser offers no adapter)".to_string(),
+                ),
             }
         };
         Ok(Demo {
@@ -139,37 +155,25 @@ impl Demo {
         epochs: u32,
     ) -> Result<(), JsError> {
         let mut inner = self.inner()?;
-        let hidden = hidden
-            .split(',')
-            .map(|w| {
-                w.trim()
-                    .parse::<usize>()
-                    .map_err(|_| err(format!("hidden: '{w}' is not a layer width")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let kind = match optimizer.as_str() {
-            "adam" => OptimizerKind::Adam,
-            "sgd" => OptimizerKind::Sgd,
-            other => return Err(err(format!("optimizer: '{other}' is not adam or sgd"))),
-        };
+        let arch: Architecture = hidden.parse().map_err(field_err)?;
+        let kind: OptimizerKind = optimizer.parse().map_err(field_err)?;
         let mut opt = OptimizerConfig::new(kind);
         opt.lr = lr;
         let config = TrainConfig {
-            hidden,
+            hidden: arch.hidden().to_vec(),
             epochs: epochs as usize,
             batch: batch as usize,
             optimizer: opt,
             schedule: Schedule::Cosine,
             seed: 1,
         };
-        config.validate().map_err(err)?;
-        let arch = config.architecture().map_err(err)?;
+        config.validate().map_err(field_err)?;
         let backend: Box<dyn Backend> = match &inner.adapter {
             Some(adapter) => Box::new(
-                GpuBackend::new(GpuContext::new(adapter).await.map_err(err)?, &arch)
+                GpuBackend::new(GpuContext::new(adapter).await.map_err(err)?, &arch, &opt)
                     .map_err(err)?,
             ),
-            None => Box::new(CpuBackend::new(&arch)),
+            None => Box::new(CpuBackend::new(&arch, &opt)),
         };
         inner.trainer = Some(Trainer::new(config, backend, &inner.data).map_err(err)?);
         Ok(())
@@ -186,12 +190,15 @@ impl Demo {
             .trainer
             .as_mut()
             .ok_or_else(|| err("configure a run first"))?;
-        if !trainer.advance(max_steps as usize).map_err(err)? {
+        if !trainer
+            .advance(max_steps as usize, &mut |_, _| {})
+            .map_err(err)?
+        {
             return Ok(Vec::new());
         }
-        let epoch = trainer.finish_epoch_async().await;
-        let test = trainer.evaluate_async().await.map_err(err)?;
-        let params = trainer.backend.params_async().await;
+        let epoch = trainer.finish_epoch().await.map_err(err)?;
+        let test = trainer.evaluate().await.map_err(err)?;
+        let params = trainer.backend.params().await.map_err(err)?;
         inner.model = Some(Checkpoint {
             name: "trained".into(),
             architecture: trainer.config.architecture().map_err(err)?,
@@ -258,7 +265,8 @@ impl Demo {
         };
         let n = (count as usize).min(inner.data.test.len());
         let images = inner.data.test.select(&(0..n).collect::<Vec<_>>()).images;
-        let probabilities = model.probabilities(&images).map_err(err)?;
+        let probabilities =
+            probabilities(&model.architecture, &model.params, &images).map_err(err)?;
         Ok(probabilities
             .chunks(CLASSES)
             .map(|p| argmax(p) as u8)
@@ -281,7 +289,7 @@ impl Demo {
             return Err(err("the drawing's pixels do not match its size"));
         }
         let digit = digit_from_luma(width, height, &luma_over_white(&rgba)).map_err(err)?;
-        model.probabilities(&digit).map_err(err)
+        probabilities(&model.architecture, &model.params, &digit).map_err(err)
     }
 
     /// The model predictions use, as a safetensors file (the native program reads it too).
@@ -299,15 +307,9 @@ impl Demo {
     pub fn load(&self, bytes: Vec<u8>) -> Result<String, JsError> {
         let mut inner = self.inner()?;
         let model = Checkpoint::from_bytes("the model file", &bytes).map_err(err)?;
-        let sizes = model
-            .architecture
-            .sizes
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>()
-            .join("-");
+        let name = model.architecture.to_string();
         inner.model = Some(model);
-        Ok(sizes)
+        Ok(name)
     }
 
     /// Whether a model is there for predictions.

@@ -1,28 +1,50 @@
 //! The GPU backend: the same MLP as the CPU backend, in WGSL compute shaders through wgpu
 //! (Vulkan, Metal, DX12; WebGPU in the browser).
 //!
-//! Everything is created once: pipelines, bind groups, the parameter, gradient and moment
-//! buffers, the batch buffers (sized for the largest batch seen), and each dataset, uploaded once
+//! Everything is created once: pipelines, bind groups, the parameter and gradient buffers and
+//! the optimizer's state buffers (one per `OptimizerKind::state_names`), the batch buffers (sized for the largest batch seen), and each dataset, uploaded once
 //! as packed bytes. An epoch uploads its shuffled order and a table of per-step values (one
 //! 256-byte uniform slot per step, bound with a dynamic offset), then encodes every step's
 //! dispatches with no readback; loss and accuracy accumulate in a GPU buffer that is read when
 //! the trainer asks for the epoch's stats. Steps are submitted in chunks, waiting for the chunk
 //! before last, so progress is real and the queue never runs far ahead.
 //!
-//! Per step: gather (batch from the resident dataset), one GEMM per layer with bias and ReLU
-//! fused, softmax cross-entropy forward and backward in one kernel, the stats accumulation,
+//! Per step: gather (batch from the resident dataset), one GEMM per layer with bias and the
+//! activation fused, softmax cross-entropy forward and backward in one kernel, the stats accumulation,
 //! then per layer the weight-gradient GEMM, the bias-gradient reduction and the input-gradient
-//! GEMM with ReLU's derivative fused, and one optimizer kernel over the flat buffer.
+//! GEMM with the activation's derivative fused, and one optimizer kernel over the flat buffer.
 
 pub mod kernels;
 
-use super::{Backend, DeviceInfo, Split, Stats, StepHyper};
+use super::{Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Architecture, ParamLayout};
+use crate::model::{Activation, Architecture, ParamLayout};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use wgpu::util::DeviceExt;
+
+/// Every GPU adapter this platform offers, in a stable order (the numbering of
+/// `gpumlp devices`): Vulkan, Metal and DX12 natively (`WGPU_BACKEND` narrows them), the
+/// browser's WebGPU adapter on wasm32. The program, the tests and the page all enumerate here.
+pub async fn adapters() -> Vec<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    let (descriptor, backends) = (
+        wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+        wgpu::Backends::PRIMARY,
+    );
+    #[cfg(target_arch = "wasm32")]
+    let (descriptor, backends) = (
+        wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        },
+        wgpu::Backends::BROWSER_WEBGPU,
+    );
+    wgpu::Instance::new(descriptor)
+        .enumerate_adapters(backends)
+        .await
+}
 
 /// Bytes between two steps' slots in the step table (WebGPU's dynamic-offset alignment).
 const SLOT: u64 = 256;
@@ -34,7 +56,8 @@ const WG: u32 = 256;
 const GEMM_TILE: u32 = 64;
 
 /// A device and its queue, with what the adapter says about itself. Created apart from the
-/// backend so that tests and the program can choose the adapter.
+/// backend so that tests and the program can choose the adapter. Cloning shares the device.
+#[derive(Clone)]
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -92,10 +115,11 @@ struct StepSlot {
     batch: u32,
     train: u32,
     split: u32,
+    inv_batch: f32,
     lr: f32,
+    decay: f32,
     adam_step: f32,
     adam_v_scale: f32,
-    inv_batch: f32,
 }
 
 impl StepSlot {
@@ -110,12 +134,13 @@ impl StepSlot {
         }
     }
 
-    /// Fills in the optimizer's per-step values exactly as `optim::adam_update` computes them.
+    /// Fills in the optimizer's scalars for step `h` (the same values the CPU backend uses).
     fn with_hyper(mut self, opt: &OptimizerConfig, h: StepHyper) -> Self {
-        let t = h.t.min(i32::MAX as u64) as i32;
-        self.lr = h.lr;
-        self.adam_step = h.lr / (1.0 - opt.beta1.powi(t));
-        self.adam_v_scale = 1.0 / (1.0 - opt.beta2.powi(t)).sqrt();
+        let s = opt.scalars(h.lr, h.t);
+        self.lr = s.lr;
+        self.decay = s.decay;
+        self.adam_step = s.adam_step;
+        self.adam_v_scale = s.adam_v_scale;
         self
     }
 }
@@ -140,7 +165,7 @@ struct GemmParams {
     _pad: [u32; 3],
 }
 
-/// Mirrors `Opt` in optimizer.wgsl.
+/// Mirrors `Opt` in optimizer.wgsl: the optimizer's fixed settings, written once.
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct OptParams {
@@ -149,8 +174,7 @@ struct OptParams {
     beta1: f32,
     beta2: f32,
     eps: f32,
-    weight_decay: f32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 const BATCH_M: u32 = 1;
@@ -159,6 +183,13 @@ const EPI_NONE: u32 = 0;
 const EPI_BIAS: u32 = 1;
 const EPI_BIAS_RELU: u32 = 2;
 const EPI_RELU_MASK: u32 = 3;
+
+/// The GEMM epilogues that apply `activation` after a hidden layer, and its derivative in backward.
+fn activation_epilogues(activation: Activation) -> (u32, u32) {
+    match activation {
+        Activation::Relu => (EPI_BIAS_RELU, EPI_RELU_MASK),
+    }
+}
 
 /// One GEMM of the network, with its bind group built once.
 struct GemmCall {
@@ -198,8 +229,8 @@ struct Pipelines {
     softmax: wgpu::ComputePipeline,
     accumulate: wgpu::ComputePipeline,
     bias_grad: wgpu::ComputePipeline,
-    sgd: wgpu::ComputePipeline,
-    adam: wgpu::ComputePipeline,
+    /// The update rule of the backend's optimizer.
+    optimizer: wgpu::ComputePipeline,
 }
 
 struct Layouts {
@@ -209,6 +240,7 @@ struct Layouts {
     softmax: wgpu::BindGroupLayout,
     accumulate: wgpu::BindGroupLayout,
     bias_grad: wgpu::BindGroupLayout,
+    /// The optimizer's settings, parameters, gradients and its state buffers.
     optimizer: wgpu::BindGroupLayout,
 }
 
@@ -216,15 +248,15 @@ pub struct GpuBackend {
     ctx: GpuContext,
     arch: Architecture,
     layout: ParamLayout,
+    optimizer: OptimizerConfig,
     layouts: Layouts,
     pipelines: Pipelines,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
-    m: wgpu::Buffer,
-    v: wgpu::Buffer,
+    /// The optimizer's state buffers, one per `optimizer.kind.state_names()`.
+    state: Vec<wgpu::Buffer>,
     /// Running loss sum, correct count and sample count per split: `[4 * split + 0..3]`.
     stats: wgpu::Buffer,
-    opt_params: wgpu::Buffer,
     optimizer_bind: wgpu::BindGroup,
     steps: wgpu::Buffer,
     steps_capacity: usize,
@@ -262,11 +294,12 @@ fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
 }
 
 impl GpuBackend {
-    /// A backend for `arch` on `ctx`, with zero parameters (set them with `set_params`).
-    pub fn new(ctx: GpuContext, arch: &Architecture) -> Result<Self> {
+    /// A backend for `arch` trained by `optimizer` on `ctx`, with zero parameters and state (set
+    /// them with `set_params` and `set_state`).
+    pub fn new(ctx: GpuContext, arch: &Architecture, optimizer: &OptimizerConfig) -> Result<Self> {
         let layout = ParamLayout::new(arch);
         let device = &ctx.device;
-        let layouts = Layouts::new(device);
+        let layouts = Layouts::new(device, optimizer.kind);
         let pipelines = Pipelines {
             gather: make_pipeline(
                 device,
@@ -297,17 +330,13 @@ impl GpuBackend {
                 &layouts.bias_grad,
                 &layouts.step,
             ),
-            sgd: make_pipeline(
+            optimizer: make_pipeline(
                 device,
                 "optimizer.wgsl",
-                "sgd",
-                &layouts.optimizer,
-                &layouts.step,
-            ),
-            adam: make_pipeline(
-                device,
-                "optimizer.wgsl",
-                "adam",
+                match optimizer.kind {
+                    OptimizerKind::Sgd => "sgd",
+                    OptimizerKind::Adam => "adam",
+                },
                 &layouts.optimizer,
                 &layouts.step,
             ),
@@ -338,12 +367,13 @@ impl GpuBackend {
                 mapped_at_creation: false,
             })
         };
-        let (params, grads, m, v) = (
-            flat("params"),
-            flat("grads"),
-            flat("adam m / sgd velocity"),
-            flat("adam v"),
-        );
+        let (params, grads) = (flat("params"), flat("grads"));
+        let state: Vec<wgpu::Buffer> = optimizer
+            .kind
+            .state_names()
+            .iter()
+            .map(|name| flat(&format!("optimizer {name}")))
+            .collect();
         let stats = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("stats"),
             size: 32,
@@ -354,19 +384,22 @@ impl GpuBackend {
         });
         let opt_params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("optimizer settings"),
-            contents: bytemuck::bytes_of(&OptParams::default()),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            contents: bytemuck::bytes_of(&OptParams {
+                len: layout.len as u32,
+                momentum: optimizer.momentum,
+                beta1: optimizer.beta1,
+                beta2: optimizer.beta2,
+                eps: optimizer.eps,
+                _pad: [0; 3],
+            }),
+            usage: wgpu::BufferUsages::UNIFORM,
         });
+        let mut entries = vec![entry(0, &opt_params), entry(1, &params), entry(2, &grads)];
+        entries.extend((3..).zip(&state).map(|(i, b)| entry(i, b)));
         let optimizer_bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("optimizer"),
             layout: &layouts.optimizer,
-            entries: &[
-                entry(0, &opt_params),
-                entry(1, &params),
-                entry(2, &grads),
-                entry(3, &m),
-                entry(4, &v),
-            ],
+            entries: &entries,
         });
         let (steps, step_bind) = step_table(device, &layouts.step, 1);
         let batch = BatchResources::new(
@@ -383,14 +416,13 @@ impl GpuBackend {
         Ok(GpuBackend {
             arch: arch.clone(),
             layout,
+            optimizer: *optimizer,
             layouts,
             pipelines,
             params,
             grads,
-            m,
-            v,
+            state,
             stats,
-            opt_params,
             optimizer_bind,
             steps,
             steps_capacity: 1,
@@ -411,7 +443,7 @@ impl GpuBackend {
         let bytes = 4 * widest * batch as u64;
         if bytes > self.ctx.limits.max_storage_buffer_binding_size {
             return Err(Error::Gpu(format!(
-                "a batch of {batch} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller --batch",
+                "a batch of {batch} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller batch size",
                 bytes >> 20,
                 self.ctx.limits.max_storage_buffer_binding_size >> 20
             )));
@@ -459,21 +491,6 @@ impl GpuBackend {
                 .copy_from_slice(bytemuck::bytes_of(s));
         }
         self.ctx.queue.write_buffer(&self.steps, 0, &bytes);
-    }
-
-    fn write_optimizer(&self, opt: &OptimizerConfig) {
-        let p = OptParams {
-            len: self.layout.len as u32,
-            momentum: opt.momentum,
-            beta1: opt.beta1,
-            beta2: opt.beta2,
-            eps: opt.eps,
-            weight_decay: opt.weight_decay,
-            _pad: [0; 2],
-        };
-        self.ctx
-            .queue
-            .write_buffer(&self.opt_params, 0, bytemuck::bytes_of(&p));
     }
 
     /// A 1-D dispatch of `n` invocations as a 2-D grid within the per-dimension limit.
@@ -537,12 +554,9 @@ impl GpuBackend {
         }
     }
 
-    fn encode_step(&self, pass: &mut wgpu::ComputePass, slot: usize, kind: OptimizerKind) {
+    fn encode_update(&self, pass: &mut wgpu::ComputePass, slot: usize) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
-        pass.set_pipeline(match kind {
-            OptimizerKind::Sgd => &self.pipelines.sgd,
-            OptimizerKind::Adam => &self.pipelines.adam,
-        });
+        pass.set_pipeline(&self.pipelines.optimizer);
         pass.set_bind_group(0, &self.optimizer_bind, &[]);
         self.dispatch_1d(pass, self.layout.len);
     }
@@ -567,15 +581,16 @@ impl GpuBackend {
         self.ctx.queue.submit([encoder.finish()])
     }
 
-    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU. The copy is submitted
-    /// at once; the future resolves when the GPU has mapped it (natively this call waits for the
-    /// device; in the browser the map completes when control returns to the event loop).
-    fn read_f32_async(
+    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU: the backend's one
+    /// readback path. The copy is submitted at once; the future resolves when the GPU has mapped
+    /// it (natively this call waits for the device; in the browser the map completes when
+    /// control returns to the event loop).
+    fn read_f32(
         &self,
         buffer: &wgpu::Buffer,
         offset: usize,
         len: usize,
-    ) -> impl std::future::Future<Output = Vec<f32>> + 'static {
+    ) -> impl std::future::Future<Output = Result<Vec<f32>>> + 'static {
         let size = 4 * len.max(1) as u64;
         let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -598,37 +613,59 @@ impl GpuBackend {
             let _ = tx.send(r);
         });
         #[cfg(not(target_arch = "wasm32"))]
-        self.ctx
+        let waited = self
+            .ctx
             .device
             .poll(wgpu::PollType::wait_indefinitely())
-            .expect("GPU device lost while waiting");
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")));
+        #[cfg(target_arch = "wasm32")]
+        let waited = Ok(());
         async move {
-            // A failed map means the device was lost: nothing sensible can continue.
-            rx.await
-                .expect("map callback ran")
-                .expect("GPU buffer mapping failed");
+            waited?;
+            let lost = |e: &dyn std::fmt::Display| {
+                Error::Gpu(format!(
+                    "reading back from the GPU failed (device lost?): {e}"
+                ))
+            };
+            rx.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))?;
             let data = bytemuck::pod_collect_to_vec::<u8, f32>(
-                &staging.get_mapped_range(..).expect("mapped"),
+                &staging.get_mapped_range(..).map_err(|e| lost(&e))?,
             );
             staging.unmap();
-            data.into_iter().take(len).collect()
+            Ok(data.into_iter().take(len).collect())
         }
     }
 
-    /// [`GpuBackend::read_f32_async`], waited for. Natively only: a browser cannot block.
-    fn read_f32(&self, buffer: &wgpu::Buffer, offset: usize, len: usize) -> Vec<f32> {
-        #[cfg(not(target_arch = "wasm32"))]
-        return pollster::block_on(self.read_f32_async(buffer, offset, len));
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = (buffer, offset, len);
-            panic!("a browser cannot wait for the GPU: use the backend's *_async methods")
-        }
+    /// Zeroes the running stats of `split`.
+    fn reset_stats(&self, split: Split) {
+        self.ctx
+            .queue
+            .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
+    }
+
+    /// Encodes a forward pass over rows `indices` of `split` (see [`Inspect::forward`]).
+    fn forward_rows(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+        super::check_batch(split, indices, self.len(split))?;
+        self.ensure_capacity(indices.len())?;
+        let d = self.data[split as usize]
+            .as_ref()
+            .expect("checked by check_batch");
+        self.ctx
+            .queue
+            .write_buffer(&d.order, 0, bytemuck::cast_slice(indices));
+        let slot = StepSlot::new(split, 0, indices.len());
+        self.write_slots(&[slot]);
+        self.submit("forward", |pass| {
+            self.encode_forward(pass, split, 0, indices.len())
+        });
+        self.last = Some(slot);
+        Ok(())
     }
 }
 
 impl Layouts {
-    fn new(device: &wgpu::Device) -> Self {
+    fn new(device: &wgpu::Device, optimizer: OptimizerKind) -> Self {
         let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some(label),
@@ -671,16 +708,12 @@ impl Layouts {
                 "bias_grad",
                 &[uniform(0, false), storage(1, true), storage(2, false)],
             ),
-            optimizer: bgl(
-                "optimizer",
-                &[
-                    uniform(0, false),
-                    storage(1, false),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, false),
-                ],
-            ),
+            optimizer: {
+                let mut entries = vec![uniform(0, false), storage(1, false), storage(2, true)];
+                let states = optimizer.state_names().len() as u32;
+                entries.extend((3..3 + states).map(|b| storage(b, false)));
+                bgl("optimizer", &entries)
+            },
         }
     }
 }
@@ -731,7 +764,7 @@ impl GemmBench {
                 largest >> 20
             )));
         }
-        let layouts = Layouts::new(device);
+        let layouts = Layouts::new(device, OptimizerKind::Sgd);
         let pipeline = make_pipeline(device, "gemm.wgsl", "gemm", &layouts.gemm, &layouts.step);
         let filled = |label: &str, len: usize| {
             let data: Vec<f32> = (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
@@ -956,12 +989,9 @@ impl BatchResources {
         for l in 0..layers {
             let (inp, out) = (arch.sizes[l] as u32, arch.sizes[l + 1] as u32);
             let (w, b) = (layout.weight(l).offset as u32, layout.bias(l).offset as u32);
-            // Z = A @ W^T (+ b, ReLU but on the logits)
-            let epilogue = if l + 1 < layers {
-                EPI_BIAS_RELU
-            } else {
-                EPI_BIAS
-            };
+            // Z = A @ W^T (+ b, the activation but on the logits)
+            let (activate, derivative) = activation_epilogues(arch.activation);
+            let epilogue = if l + 1 < layers { activate } else { EPI_BIAS };
             let p = GemmParams {
                 m: cap as u32,
                 n: out,
@@ -1017,7 +1047,7 @@ impl BatchResources {
                 &[&uniform, &dz[l], grads],
             ));
             if l > 0 {
-                // dZ_prev = (dZ @ W) * (A > 0)
+                // dZ_prev = (dZ @ W) * f'(A), the derivative read off the activation's output
                 let p = GemmParams {
                     m: cap as u32,
                     n: inp,
@@ -1028,7 +1058,7 @@ impl BatchResources {
                     b_off: w,
                     b_rs: inp,
                     b_cs: 1,
-                    epilogue: EPI_RELU_MASK,
+                    epilogue: derivative,
                     ..Default::default()
                 };
                 input_grad.push(gemm(
@@ -1073,6 +1103,10 @@ impl Backend for GpuBackend {
 
     fn layout(&self) -> &ParamLayout {
         &self.layout
+    }
+
+    fn optimizer(&self) -> &OptimizerConfig {
+        &self.optimizer
     }
 
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
@@ -1147,113 +1181,59 @@ impl Backend for GpuBackend {
         self.data[split as usize].as_ref().map_or(0, |d| d.len)
     }
 
-    fn set_params(&mut self, params: &[f32]) {
+    fn set_params(&mut self, params: &[f32]) -> Result<()> {
+        super::check_len("the parameters", params, &self.layout)?;
         self.ctx
             .queue
             .write_buffer(&self.params, 0, bytemuck::cast_slice(params));
-    }
-
-    fn params(&mut self) -> Vec<f32> {
-        self.read_f32(&self.params, 0, self.layout.len)
-    }
-
-    fn set_optimizer_state(&mut self, m: &[f32], v: &[f32]) {
-        self.ctx
-            .queue
-            .write_buffer(&self.m, 0, bytemuck::cast_slice(m));
-        self.ctx
-            .queue
-            .write_buffer(&self.v, 0, bytemuck::cast_slice(v));
-    }
-
-    fn optimizer_state(&mut self) -> (Vec<f32>, Vec<f32>) {
-        (
-            self.read_f32(&self.m, 0, self.layout.len),
-            self.read_f32(&self.v, 0, self.layout.len),
-        )
-    }
-
-    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
-        super::check_batch(split, indices, self.len(split))?;
-        self.ensure_capacity(indices.len())?;
-        let d = self.data[split as usize]
-            .as_ref()
-            .expect("checked by check_batch");
-        self.ctx
-            .queue
-            .write_buffer(&d.order, 0, bytemuck::cast_slice(indices));
-        let slot = StepSlot::new(split, 0, indices.len());
-        self.write_slots(&[slot]);
-        self.submit("forward", |pass| {
-            self.encode_forward(pass, split, 0, indices.len())
-        });
-        self.last = Some(slot);
         Ok(())
     }
 
-    fn backward(&mut self) {
-        let slot = self.last.expect("backward needs a forward first");
-        self.submit("backward", |pass| {
-            self.encode_backward(pass, 0, slot.batch as usize)
-        });
+    fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        Box::pin(self.read_f32(&self.params, 0, self.layout.len))
     }
 
-    fn step(&mut self, opt: &OptimizerConfig, hyper: StepHyper) {
-        let slot = self
-            .last
-            .unwrap_or_else(|| StepSlot::new(Split::Train, 0, 1))
-            .with_hyper(opt, hyper);
-        self.write_slots(&[slot]);
-        self.write_optimizer(opt);
-        self.submit("step", |pass| self.encode_step(pass, 0, opt.kind));
+    fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
+        super::check_state(state, &self.optimizer, &self.layout)?;
+        for (buffer, values) in self.state.iter().zip(state) {
+            self.ctx
+                .queue
+                .write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        }
+        Ok(())
     }
 
-    fn logits(&mut self) -> Vec<f32> {
-        let batch = self.last.map_or(0, |s| s.batch as usize);
-        self.read_f32(&self.batch.acts[self.arch.layers()], 0, batch * CLASSES)
+    fn state(&mut self) -> LocalFuture<'_, Result<Vec<Vec<f32>>>> {
+        let reads: Vec<_> = self
+            .state
+            .iter()
+            .map(|b| self.read_f32(b, 0, self.layout.len))
+            .collect();
+        Box::pin(async move {
+            let mut state = Vec::with_capacity(reads.len());
+            for read in reads {
+                state.push(read.await?);
+            }
+            Ok(state)
+        })
     }
 
-    fn grads(&mut self) -> Vec<f32> {
-        self.read_f32(&self.grads, 0, self.layout.len)
-    }
-
-    fn take_stats_async(&mut self, split: Split) -> super::LocalFuture<'_, Stats> {
-        let read = self.read_f32_async(&self.stats, 4 * split as usize, 3);
-        self.ctx
-            .queue
-            .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
-        Box::pin(async move { stats_from(&read.await) })
-    }
-
-    fn params_async(&mut self) -> super::LocalFuture<'_, Vec<f32>> {
-        Box::pin(self.read_f32_async(&self.params, 0, self.layout.len))
-    }
-
-    fn take_stats(&mut self, split: Split) -> Stats {
-        let s = self.read_f32(&self.stats, 4 * split as usize, 3);
-        self.ctx
-            .queue
-            .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
-        stats_from(&s)
-    }
-
-    fn train_epoch(
+    fn train(
         &mut self,
         order: &[u32],
         batch: usize,
-        opt: &OptimizerConfig,
-        hypers: &[StepHyper],
-        progress: &mut dyn FnMut(usize, usize),
+        steps: &[StepHyper],
+        progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
         super::check_batch(Split::Train, order, self.len(Split::Train))?;
         self.ensure_capacity(batch.min(order.len()))?;
-        self.ensure_steps(hypers.len());
+        self.ensure_steps(steps.len());
         let slots: Vec<StepSlot> = order
             .chunks(batch)
-            .zip(hypers)
+            .zip(steps)
             .enumerate()
             .map(|(i, (rows, h))| {
-                StepSlot::new(Split::Train, i * batch, rows.len()).with_hyper(opt, *h)
+                StepSlot::new(Split::Train, i * batch, rows.len()).with_hyper(&self.optimizer, *h)
             })
             .collect();
         let d = self.data[0].as_ref().expect("checked by check_batch");
@@ -1261,21 +1241,22 @@ impl Backend for GpuBackend {
             .queue
             .write_buffer(&d.order, 0, bytemuck::cast_slice(order));
         self.write_slots(&slots);
-        self.write_optimizer(opt);
         let mut in_flight: Option<wgpu::SubmissionIndex> = None;
         for (chunk, first) in slots
             .chunks(STEPS_PER_SUBMIT)
             .zip((0..).step_by(STEPS_PER_SUBMIT))
         {
-            let index = self.submit("epoch steps", |pass| {
+            let index = self.submit("training steps", |pass| {
                 for (i, s) in chunk.iter().enumerate() {
                     self.encode_forward(pass, Split::Train, first + i, s.batch as usize);
                     self.encode_backward(pass, first + i, s.batch as usize);
-                    self.encode_step(pass, first + i, opt.kind);
+                    self.encode_update(pass, first + i);
                 }
             });
-            // Keep at most two chunks queued: progress stays honest and memory bounded.
+            // Keep at most two chunks queued: progress stays honest and memory bounded. (In a
+            // browser nothing can wait: the page's slices of ~30 ms bound the queue instead.)
             if let Some(previous) = in_flight.replace(index) {
+                #[cfg(not(target_arch = "wasm32"))]
                 self.ctx
                     .device
                     .poll(wgpu::PollType::Wait {
@@ -1283,10 +1264,64 @@ impl Backend for GpuBackend {
                         timeout: None,
                     })
                     .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+                #[cfg(target_arch = "wasm32")]
+                let _ = previous;
             }
-            progress((first + chunk.len()).min(slots.len()), slots.len());
+            progress((first + chunk.len()).min(slots.len()));
         }
         self.last = slots.last().copied();
         Ok(())
+    }
+
+    fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        let read = self.read_f32(&self.stats, 4 * split as usize, 3);
+        self.reset_stats(split);
+        Box::pin(async move { Ok(stats_from(&read.await?)) })
+    }
+
+    fn evaluate(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        Box::pin(async move {
+            self.reset_stats(split);
+            let indices: Vec<u32> = (0..self.len(split) as u32).collect();
+            for chunk in indices.chunks(super::EVAL_BATCH) {
+                self.forward_rows(split, chunk)?;
+            }
+            self.take_stats(split).await
+        })
+    }
+}
+
+impl Inspect for GpuBackend {
+    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+        self.forward_rows(split, indices)
+    }
+
+    fn backward(&mut self) -> Result<()> {
+        let slot = self
+            .last
+            .ok_or_else(|| Error::Config("backward needs a forward first".into()))?;
+        self.submit("backward", |pass| {
+            self.encode_backward(pass, 0, slot.batch as usize)
+        });
+        Ok(())
+    }
+
+    fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        let slot = self
+            .last
+            .unwrap_or_else(|| StepSlot::new(Split::Train, 0, 1))
+            .with_hyper(&self.optimizer, hyper);
+        self.write_slots(&[slot]);
+        self.submit("update", |pass| self.encode_update(pass, 0));
+        Ok(())
+    }
+
+    fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        let batch = self.last.map_or(0, |s| s.batch as usize);
+        Box::pin(self.read_f32(&self.batch.acts[self.arch.layers()], 0, batch * CLASSES))
+    }
+
+    fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
+        Box::pin(self.read_f32(&self.grads, 0, self.layout.len))
     }
 }

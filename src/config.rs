@@ -1,0 +1,68 @@
+//! The settings of a training run, checked once here for every front end.
+
+use crate::error::{Error, Result, Setting};
+use crate::model::Architecture;
+use crate::optim::{OptimizerConfig, OptimizerKind, Schedule};
+use serde::{Deserialize, Serialize};
+
+/// Largest batch accepted (bigger ones would only hide a typo).
+pub const MAX_BATCH: usize = 65_536;
+/// Most epochs accepted in one run.
+pub const MAX_EPOCHS: usize = 100_000;
+
+/// Everything that decides a training run's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Hidden layer widths.
+    pub hidden: Vec<usize>,
+    /// Total epochs of the run (the schedule spans them all).
+    pub epochs: usize,
+    pub batch: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The defaults of `gpumlp train`: they reach the accuracy README.md states on the sample.
+    fn default() -> Self {
+        TrainConfig {
+            hidden: vec![512, 256],
+            epochs: 20,
+            batch: 128,
+            optimizer: OptimizerConfig::new(OptimizerKind::Adam),
+            schedule: Schedule::Cosine,
+            seed: 1,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn architecture(&self) -> Result<Architecture> {
+        Architecture::mlp(&self.hidden)
+    }
+
+    /// Rejects settings that cannot train, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        self.architecture()?;
+        if self.batch == 0 || self.batch > MAX_BATCH {
+            return Err(Error::setting(
+                Setting::Batch,
+                format!(
+                    "{} is out of range: it must be between 1 and {MAX_BATCH}",
+                    self.batch
+                ),
+            ));
+        }
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return Err(Error::setting(
+                Setting::Epochs,
+                format!(
+                    "{} is out of range: it must be between 1 and {MAX_EPOCHS}",
+                    self.epochs
+                ),
+            ));
+        }
+        self.optimizer.validate()
+    }
+}
