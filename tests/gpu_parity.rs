@@ -4,7 +4,8 @@
 //! with the CPU as the reference.
 //!
 //! Runs on any adapter, a software one included (CI installs lavapipe). With no adapter at all
-//! the tests fail under CI (CI=true) and print SKIPPED elsewhere.
+//! the tests are reported as ignored, with the reason, in the test summary, and fail under CI
+//! (CI=true). A harness of its own (libtest-mimic) makes that decision at run time.
 
 mod common;
 
@@ -15,25 +16,114 @@ use gpumlp::{
     Architecture, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
 };
 use pollster::block_on;
+use std::process::ExitCode;
 
-/// A context on the first adapter, preferring real GPUs; None (after saying so) where none exists.
-fn context() -> Option<GpuContext> {
-    let mut adapters = block_on(gpu::adapters());
-    adapters.sort_by_key(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
-    match adapters.first() {
-        Some(adapter) => {
-            eprintln!("GPU tests on {:?}", adapter.get_info().name);
-            Some(block_on(GpuContext::new(adapter)).unwrap())
-        }
-        None => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "no GPU adapter in CI: .ci/run must install mesa-vulkan-drivers (lavapipe)"
-            );
-            eprintln!("SKIPPED: no GPU adapter (Vulkan, Metal, DX12); apt-get install mesa-vulkan-drivers for lavapipe");
+type Body = fn(GpuContext);
+
+const TESTS: [(&str, Body); 6] = [
+    (
+        "forward_logits_stats_and_every_gradient_match_the_cpu",
+        forward_logits_stats_and_every_gradient_match_the_cpu,
+    ),
+    (
+        "one_sgd_and_one_adam_step_match_the_cpu",
+        one_sgd_and_one_adam_step_match_the_cpu,
+    ),
+    (
+        "a_short_training_run_ends_within_a_point_of_the_cpu",
+        a_short_training_run_ends_within_a_point_of_the_cpu,
+    ),
+    (
+        "dispatches_past_65535_workgroups_cover_every_parameter",
+        dispatches_past_65535_workgroups_cover_every_parameter,
+    ),
+    (
+        "data_beyond_the_storage_binding_limit_is_refused_clearly",
+        data_beyond_the_storage_binding_limit_is_refused_clearly,
+    ),
+    (
+        "state_and_readbacks_round_trip_and_wrong_lengths_are_refused",
+        state_and_readbacks_round_trip_and_wrong_lengths_are_refused,
+    ),
+];
+
+fn main() -> ExitCode {
+    common::quiet_mesa();
+    let args = libtest_mimic::Arguments::from_args();
+    let adapter = first_adapter();
+    let missing = match &adapter {
+        Some(a) => {
+            eprintln!("GPU tests on {:?}", a.get_info().name);
             None
         }
+        None => Some("no GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe"),
+    };
+    let mut trials: Vec<_> = TESTS
+        .iter()
+        .map(|&(name, body)| {
+            let adapter = adapter.clone();
+            common::gated(name, missing, move || {
+                let adapter = adapter.expect("no GPU adapter (Vulkan, Metal, DX12)");
+                body(block_on(GpuContext::new(&adapter)).unwrap())
+            })
+        })
+        .collect();
+    if std::env::var_os(WITHOUT_ADAPTERS).is_none() {
+        trials.push(libtest_mimic::Trial::test(
+            "without_an_adapter_the_summary_counts_the_tests_as_ignored",
+            || {
+                without_an_adapter_the_summary_counts_the_tests_as_ignored();
+                Ok(())
+            },
+        ));
     }
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// Set in the copy of this harness that runs with no adapter (so it does not run itself again).
+const WITHOUT_ADAPTERS: &str = "GPUMLP_TEST_WITHOUT_ADAPTERS";
+
+/// This harness again, offered no adapter (`WGPU_BACKEND=metal` on a machine without Metal, or
+/// `dx12` on one with it): every GPU test must be ignored with its reason, not passed; under
+/// CI=true every one must fail.
+fn without_an_adapter_the_summary_counts_the_tests_as_ignored() {
+    let none = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
+    let run = |ci: bool| {
+        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+        cmd.env("WGPU_BACKEND", none)
+            .env(WITHOUT_ADAPTERS, "1")
+            .env_remove("CI");
+        if ci {
+            cmd.env("CI", "true");
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, stdout) = run(false);
+    let n = TESTS.len();
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains(&format!("0 passed; 0 failed; {n} ignored")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ignored: no GPU adapter"), "{stdout}");
+    let (ok, stdout) = run(true);
+    assert!(!ok, "under CI a missing adapter must fail: {stdout}");
+    assert!(stdout.contains(&format!("{n} failed")), "{stdout}");
+}
+
+/// The first adapter, preferring real GPUs to software ones.
+fn first_adapter() -> Option<wgpu::Adapter> {
+    let mut adapters = block_on(gpu::adapters());
+    adapters.sort_by_key(|a| a.get_info().device_type == wgpu::DeviceType::Cpu);
+    adapters.into_iter().next()
 }
 
 /// Layer widths that are not multiples of the 64-wide GEMM tile, so every edge is exercised.
@@ -64,9 +154,7 @@ fn batch() -> Vec<u32> {
     (0..37).map(|i| (i * 53 + 7) % 300).collect()
 }
 
-#[test]
-fn forward_logits_stats_and_every_gradient_match_the_cpu() {
-    let Some(ctx) = context() else { return };
+fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
     let (mut cpu, mut gpu) = pair(ctx, &adam());
     for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
         b.forward(Split::Train, &batch()).unwrap();
@@ -107,9 +195,7 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu() {
     assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
 }
 
-#[test]
-fn one_sgd_and_one_adam_step_match_the_cpu() {
-    let Some(ctx) = context() else { return };
+fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {
     for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
         let mut opt = OptimizerConfig::new(kind);
         opt.weight_decay = 0.01;
@@ -150,9 +236,7 @@ fn one_sgd_and_one_adam_step_match_the_cpu() {
     }
 }
 
-#[test]
-fn a_short_training_run_ends_within_a_point_of_the_cpu() {
-    let Some(ctx) = context() else { return };
+fn a_short_training_run_ends_within_a_point_of_the_cpu(ctx: GpuContext) {
     let data = gpumlp::dataset::mnist_sample();
     // 8,000 / 96 leaves a short last batch every epoch.
     let config = TrainConfig {
@@ -206,9 +290,7 @@ fn a_short_training_run_ends_within_a_point_of_the_cpu() {
     );
 }
 
-#[test]
-fn dispatches_past_65535_workgroups_cover_every_parameter() {
-    let Some(ctx) = context() else { return };
+fn dispatches_past_65535_workgroups_cover_every_parameter(ctx: GpuContext) {
     // 784*8192 + 8192*2100 + 2100*10 parameters: more than 65,535 x 256, so the optimizer's
     // one-dimensional dispatch needs a second grid row.
     let arch = Architecture::mlp(&[8192, 2100]).unwrap();
@@ -228,9 +310,7 @@ fn dispatches_past_65535_workgroups_cover_every_parameter() {
     assert!(p.iter().all(|&x| x == want), "some parameters were skipped");
 }
 
-#[test]
-fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
-    let Some(mut ctx) = context() else { return };
+fn data_beyond_the_storage_binding_limit_is_refused_clearly(mut ctx: GpuContext) {
     // Pretend the device binds at most 1 MiB: 2,000 images (1.5 MiB) cannot be resident.
     ctx.limits.max_storage_buffer_binding_size = 1 << 20;
     let mut gpu = GpuBackend::new(ctx, &arch(), &adam()).unwrap();
@@ -253,9 +333,7 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly() {
     );
 }
 
-#[test]
-fn state_and_readbacks_round_trip_and_wrong_lengths_are_refused() {
-    let Some(ctx) = context() else { return };
+fn state_and_readbacks_round_trip_and_wrong_lengths_are_refused(ctx: GpuContext) {
     let (mut cpu, mut gpu) = pair(ctx, &adam());
     let n = cpu.layout().len;
     let state = vec![vec![0.25; n], vec![0.5; n]];

@@ -110,9 +110,9 @@ fn mirrors(var: &str, defaults: &[&str]) -> Vec<String> {
     }
 }
 
-/// Loads the data `source` names. `notice` receives the one-line explanation when the default
-/// falls back to the sample.
-pub fn load(source: &DataSource, notice: &mut dyn FnMut(&str)) -> Result<Splits> {
+/// Loads the data `source` names. When the default falls back to the sample, `notice` receives a
+/// one-line note and the details behind it (which `-v` prints).
+pub fn load(source: &DataSource, notice: &mut dyn FnMut(&str, &str)) -> Result<Splits> {
     match source {
         DataSource::Sample => Ok(dataset::mnist_sample()),
         DataSource::Dir(dir) => load_dir(dir, &dir.display().to_string()),
@@ -120,7 +120,13 @@ pub fn load(source: &DataSource, notice: &mut dyn FnMut(&str)) -> Result<Splits>
             "mnist",
             &MNIST_MD5,
             &mirrors("GPUMLP_MNIST_MIRRORS", &MNIST_MIRRORS),
-        ),
+        )
+        .map_err(|e| {
+            anyhow!(
+                "--data mnist: {e:#}; offline, put the four IDX .gz files in {}, or use --data mnist-sample",
+                cache_dir().join("mnist").display()
+            )
+        }),
         DataSource::FashionMnist => {
             let local = std::env::var_os("GPUMLP_FASHION_DIR")
                 .map(PathBuf::from)
@@ -143,10 +149,13 @@ pub fn load(source: &DataSource, notice: &mut dyn FnMut(&str)) -> Result<Splits>
             ) {
                 Ok(splits) => Ok(splits),
                 Err(e) => {
-                    notice(&format!(
-                        "using the built-in sample (8,000 train / 2,000 test real MNIST digits): full MNIST is not in {} and could not be downloaded ({e:#})",
-                        cache_dir().join("mnist").display()
-                    ));
+                    notice(
+                        "MNIST is not cached and could not be downloaded: using the built-in sample (8,000 train / 2,000 test digits)",
+                        &format!(
+                            "full MNIST is not in {} ({e:#}); put its four IDX .gz files there to use it offline",
+                            cache_dir().join("mnist").display()
+                        ),
+                    );
                     Ok(dataset::mnist_sample())
                 }
             }

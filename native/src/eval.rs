@@ -21,10 +21,19 @@ fn load_model(path: &Path) -> Result<Checkpoint> {
     )?)
 }
 
-pub fn eval(args: EvalArgs) -> Result<()> {
+pub fn eval(args: EvalArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     let ckpt = load_model(&args.model)?;
     let source = data::choose(&args.data, Some(&ckpt))?;
-    let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
+    let data = data::load(&source, notice)?;
+    if let Some(trained_on) = ckpt.training.as_ref().map(|t| &t.data) {
+        if *trained_on != data.name {
+            eprintln!(
+                "note: {} was trained on {trained_on}; evaluating it on {}",
+                args.model.display(),
+                data.name
+            );
+        }
+    }
     if data.test.is_empty() {
         anyhow::bail!(
             "--data {}: the test set holds no images to evaluate on",

@@ -16,9 +16,16 @@ use cli::{Cli, Command};
 
 /// Runs one command line's worth of work.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let verbose = cli.verbose;
+    let mut notice = |note: &str, details: &str| {
+        eprintln!("note: {note}");
+        if verbose {
+            eprintln!("      {details}");
+        }
+    };
     match cli.command {
-        Command::Train(args) => train::run(args),
-        Command::Eval(args) => eval::eval(args),
+        Command::Train(args) => train::run(args, &mut notice),
+        Command::Eval(args) => eval::eval(args, &mut notice),
         Command::Predict(args) => eval::predict(args),
         Command::Devices(args) => devices::run(args.json),
         Command::Bench(args) => bench::run(args),

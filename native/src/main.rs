@@ -23,12 +23,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // clap's message spans several lines (usage, a hint); its first line names the flag.
-            let text = e.render().to_string();
-            eprintln!(
-                "{}",
-                text.lines().next().unwrap_or("error: invalid command line")
-            );
+            eprintln!("{}", one_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -42,18 +37,31 @@ fn main() -> ExitCode {
     }
 }
 
-/// On a Linux machine with no desktop session, Mesa's Vulkan drivers print
-/// "error: XDG_RUNTIME_DIR is invalid or not set" on every adapter enumeration, which would break
-/// the one-line-error contract. Point it at a private folder when it is unset.
+/// clap's message as one line: what is wrong, the argument it names and any tip, without the
+/// usage and help pointer that follow (`--help` shows those).
+fn one_line(message: &str) -> String {
+    let mut parts = Vec::new();
+    for line in message.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if let Some(tip) = line.strip_prefix("tip:") {
+            parts.push(format!("(tip:{tip})"));
+        } else if !line.is_empty() {
+            parts.push(line.to_string());
+        }
+    }
+    let mut text = parts.join(" ");
+    if text.is_empty() {
+        text = "error: invalid command line".into();
+    }
+    text
+}
+
+/// Mesa's Vulkan drivers print a line on adapter enumeration when XDG_RUNTIME_DIR is unset,
+/// which would break the one-line-error contract: point it at a private folder.
 fn quiet_wayland() {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let uid = std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("gpumlp-runtime-{uid}"));
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    if let Some(dir) = gpumlp::backend::gpu::runtime_dir_for_mesa() {
         // SAFETY: called first thing in main, before any other thread exists.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
     }

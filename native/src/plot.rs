@@ -48,14 +48,27 @@ fn draw(rgb: &mut [u8], title: &str, points: &[Point]) -> Result<(), Box<dyn std
         .fold(0.0, f64::max)
         .max(1e-3)
         * 1.05;
+    // Epochs are whole numbers: as many ticks as fit, labelled without decimals, and a right
+    // margin wide enough for the last label.
+    let ticks = ((last - first) as usize + 1).min(10);
+    let whole = |x: &f64| {
+        if x.fract() == 0.0 {
+            format!("{x:.0}")
+        } else {
+            String::new()
+        }
+    };
     let mut chart = ChartBuilder::on(&left)
         .caption("loss", ("sans-serif", 16))
         .margin(12)
+        .margin_right(24)
         .x_label_area_size(32)
         .y_label_area_size(52)
         .build_cartesian_2d(first..last, 0.0..max_loss)?;
     chart
         .configure_mesh()
+        .x_labels(ticks)
+        .x_label_formatter(&whole)
         .x_desc("epoch")
         .y_desc("cross-entropy")
         .draw()?;
@@ -69,11 +82,14 @@ fn draw(rgb: &mut [u8], title: &str, points: &[Point]) -> Result<(), Box<dyn std
     let mut chart = ChartBuilder::on(&right)
         .caption("accuracy", ("sans-serif", 16))
         .margin(12)
+        .margin_right(24)
         .x_label_area_size(32)
         .y_label_area_size(52)
         .build_cartesian_2d(first..last, low..1.0)?;
     chart
         .configure_mesh()
+        .x_labels(ticks)
+        .x_label_formatter(&whole)
         .x_desc("epoch")
         .y_desc("fraction correct")
         .draw()?;

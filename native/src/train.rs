@@ -13,7 +13,7 @@ use pollster::block_on;
 use serde_json::json;
 use std::time::Instant;
 
-pub fn run(args: TrainArgs) -> Result<()> {
+pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     for (flag, path) in [
         ("--save", &args.save),
         ("--metrics", &args.metrics),
@@ -45,7 +45,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }
     }
     let source = data::choose(&args.data, resume.as_ref())?;
-    let data = data::load(&source, &mut |note| eprintln!("note: {note}"))?;
+    let data = data::load(&source, notice)?;
+    if let (Some(ckpt), Some(state)) = (&resume, resume.as_ref().and_then(|c| c.training.as_ref()))
+    {
+        resume_notes(&args, ckpt, state, &config);
+    }
     let mut trainer = match &resume {
         Some(ckpt) => Trainer::resume(ckpt, config.epochs, backend, &data)?,
         None => Trainer::new(config, backend, &data)?,
@@ -128,9 +132,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let (epoch, test) = last.expect("at least one epoch ran");
     let rate = samples as f64 / train_seconds;
     println!(
-        "test accuracy {:.2}% after {} epochs on {} ({} train / {} test), {:.1} s of training at {:.0} samples/s on {}",
+        "test accuracy {:.2}% after {} on {} ({} train / {} test), {:.1} s of training at {:.0} samples/s on {}",
         100.0 * test.accuracy(),
-        trainer.epoch,
+        epochs(trainer.epoch),
         data.name,
         data.train.len(),
         data.test.len(),
@@ -224,6 +228,45 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
     let mut c = saved.clone();
     c.epochs = args.epochs.unwrap_or(c.epochs);
     Ok(c)
+}
+
+/// "1 epoch", "20 epochs".
+fn epochs(n: usize) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
+/// What a resumed run would otherwise do silently: train without saving the result, or stretch
+/// its schedule over more epochs, which moves the learning rate back up.
+fn resume_notes(
+    args: &TrainArgs,
+    ckpt: &Checkpoint,
+    state: &gpumlp::checkpoint::TrainingState,
+    config: &TrainConfig,
+) {
+    if args.save.is_none() {
+        eprintln!(
+            "note: --resume without --save: the continued run will not be saved (add --save {} to keep it)",
+            ckpt.name
+        );
+    }
+    let before = &state.config;
+    if config.schedule != gpumlp::Schedule::Constant && config.epochs != before.epochs {
+        let per_epoch = (state.step as usize).div_ceil(state.epoch.max(1)) as u64;
+        let lr = |epochs: usize| {
+            config
+                .schedule
+                .lr(config.optimizer.lr, state.step, per_epoch * epochs as u64)
+        };
+        eprintln!(
+            "note: the {} schedule spans the whole run: going from {} to {} moves epoch {}'s learning rate from {:.2e} to {:.2e}",
+            config.schedule,
+            epochs(before.epochs),
+            epochs(config.epochs),
+            state.epoch + 1,
+            lr(before.epochs),
+            lr(config.epochs)
+        );
+    }
 }
 
 /// An f32 as the JSON number that prints like it (0.001, not 0.0010000000474974513).

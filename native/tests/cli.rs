@@ -185,6 +185,61 @@ fn resuming_after_an_epoch_gives_the_uninterrupted_result() {
         std::fs::read(path("whole.st")).unwrap() == std::fs::read(path("resumed.st")).unwrap(),
         "resumed checkpoint differs"
     );
+    // A constant schedule and a --save: nothing to warn about.
+    assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
+}
+
+#[test]
+fn resuming_warns_of_a_result_not_saved_and_of_a_stretched_schedule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.st");
+    assert_ok(&gpumlp(
+        &[
+            "train",
+            "--data",
+            "mnist-sample",
+            "--hidden",
+            "8",
+            "--epochs",
+            "1",
+            "--save",
+            s(&model),
+        ],
+        tmp.path(),
+    ));
+    let before = std::fs::read(&model).unwrap();
+    // Cosine over 1 epoch ended at a rate of 0; stretched to 3 epochs it starts epoch 2 high.
+    let out = gpumlp(
+        &["train", "--resume", s(&model), "--epochs", "3"],
+        tmp.path(),
+    );
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(
+        err.contains("--resume without --save") && err.contains(&format!("--save {}", s(&model))),
+        "{err}"
+    );
+    assert!(
+        err.contains("cosine schedule") && err.contains("from 1 epoch to 3 epochs"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("after 3 epochs"), "{}", stdout(&out));
+    assert!(
+        std::fs::read(&model).unwrap() == before,
+        "the resumed file was changed"
+    );
+    // And eval on other data than the model saw says so.
+    let fashion = sample_dir(&tmp.path().join("other"), 50, 40, false);
+    let out = gpumlp(
+        &["eval", "--model", s(&model), "--data", s(&fashion)],
+        tmp.path(),
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("was trained on mnist-sample; evaluating it on"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -538,6 +593,21 @@ fn bad_flags_are_refused_with_the_flag_named() {
             tmp.path(),
         );
         assert_refused(&out, &[flag]);
+    }
+    // The argument parser's own messages keep what they name, in their one line.
+    for (args, named) in [
+        (&["eval"][..], &["--model"][..]),
+        (&["predict", "--model", "m.st"][..], &["<IMAGE>"][..]),
+        (
+            &["train", "--epoch", "2"][..],
+            &["'--epoch'", "tip", "'--epochs'"][..],
+        ),
+        (
+            &["train", "--optimizer", "adamw"][..],
+            &["--optimizer", "adam, sgd"][..],
+        ),
+    ] {
+        assert_refused(&gpumlp(args, tmp.path()), named);
     }
     // A GPU asked for where this build has none: refused, not silently the CPU.
     assert_refused(

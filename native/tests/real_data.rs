@@ -1,25 +1,40 @@
 //! The real Fashion-MNIST files from Debian's `dataset-fashion-mnist` package, which `.ci/run`
 //! installs: they must load through `--data fashion-mnist` with the published counts. Where the
-//! package is missing this test fails under CI (CI=true) and says loudly that it skipped elsewhere.
+//! package is missing the test is reported as ignored, with the reason, in the test summary, and
+//! fails under CI (CI=true).
 
 use gpumlp_native::data::{load, DataSource};
 use std::path::Path;
+use std::process::ExitCode;
 
-#[test]
+const FOLDER: &str = "/usr/share/datasets/fashion-mnist";
+
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing = (!Path::new(FOLDER).is_dir())
+        .then_some("no /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist");
+    let trial = libtest_mimic::Trial::test(
+        "debians_fashion_mnist_loads_with_the_published_counts",
+        || {
+            debians_fashion_mnist_loads_with_the_published_counts();
+            Ok(())
+        },
+    );
+    let trial = match missing {
+        Some(reason) if std::env::var_os("CI").is_none() => trial
+            .with_ignored_flag(true)
+            .with_kind(format!("ignored: {reason}")),
+        _ => trial,
+    };
+    libtest_mimic::run(&args, vec![trial]).exit_code()
+}
+
 fn debians_fashion_mnist_loads_with_the_published_counts() {
-    let dir = Path::new("/usr/share/datasets/fashion-mnist");
-    if !dir.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install dataset-fashion-mnist (see .ci/run)"
-        );
-        eprintln!(
-            "SKIPPED: {} is missing; `apt-get install dataset-fashion-mnist` to run this test",
-            dir.display()
-        );
-        return;
-    }
-    let data = load(&DataSource::FashionMnist, &mut |n| {
+    assert!(
+        Path::new(FOLDER).is_dir(),
+        "CI must install dataset-fashion-mnist (see .ci/run)"
+    );
+    let data = load(&DataSource::FashionMnist, &mut |n, _| {
         panic!("unexpected notice: {n}")
     })
     .unwrap();

@@ -1,15 +1,36 @@
 //! Runs the browser tests (web/tests/demo.test.mjs) from `cargo test`, so the README's one test
 //! command covers the demo too: builds web/pkg with web/build.sh, then `node --test` drives
 //! Debian's Chromium through Playwright. Without Chromium, Node's playwright-core or a wasm32
-//! toolchain the test fails under CI (CI=true) and says SKIPPED elsewhere.
+//! toolchain the test is reported as ignored, with what is missing, in the test summary, and
+//! fails under CI (CI=true).
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
-#[test]
-fn the_demo_trains_draws_and_loads_native_models_in_chromium() {
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let missing = missing();
+    let trial = libtest_mimic::Trial::test(
+        "the_demo_trains_draws_and_loads_native_models_in_chromium",
+        || {
+            the_demo_trains_draws_and_loads_native_models_in_chromium();
+            Ok(())
+        },
+    );
+    let trial = if !missing.is_empty() && std::env::var_os("CI").is_none() {
+        trial
+            .with_ignored_flag(true)
+            .with_kind(format!("ignored: needs {}", missing.join(", ")))
+    } else {
+        trial
+    };
+    libtest_mimic::run(&args, vec![trial]).exit_code()
+}
+
+/// What the browser tests need and this machine lacks.
+fn missing() -> Vec<&'static str> {
     let web = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let missing: Vec<&str> = [
+    [
         (
             "/usr/bin/chromium (apt-get install chromium)",
             Path::new("/usr/bin/chromium").exists(),
@@ -26,24 +47,34 @@ fn the_demo_trains_draws_and_loads_native_models_in_chromium() {
     .into_iter()
     .filter(|(_, present)| !present)
     .map(|(what, _)| what)
-    .collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI lacks {missing:?}: .ci/run must install them"
-        );
-        eprintln!("SKIPPED: the browser tests need {missing:?}");
-        return;
-    }
+    .collect()
+}
+
+fn the_demo_trains_draws_and_loads_native_models_in_chromium() {
+    let web = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing = missing();
+    assert!(
+        missing.is_empty(),
+        "CI lacks {missing:?}: .ci/run must install them"
+    );
     let build = Command::new(web.join("build.sh"))
         .status()
         .expect("web/build.sh runs");
     assert!(build.success(), "web/build.sh failed");
-    let node = Command::new("node")
-        .args(["--test", "--test-concurrency=1", "tests/"])
-        .current_dir(web)
-        .status()
-        .expect("node runs");
+    // The program of this same build (target/<profile>/gpumlp beside target/<profile>/deps/):
+    // one test compares its predictions with the page's.
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("gpumlp"));
+    let mut node = Command::new("node");
+    node.args(["--test", "--test-concurrency=1", "tests/"])
+        .current_dir(web);
+    if let Some(bin) = bin.filter(|b| b.exists()) {
+        node.env("GPUMLP_BIN", bin);
+    }
+    let node = node.status().expect("node runs");
     assert!(
         node.success(),
         "the browser tests failed (their output is above)"

@@ -26,8 +26,6 @@ test('one epoch on WebGPU reaches 85% test accuracy', async () => {
   const accuracy = Number(await text(page, 'test-accuracy'));
   assert.ok(accuracy >= 0.85, `test accuracy ${accuracy} on ${backend}`);
   assert.equal(await text(page, 'epoch'), '1/1');
-  // The screenshot README.md shows.
-  await page.screenshot({ path: join(ROOT, 'web', 'screenshot.png'), fullPage: true });
   await page.close();
 });
 
@@ -51,7 +49,8 @@ test('one epoch on the CPU fallback reaches 85%, and a drawn digit gets a predic
 });
 
 test('a model saved by the native program predicts in the page as `gpumlp predict` does', async () => {
-  const bin = join(ROOT, 'target', 'debug', 'gpumlp');
+  // The program built with the tests (web/tests/browser.rs says where), else a debug build.
+  const bin = process.env.GPUMLP_BIN ?? join(ROOT, 'target', 'debug', 'gpumlp');
   assert.ok(existsSync(bin), `${bin} is missing: cargo build first`);
   const dir = mkdtempSync(join(tmpdir(), 'gpumlp-web-'));
   const model = join(dir, 'model.safetensors');

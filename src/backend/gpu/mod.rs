@@ -55,6 +55,24 @@ const WG: u32 = 256;
 /// Output tile of a GEMM workgroup (gemm.wgsl's TILE).
 const GEMM_TILE: u32 = 64;
 
+/// On a Linux machine with no desktop session, Mesa's Vulkan drivers print "error:
+/// XDG_RUNTIME_DIR is invalid or not set" on every adapter enumeration. Where that variable is
+/// unset, this makes a private (0700) folder for it and returns it, for the caller to set
+/// before it starts any thread (the program and the GPU tests do, first thing in `main`).
+pub fn runtime_dir_for_mesa() -> Option<std::path::PathBuf> {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("gpumlp-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        return Some(dir);
+    }
+    None
+}
+
 /// A device and its queue, with what the adapter says about itself. Created apart from the
 /// backend so that tests and the program can choose the adapter. Cloning shares the device.
 #[derive(Clone)]
