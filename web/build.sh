@@ -4,8 +4,8 @@
 #   web/build.sh            build
 #   web/build.sh --serve    build, then serve the demo on http://127.0.0.1:8080/web/
 # Uses an installed wasm32 target where the toolchain has one (rustup target add
-# wasm32-unknown-unknown); otherwise Debian's rustc-web with build-std (see
-# ../shared/notes/toolchain.md: apt-get install rustc-web cargo-web rust-web-src lld-22).
+# wasm32-unknown-unknown); otherwise Debian's rustc-web with build-std (apt-get install
+# rustc-web cargo-web rust-web-src lld-22): rustup there may have no wasm32 std to download.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,6 +1,6 @@
 //! Choosing what to train on, and `gpumlp devices`.
 //!
-//! Policy (design.md): `auto` takes a discrete GPU, else an integrated GPU, else the CPU
+//! Policy: `auto` takes a discrete GPU, else an integrated GPU, else the CPU
 //! backend. A software adapter (lavapipe, SwiftShader, WARP: device type "CPU") is far slower
 //! than the CPU backend, so it is used only when asked for with `--device software`. `--device N`
 //! takes adapter N as `gpumlp devices` numbers them. Only the primary APIs (Vulkan, Metal, DX12)
