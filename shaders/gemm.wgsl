@@ -1,31 +1,40 @@
-// gemm.wgsl: tiled matrix product with strided operands and a fused epilogue.
+// gemm.wgsl: one family of block-tiled matrix products with a fused epilogue.
 //
-//   C[i, j] = epilogue( sum_k A[i, k] * B[k, j] )        C is M x N row-major
-//   A[i, k] = a[a_off + i*a_rs + k*a_cs]                  any strides: A or A^T
-//   B[k, j] = b[b_off + k*b_rs + j*b_cs]                  any strides: B or B^T
-//   epilogue: 0 none, 1 + bias[j], 2 relu(. + bias[j]), 3 . * (mask[i, j] > 0)
-//   (bias = aux[aux_off + j]; mask = aux[aux_off + i*N + j], ReLU's derivative read off its output)
+//   C[i, j] = epilogue( sum_k A[i, k] * B[k, j] )        C is M x N, row-major at c_off
+//   A[i, k] = a[a_off + i*lda + k]    (A_T false)   or   a[a_off + k*lda + i]    (A_T true)
+//   B[k, j] = b[b_off + k*ldb + j]    (B_T false)   or   b[b_off + j*ldb + k]    (B_T true)
+//   epilogue 0: none          1: + bias[j]          2: relu(. + bias[j])
+//            3: . * (mask[i, j] > 0), ReLU's derivative read off its output
+//            4: none, and db[i] = sum_k A[i, k] as well (the bias gradient, written by the
+//               workgroups of the first column of tiles into c[db_off + i])
+//   (bias = aux[aux_off + j]; mask = aux[aux_off + i*N + j])
 //
-// The MLP's products, with W [out, in] and A [B, in]:
-//   forward   Z  = A @ W^T (+ b, ReLU)   M = B,   N = out, K = in
-//   backward  dW = dZ^T @ A              M = out, N = in,  K = B
-//             dA = dZ @ W (* (A > 0))    M = B,   N = in,  K = out
-// The batch size changes on an epoch's last step, so `batch_dim` says which of M or K is the
-// batch, taken from the step's slot.
+// The MLP's products, with W [out, in] and activations [B, in] row-major:
+//   forward   Z  = X @ W^T (+ b, ReLU)    M = B,   N = out, K = in    A_T false, B_T true
+//   backward  dW = dZ^T @ X  (db = dZ^T 1) M = out, N = in,  K = B     A_T true,  B_T false
+//             dX = dZ @ W (* ReLU')       M = B,   N = in,  K = out   A_T false, B_T false
+// The batch changes on an epoch's last step, so `batch_dim` says which of M or K is the batch,
+// taken from the step's slot.
 //
-// Each 16x16 workgroup computes a 64x64 tile of C; each invocation a 4x4 register block, from
-// 64x16 slices of A and B staged through workgroup memory and read back as vec4. Bounds are
-// checked only while staging and writing, so ragged edges cost nothing in the inner loop.
+// Variants (pipeline-overridable constants, one pipeline per variant and layout, chosen per
+// shape by timing on the device): each workgroup computes a BM x BN tile of C with
+// (BM/TM) x (BN/TN) invocations, each accumulating a TM x TN register tile (TM in {4, 8},
+// TN in {4, 8}). Slices of BK = 8 steps of k are staged through workgroup memory, the A slice
+// stored transposed (k-major) so the inner loop reads TM rows and TN columns as vec4s. Global
+// loads run along the operand's contiguous dimension, so neighbouring invocations read
+// neighbouring words. Edges are guarded only while staging and writing; indices into workgroup
+// and register arrays are bounded by the constants above (BM, BN <= 128, TM, TN <= 8), which
+// the host checks when it builds a variant, so none can leave its array.
 // Bindings (group 0): 0 params (uniform Gemm), 1 a f32[], 2 b f32[], 3 c f32[] (rw), 4 aux f32[].
 
 struct Gemm {
     m: u32, n: u32, k: u32,
     batch_dim: u32,      // 0 none, 1 M is the batch, 2 K is the batch
-    a_off: u32, a_rs: u32, a_cs: u32,
-    b_off: u32, b_rs: u32, b_cs: u32,
+    a_off: u32, lda: u32,
+    b_off: u32, ldb: u32,
     c_off: u32,
     aux_off: u32,
-    epilogue: u32,
+    db_off: u32,
 }
 
 @group(0) @binding(0) var<uniform> g: Gemm;
@@ -34,75 +43,113 @@ struct Gemm {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 
-const TILE: u32 = 64u;
-const KT: u32 = 16u;
+override BM: u32 = 64u;
+override BN: u32 = 64u;
+override TM: u32 = 4u;
+override TN: u32 = 4u;
+override A_T: bool = false;
+override B_T: bool = false;
+override EPILOGUE: u32 = 0u;
+// Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
+override WG: u32 = 256u;
 
-// Slices of A (64 rows) and B (64 columns) for KT steps of k, as vec4 along rows/columns:
-// a_tile[kk * 16 + q] holds rows 4q..4q+3 of column kk.
-var<workgroup> a_tile: array<vec4<f32>, 256>;
-var<workgroup> b_tile: array<vec4<f32>, 256>;
+const BK: u32 = 8u;
+// a_s[kk * (BM/4) + i/4][i%4] = A[row0 + i, k0 + kk]; b_s likewise for B's columns. Sized for
+// the largest tile, BK x 128.
+var<workgroup> a_s: array<vec4<f32>, 256>;
+var<workgroup> b_s: array<vec4<f32>, 256>;
 
-@compute @workgroup_size(16, 16)
-fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+@compute @workgroup_size(WG)
+fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     var m = g.m;
     var k = g.k;
     if (g.batch_dim == 1u) { m = step.batch; }
     if (g.batch_dim == 2u) { k = step.batch; }
     let n = g.n;
-    let row0 = wid.y * TILE;
-    let col0 = wid.x * TILE;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
     if (row0 >= m) {
-        return; // whole tile past a short batch: no barrier is reached by anyone here
+        return; // the whole tile is past a short batch: nobody here reaches a barrier
     }
-    let tid = lid.y * 16u + lid.x;
-    var acc: array<vec4<f32>, 4>;   // acc[r][cc]: row 4*lid.y + r, column 4*lid.x + cc
+    let cols = BN / TN;           // invocations along a row of the tile
+    let tx = t % cols;
+    let ty = t / cols;
+    let a4 = BM / 4u;
+    let b4 = BN / 4u;
 
-    for (var k0 = 0u; k0 < k; k0 += KT) {
-        // Stage 64 x KT of A and KT x 64 of B: 1024 values each, 4 per invocation. The index
-        // runs along whichever dimension is contiguous in memory, so loads coalesce.
-        for (var q = 0u; q < 4u; q++) {
-            let e = tid + 256u * q;
+    var acc: array<vec4<f32>, 16>;   // acc[r * 2 + q]: row ty*TM + r, columns tx*TN + 4q ..+3
+    var row_sum: array<vec4<f32>, 2>; // epilogue 4: sum over k of this invocation's TM rows
+
+    for (var k0 = 0u; k0 < k; k0 += BK) {
+        // Stage BM x BK of A and BK x BN of B, each element by one invocation, the index
+        // running along the operand's contiguous dimension.
+        for (var e = t; e < BM * BK; e += WG) {
             var i: u32; var kk: u32;
-            if (g.a_cs == 1u) { i = e / KT; kk = e % KT; } else { i = e % TILE; kk = e / TILE; }
-            var av = 0.0;
+            if (A_T) { i = e % BM; kk = e / BM; } else { i = e / BK; kk = e % BK; }
+            var v = 0.0;
             if (row0 + i < m && k0 + kk < k) {
-                av = a[g.a_off + (row0 + i) * g.a_rs + (k0 + kk) * g.a_cs];
+                if (A_T) {
+                    v = a[g.a_off + (k0 + kk) * g.lda + row0 + i];
+                } else {
+                    v = a[g.a_off + (row0 + i) * g.lda + k0 + kk];
+                }
             }
-            a_tile[kk * 16u + i / 4u][i % 4u] = av;
-
-            var j: u32; var kb: u32;
-            if (g.b_cs == 1u) { j = e % TILE; kb = e / TILE; } else { j = e / KT; kb = e % KT; }
-            var bv = 0.0;
-            if (col0 + j < n && k0 + kb < k) {
-                bv = b[g.b_off + (k0 + kb) * g.b_rs + (col0 + j) * g.b_cs];
+            a_s[kk * a4 + i / 4u][i % 4u] = v;
+        }
+        for (var e = t; e < BK * BN; e += WG) {
+            var j: u32; var kk: u32;
+            if (B_T) { j = e / BK; kk = e % BK; } else { j = e % BN; kk = e / BN; }
+            var v = 0.0;
+            if (col0 + j < n && k0 + kk < k) {
+                if (B_T) {
+                    v = b[g.b_off + (col0 + j) * g.ldb + k0 + kk];
+                } else {
+                    v = b[g.b_off + (k0 + kk) * g.ldb + col0 + j];
+                }
             }
-            b_tile[kb * 16u + j / 4u][j % 4u] = bv;
+            b_s[kk * b4 + j / 4u][j % 4u] = v;
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < KT; kk++) {
-            let av = a_tile[kk * 16u + lid.y];
-            let bv = b_tile[kk * 16u + lid.x];
-            acc[0] += av.x * bv;
-            acc[1] += av.y * bv;
-            acc[2] += av.z * bv;
-            acc[3] += av.w * bv;
+        for (var kk = 0u; kk < BK; kk++) {
+            var bv: array<vec4<f32>, 2>;
+            for (var q = 0u; q < TN / 4u; q++) {
+                bv[q] = b_s[kk * b4 + tx * (TN / 4u) + q];
+            }
+            for (var r4 = 0u; r4 < TM / 4u; r4++) {
+                let av = a_s[kk * a4 + ty * (TM / 4u) + r4];
+                if (EPILOGUE == 4u) { row_sum[r4] += av; }
+                for (var q = 0u; q < TN / 4u; q++) {
+                    acc[(r4 * 4u + 0u) * 2u + q] += av.x * bv[q];
+                    acc[(r4 * 4u + 1u) * 2u + q] += av.y * bv[q];
+                    acc[(r4 * 4u + 2u) * 2u + q] += av.z * bv[q];
+                    acc[(r4 * 4u + 3u) * 2u + q] += av.w * bv[q];
+                }
+            }
         }
         workgroupBarrier();
     }
 
-    for (var r = 0u; r < 4u; r++) {
-        let i = row0 + lid.y * 4u + r;
-        for (var cc = 0u; cc < 4u; cc++) {
-            let j = col0 + lid.x * 4u + cc;
-            if (i < m && j < n) {
-                var v = acc[r][cc];
-                switch g.epilogue {
-                    case 1u: { v += aux[g.aux_off + j]; }
-                    case 2u: { v = max(v + aux[g.aux_off + j], 0.0); }
-                    case 3u: { if (aux[g.aux_off + i * n + j] <= 0.0) { v = 0.0; } }
-                    default: {}
+    for (var r = 0u; r < TM; r++) {
+        let i = row0 + ty * TM + r;
+        if (i >= m) {
+            break;
+        }
+        if (EPILOGUE == 4u && wid.x == 0u && tx == 0u) {
+            c[g.db_off + i] = row_sum[r / 4u][r % 4u];
+        }
+        for (var q = 0u; q < TN / 4u; q++) {
+            for (var s = 0u; s < 4u; s++) {
+                let j = col0 + tx * TN + q * 4u + s;
+                if (j < n) {
+                    var v = acc[r * 2u + q][s];
+                    switch EPILOGUE {
+                        case 1u: { v += aux[g.aux_off + j]; }
+                        case 2u: { v = max(v + aux[g.aux_off + j], 0.0); }
+                        case 3u: { if (aux[g.aux_off + i * n + j] <= 0.0) { v = 0.0; } }
+                        default: {}
+                    }
+                    c[g.c_off + i * n + j] = v;
                 }
-                c[g.c_off + i * n + j] = v;
             }
         }
     }

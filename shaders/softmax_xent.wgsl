@@ -1,48 +1,70 @@
-// softmax_xent.wgsl: softmax cross-entropy, forward and backward in one pass per row.
+// softmax_xent.wgsl: softmax cross-entropy, forward and backward, and the running stats, in one
+// workgroup for the whole batch (B x 10 is little work; one dispatch instead of two).
 //
 //   p[r, :]  = softmax(z[r, :])                                  z: logits [B, 10]
 //   loss[r]  = log(sum_c exp(z[r, c] - max)) - (z[r, y[r]] - max)
 //   hit[r]   = (argmax_c z[r, c] == y[r])    (first maximum on ties, as on the CPU)
 //   dz[r, c] = (p[r, c] - [c == y[r]]) / B   (only when step.train: the mean loss's gradient)
+//   stats[4s + 0] += sum_r loss[r]    stats[4s + 1] += sum_r hit[r]    stats[4s + 2] += B
+//   (s = step.split: 0 train, 1 test)
 //
-// Per-row loss and hit go to `row_stats` for accuracy.wgsl to sum.
-// Bindings (group 0): 0 z f32[B*10], 1 y u32[B], 2 dz f32[B*10] (rw), 3 row_stats f32[2B] (rw).
+// Invocation t takes rows t, t + 256, ...; a tree in workgroup memory then adds the 256
+// partial sums, always in the same order, so the sums repeat exactly run to run. The stats stay
+// on the GPU until the trainer reads them, once per epoch.
+// Bindings (group 0): 0 z f32[B*10], 1 y u32[B], 2 dz f32[B*10] (rw), 3 stats f32[8] (rw).
 
 @group(0) @binding(0) var<storage, read> z: array<f32>;
 @group(0) @binding(1) var<storage, read> y: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dz: array<f32>;
-@group(0) @binding(3) var<storage, read_write> row_stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<f32>;
 
-const CLASSES: u32 = 10u;
+override CLASSES: u32 = 10u;
+const WG: u32 = 256u;
 
-@compute @workgroup_size(256)
-fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = flat_id(gid, nwg);
-    if (r >= step.batch) {
-        return;
-    }
-    let base = r * CLASSES;
-    var max_z = z[base];
-    var best = 0u;
-    for (var c = 1u; c < CLASSES; c++) {
-        if (z[base + c] > max_z) {
-            max_z = z[base + c];
-            best = c;
+var<workgroup> loss_part: array<f32, WG>;
+var<workgroup> hit_part: array<f32, WG>;
+
+@compute @workgroup_size(WG)
+fn softmax_xent(@builtin(local_invocation_index) t: u32) {
+    var loss = 0.0;
+    var hits = 0.0;
+    for (var r = t; r < step.batch; r += WG) {
+        let base = r * CLASSES;
+        var max_z = z[base];
+        var best = 0u;
+        for (var c = 1u; c < CLASSES; c++) {
+            if (z[base + c] > max_z) {
+                max_z = z[base + c];
+                best = c;
+            }
         }
-    }
-    var e: array<f32, 10>;
-    var sum = 0.0;
-    for (var c = 0u; c < CLASSES; c++) {
-        e[c] = exp(z[base + c] - max_z);
-        sum += e[c];
-    }
-    let label = y[r];
-    row_stats[2u * r] = log(sum) - (z[base + label] - max_z);
-    row_stats[2u * r + 1u] = select(0.0, 1.0, best == label);
-    if (step.train == 1u) {
+        var sum = 0.0;
         for (var c = 0u; c < CLASSES; c++) {
-            let p = e[c] / sum;
-            dz[base + c] = (p - select(0.0, 1.0, c == label)) * step.inv_batch;
+            sum += exp(z[base + c] - max_z);
         }
+        let label = y[r];
+        loss += log(sum) - (z[base + label] - max_z);
+        hits += select(0.0, 1.0, best == label);
+        if (step.train == 1u) {
+            for (var c = 0u; c < CLASSES; c++) {
+                let p = exp(z[base + c] - max_z) / sum;
+                dz[base + c] = (p - select(0.0, 1.0, c == label)) * step.inv_batch;
+            }
+        }
+    }
+    loss_part[t] = loss;
+    hit_part[t] = hits;
+    for (var width = WG / 2u; width > 0u; width /= 2u) {
+        workgroupBarrier();
+        if (t < width) {
+            loss_part[t] += loss_part[t + width];
+            hit_part[t] += hit_part[t + width];
+        }
+    }
+    if (t == 0u) {
+        let s = 4u * step.split;
+        stats[s] += loss_part[0];
+        stats[s + 1u] += hit_part[0];
+        stats[s + 2u] += f32(step.batch);
     }
 }

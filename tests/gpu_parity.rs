@@ -20,7 +20,11 @@ use std::process::ExitCode;
 
 type Body = fn(GpuContext);
 
-const TESTS: [(&str, Body); 6] = [
+const TESTS: [(&str, Body); 7] = [
+    (
+        "every_gemm_variant_gives_the_cpus_logits_and_gradients",
+        every_gemm_variant_gives_the_cpus_logits_and_gradients,
+    ),
     (
         "forward_logits_stats_and_every_gradient_match_the_cpu",
         forward_logits_stats_and_every_gradient_match_the_cpu,
@@ -58,13 +62,20 @@ fn main() -> ExitCode {
         }
         None => Some("no GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe"),
     };
-    let mut trials: Vec<_> = TESTS
-        .iter()
-        .map(|&(name, body)| {
+    // Every test twice: kernels as the program runs them natively (trusted modules, no runtime
+    // bounds checks) and with naga's checks, as in a browser.
+    let mut trials: Vec<_> = [("trusted", false), ("checked", true)]
+        .into_iter()
+        .flat_map(|(mode, checked)| {
             let adapter = adapter.clone();
-            common::gated(name, missing, move || {
-                let adapter = adapter.expect("no GPU adapter (Vulkan, Metal, DX12)");
-                body(block_on(GpuContext::new(&adapter)).unwrap())
+            TESTS.iter().map(move |&(name, body)| {
+                let adapter = adapter.clone();
+                common::gated(&format!("{mode}::{name}"), missing, move || {
+                    let adapter = adapter.expect("no GPU adapter (Vulkan, Metal, DX12)");
+                    let ctx = block_on(GpuContext::with_checks(&adapter, checked)).unwrap();
+                    assert_eq!(ctx.checked, checked);
+                    body(ctx)
+                })
             })
         })
         .collect();
@@ -107,7 +118,7 @@ fn without_an_adapter_the_summary_counts_the_tests_as_ignored() {
         )
     };
     let (ok, stdout) = run(false);
-    let n = TESTS.len();
+    let n = 2 * TESTS.len();
     assert!(ok, "{stdout}");
     assert!(
         stdout.contains(&format!("0 passed; 0 failed; {n} ignored")),
@@ -193,6 +204,54 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
         block_on(cpu.evaluate(Split::Test)).unwrap(),
     );
     assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
+}
+
+/// The network's products run by each GEMM variant in turn (every layout and epilogue, on
+/// widths that are not multiples of any tile), against the CPU.
+fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
+    for variant in gpu::VARIANTS {
+        ctx.tuning.lock().unwrap().force = Some(variant);
+        let (mut cpu, mut gpu) = pair(ctx.clone(), &adam());
+        for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
+            b.forward(Split::Train, &batch()).unwrap();
+            b.backward().unwrap();
+        }
+        let logits = (
+            block_on(gpu.logits()).unwrap(),
+            block_on(cpu.logits()).unwrap(),
+        );
+        common::assert_close(
+            &format!("{variant} logits"),
+            &logits.0,
+            &logits.1,
+            1e-4,
+            1e-4,
+        );
+        let (g, c) = (
+            block_on(gpu.grads()).unwrap(),
+            block_on(cpu.grads()).unwrap(),
+        );
+        for e in &gpu.layout().entries.clone() {
+            let what = format!("{variant} {}", e.name);
+            common::assert_close(&what, &g[e.range()], &c[e.range()], 1e-5, 1e-3);
+        }
+        // A batch of 150 crosses a 128-row tile; evaluation uses chunks of up to 1,000 rows.
+        let rows: Vec<u32> = (0..150).map(|i| (i * 7) % 300).collect();
+        gpu.forward(Split::Train, &rows).unwrap();
+        cpu.forward(Split::Train, &rows).unwrap();
+        let logits = (
+            block_on(gpu.logits()).unwrap(),
+            block_on(cpu.logits()).unwrap(),
+        );
+        common::assert_close(
+            &format!("{variant} logits, 150 rows"),
+            &logits.0,
+            &logits.1,
+            1e-4,
+            1e-4,
+        );
+    }
+    ctx.tuning.lock().unwrap().force = None;
 }
 
 fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {

@@ -1,26 +1,30 @@
 //! `gpumlp bench`: GEMM throughput (a large square product and B1's own shapes) and the
 //! training-step speed of workload B1 (784-512-256-10, batch 128, Adam) on synthetic data, on
 //! the chosen device. Every timing waits for the device inside the timed region, and each
-//! figure is printed with its GFLOP/s so it can be held against the hardware's peak.
+//! figure is printed with its GFLOP/s so it can be held against the hardware's peak. On a GPU it
+//! also says which GEMM variant runs each shape (`--tune`: every candidate's time), the
+//! dispatches per training step and the CPU time spent encoding them.
 
 use crate::cli::BenchArgs;
 use crate::devices;
+use crate::tuning::TuningCache;
 use anyhow::Result;
 use gpumlp::backend::cpu::matmul_row_major;
-use gpumlp::backend::gpu::{GemmBench, GpuBackend, GpuContext};
+use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
 use gpumlp::backend::{Backend, Split, StepHyper};
 use gpumlp::model::init_params;
 use gpumlp::{Architecture, CpuBackend, Dataset, OptimizerConfig, OptimizerKind};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Instant;
 
-/// B1's five large products as (m, k, n), in the order a step runs them.
-const B1_SHAPES: [(usize, usize, usize, &str); 5] = [
-    (128, 784, 512, "forward layer 1"),
-    (128, 512, 256, "forward layer 2"),
-    (512, 128, 784, "weight grad layer 1"),
-    (256, 128, 512, "weight grad layer 2"),
-    (128, 256, 512, "input grad layer 2"),
+/// B1's five large products as (m, k, n, A transposed, B transposed), in the order a step
+/// runs them.
+const B1_SHAPES: [(usize, usize, usize, bool, bool, &str); 5] = [
+    (128, 784, 512, false, true, "forward layer 1"),
+    (128, 512, 256, false, true, "forward layer 2"),
+    (512, 128, 784, true, false, "weight grad layer 1"),
+    (256, 128, 512, true, false, "weight grad layer 2"),
+    (128, 256, 512, false, false, "input grad layer 2"),
 ];
 const BATCH: usize = 128;
 /// Timed steps of the training benchmark (one pass over 12,800 synthetic samples).
@@ -39,28 +43,21 @@ fn time_per_call(mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
-fn gemm_seconds(gpu: Option<&GpuContext>, m: usize, k: usize, n: usize) -> Result<f64> {
-    match gpu {
-        Some(ctx) => {
-            let bench = GemmBench::new(ctx, m, n, k)?;
-            time_per_call(|reps| Ok(bench.run(ctx, reps)?))
+fn cpu_gemm_seconds(m: usize, k: usize, n: usize) -> Result<f64> {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; m * n];
+    time_per_call(|reps| {
+        for _ in 0..reps {
+            matmul_row_major(&mut c, &a, &b, m, k, n);
         }
-        None => {
-            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
-            let mut c = vec![0.0f32; m * n];
-            time_per_call(|reps| {
-                for _ in 0..reps {
-                    matmul_row_major(&mut c, &a, &b, m, k, n);
-                }
-                Ok(())
-            })
-        }
-    }
+        Ok(())
+    })
 }
 
-/// Seconds per B1 training step, including the wait for the device at the end.
-fn step_seconds(mut backend: Box<dyn Backend>) -> Result<f64> {
+/// Trains `steps` steps of B1 on synthetic data after a warm-up; returns seconds per step,
+/// waiting for the device at the end.
+fn step_seconds(backend: &mut dyn Backend) -> Result<f64> {
     let arch = Architecture::mlp(&[512, 256])?;
     let n = STEPS * BATCH;
     let images: Vec<u8> = (0..n * 784)
@@ -87,11 +84,17 @@ fn step_seconds(mut backend: Box<dyn Backend>) -> Result<f64> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let gpu = devices::open_gpu(&args.device.device)?;
+    let cache = gpu.as_ref().map(TuningCache::load);
+    if args.tune && gpu.is_none() {
+        anyhow::bail!(
+            "--tune: the CPU backend has no kernel variants to time; pick a GPU with --device"
+        );
+    }
     let arch = Architecture::mlp(&[512, 256])?;
     let adam = OptimizerConfig::new(OptimizerKind::Adam);
     let (device, software) = match &gpu {
         Some(ctx) => (
-            json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str()}),
+            json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str(), "runtime_checks": ctx.checked}),
             ctx.kind() == "software-gpu",
         ),
         None => (
@@ -100,34 +103,86 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ),
     };
     println!(
-        "device: {} ({}, {})",
+        "device: {} ({}, {}{})",
         device["name"].as_str().unwrap_or("?"),
         device["kind"].as_str().unwrap_or("?"),
-        device["backend"].as_str().unwrap_or("?")
+        device["backend"].as_str().unwrap_or("?"),
+        match &gpu {
+            Some(ctx) if ctx.checked => ", runtime bounds checks on",
+            Some(_) => ", trusted kernels",
+            None => "",
+        }
     );
     let size = args
         .size
         .map_or(if software { 1024 } else { 4096 }, |s| s as usize);
 
+    let probe = gpu.as_ref().map(GemmProbe::new);
     let mut gemms = Vec::new();
-    let shapes = std::iter::once((size, size, size, "square")).chain(B1_SHAPES);
-    for (m, k, n, what) in shapes {
-        let seconds = gemm_seconds(gpu.as_ref(), m, k, n)?;
-        let gflops = 2.0 * (m * k * n) as f64 / seconds / 1e9;
+    let mut b1_gemm_seconds = 0.0;
+    let shapes = std::iter::once((size, size, size, false, false, "square")).chain(B1_SHAPES);
+    for (m, k, n, a_t, b_t, what) in shapes {
+        let flops = 2.0 * (m * k * n) as f64;
+        let mut row = json!({"m": m, "k": k, "n": n, "what": what});
+        let seconds = match (&gpu, &probe) {
+            (Some(ctx), Some(probe)) => {
+                let shape = Shape {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    a_t,
+                    b_t,
+                };
+                if args.tune {
+                    let candidates = probe.candidates(ctx, shape)?;
+                    let listing: Vec<String> = candidates
+                        .iter()
+                        .map(|(v, s)| format!("{v} {:.3} ms", s * 1e3))
+                        .collect();
+                    println!("  candidates for {shape}: {}", listing.join(", "));
+                    row["candidates"] = Value::Array(
+                        candidates
+                            .iter()
+                            .map(|(v, s)| json!({"variant": v.to_string(), "seconds": s, "gflops": flops / s / 1e9}))
+                            .collect(),
+                    );
+                }
+                let (variant, seconds) = probe.seconds(ctx, shape)?;
+                row["variant"] = json!(variant.to_string());
+                row["layout"] = json!(shape.to_string());
+                seconds
+            }
+            _ => cpu_gemm_seconds(m, k, n)?,
+        };
+        if what != "square" {
+            b1_gemm_seconds += seconds;
+        }
+        let gflops = flops / seconds / 1e9;
+        let variant = row["variant"]
+            .as_str()
+            .map_or(String::new(), |v| format!(" [{v}]"));
         println!(
-            "GEMM {m}x{k}x{n} ({what}): {:.3} ms, {gflops:.1} GFLOP/s",
+            "GEMM {m}x{k}x{n} ({what}): {:.3} ms, {gflops:.1} GFLOP/s{variant}",
             seconds * 1e3
         );
-        gemms.push(
-            json!({"m": m, "k": k, "n": n, "what": what, "seconds": seconds, "gflops": gflops}),
-        );
+        row["seconds"] = json!(seconds);
+        row["gflops"] = json!(gflops);
+        gemms.push(row);
     }
 
-    let backend: Box<dyn Backend> = match gpu {
-        Some(ctx) => Box::new(GpuBackend::new(ctx, &arch, &adam)?),
-        None => Box::new(CpuBackend::new(&arch, &adam)),
+    let (step, dispatches, encode) = match gpu {
+        Some(ctx) => {
+            let mut backend = GpuBackend::new(ctx, &arch, &adam)?;
+            let step = step_seconds(&mut backend)?;
+            let encode = backend.encode_seconds_per_step();
+            (step, Some(backend.dispatches_per_step()), encode)
+        }
+        None => (
+            step_seconds(&mut CpuBackend::new(&arch, &adam))?,
+            None,
+            None,
+        ),
     };
-    let step = step_seconds(backend)?;
     let flops = (arch.train_flops_per_sample() * BATCH) as f64;
     let epoch = step * 60_000usize.div_ceil(BATCH) as f64;
     println!(
@@ -136,6 +191,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BATCH as f64 / step,
         flops / step / 1e9
     );
+    if let Some(d) = dispatches {
+        println!(
+            "  per step: {d} dispatches; the five GEMMs alone {:.3} ms (single-kernel loops), the rest {:.3} ms; CPU encoding {}",
+            b1_gemm_seconds * 1e3,
+            (step - b1_gemm_seconds).max(0.0) * 1e3,
+            encode.map_or("not measured".into(), |e| format!("{:.1} us", e * 1e6))
+        );
+    }
+    if let Some(cache) = &cache {
+        cache.save()?;
+    }
     if args.json {
         println!(
             "{}",
@@ -146,6 +212,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "workload": "B1", "batch": BATCH, "seconds": step,
                     "samples_per_second": BATCH as f64 / step, "gflops": flops / step / 1e9,
                     "epoch_seconds_60000": epoch,
+                    "dispatches_per_step": dispatches,
+                    "gemm_seconds": if dispatches.is_some() { json!(b1_gemm_seconds) } else { Value::Null },
+                    "encode_seconds": encode,
                 },
             })
         );

@@ -130,6 +130,9 @@ pub struct BenchArgs {
     /// Side of the square GEMM [default: 4096; 1024 on a software adapter]
     #[arg(long, value_parser = clap::value_parser!(u32).range(16..=16384))]
     pub size: Option<u32>,
+    /// On a GPU, time every GEMM variant on each shape and list them
+    #[arg(long)]
+    pub tune: bool,
     /// Print a JSON object as the last line of standard output
     #[arg(long)]
     pub json: bool,

@@ -87,7 +87,7 @@ pub fn choose(given: &Option<DataSource>, model: Option<&Checkpoint>) -> Result<
     }
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("GPUMLP_CACHE_DIR") {
         return dir.into();
     }

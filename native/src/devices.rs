@@ -7,6 +7,7 @@
 //! are considered; `WGPU_BACKEND` narrows them further.
 
 use crate::cli::Device;
+use crate::tuning::TuningCache;
 use anyhow::{anyhow, bail, Result};
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
 use gpumlp::backend::Backend;
@@ -92,15 +93,22 @@ pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
     }
 }
 
-/// The backend `device` asks for, built for `arch` and `optimizer`.
+/// The backend `device` asks for, built for `arch` and `optimizer`, and on a GPU its GEMM
+/// tuning cache (save it once the backend has run).
 pub fn open(
     device: &Device,
     arch: &Architecture,
     optimizer: &OptimizerConfig,
-) -> Result<Box<dyn Backend>> {
+) -> Result<(Box<dyn Backend>, Option<TuningCache>)> {
     Ok(match open_gpu(device)? {
-        Some(context) => Box::new(GpuBackend::new(context, arch, optimizer)?),
-        None => Box::new(CpuBackend::new(arch, optimizer)),
+        Some(context) => {
+            let cache = TuningCache::load(&context);
+            (
+                Box::new(GpuBackend::new(context, arch, optimizer)?),
+                Some(cache),
+            )
+        }
+        None => (Box::new(CpuBackend::new(arch, optimizer)), None),
     })
 }
 

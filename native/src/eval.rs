@@ -42,10 +42,13 @@ pub fn eval(args: EvalArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     }
     // Nothing is trained: the optimizer only decides which state buffers the backend keeps.
     let optimizer = OptimizerConfig::new(OptimizerKind::Sgd);
-    let mut backend = devices::open(&args.device.device, &ckpt.architecture, &optimizer)?;
+    let (mut backend, tuning) = devices::open(&args.device.device, &ckpt.architecture, &optimizer)?;
     backend.set_params(&ckpt.params)?;
     backend.upload(Split::Test, &data.test)?;
     let stats = block_on(backend.evaluate(Split::Test))?;
+    if let Some(tuning) = tuning {
+        tuning.save()?;
+    }
     let device = backend.device();
     println!(
         "test accuracy {:.2}% (loss {:.4}) on {} test images of {} on {}",

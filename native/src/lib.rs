@@ -11,6 +11,7 @@ pub mod files;
 pub mod plot;
 pub mod progress;
 pub mod train;
+pub mod tuning;
 
 use cli::{Cli, Command};
 

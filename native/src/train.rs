@@ -33,7 +33,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
     let arch = config.architecture()?;
-    let backend = devices::open(&args.device.device, &arch, &config.optimizer)?;
+    let (backend, tuning) = devices::open(&args.device.device, &arch, &config.optimizer)?;
 
     if let Some(state) = resume.as_ref().and_then(|c| c.training.as_ref()) {
         if state.epoch >= config.epochs {
@@ -82,6 +82,9 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let test = block_on(trainer.evaluate())?;
+        if let Some(tuning) = &tuning {
+            tuning.save()?;
+        }
         train_seconds += seconds;
         samples += data.train.len();
         let rate = data.train.len() as f64 / seconds;

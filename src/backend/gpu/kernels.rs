@@ -5,20 +5,12 @@
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// `(file name, source)` of every kernel family.
-pub const FILES: [(&str, &str); 6] = [
+pub const FILES: [(&str, &str); 4] = [
     ("gather.wgsl", include_str!("../../../shaders/gather.wgsl")),
     ("gemm.wgsl", include_str!("../../../shaders/gemm.wgsl")),
     (
         "softmax_xent.wgsl",
         include_str!("../../../shaders/softmax_xent.wgsl"),
-    ),
-    (
-        "accuracy.wgsl",
-        include_str!("../../../shaders/accuracy.wgsl"),
-    ),
-    (
-        "bias_grad.wgsl",
-        include_str!("../../../shaders/bias_grad.wgsl"),
     ),
     (
         "optimizer.wgsl",

@@ -2,128 +2,53 @@
 //! (Vulkan, Metal, DX12; WebGPU in the browser).
 //!
 //! Everything is created once: pipelines, bind groups, the parameter and gradient buffers and
-//! the optimizer's state buffers (one per `OptimizerKind::state_names`), the batch buffers (sized for the largest batch seen), and each dataset, uploaded once
-//! as packed bytes. An epoch uploads its shuffled order and a table of per-step values (one
-//! 256-byte uniform slot per step, bound with a dynamic offset), then encodes every step's
-//! dispatches with no readback; loss and accuracy accumulate in a GPU buffer that is read when
-//! the trainer asks for the epoch's stats. Steps are submitted in chunks, waiting for the chunk
-//! before last, so progress is real and the queue never runs far ahead.
+//! the optimizer's state buffers (one per `OptimizerKind::state_names`), the batch buffers
+//! (sized for the largest batch seen), and each dataset, uploaded once as packed bytes. An epoch
+//! uploads its shuffled order and a table of per-step values (one 256-byte uniform slot per
+//! step, bound with a dynamic offset), then encodes every step's dispatches with no readback;
+//! loss and accuracy accumulate in a GPU buffer that is read when the trainer asks for the
+//! epoch's stats. Steps are submitted in chunks, waiting for the chunk before last, so progress
+//! is real and the queue never runs far ahead.
 //!
-//! Per step: gather (batch from the resident dataset), one GEMM per layer with bias and the
-//! activation fused, softmax cross-entropy forward and backward in one kernel, the stats accumulation,
-//! then per layer the weight-gradient GEMM, the bias-gradient reduction and the input-gradient
-//! GEMM with the activation's derivative fused, and one optimizer kernel over the flat buffer.
+//! Per step, `2 + 3L` dispatches for `L` layers (11 for B1): the gather (a batch from the
+//! resident dataset), one GEMM per layer with bias and the activation fused, softmax
+//! cross-entropy forward and backward with the running stats in one kernel, then per layer the
+//! weight-gradient GEMM with the bias gradient fused and (but for the first layer) the
+//! input-gradient GEMM with the activation's derivative fused, and one optimizer kernel over
+//! the flat buffer.
+//!
+//! Natively the kernels run without naga's runtime bounds checks (see `context::GpuContext`):
+//! every dispatch's indices are proven in range first by `bounds`.
+//!
+//! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `gemm` (the GEMM
+//! family, its variants and tuner), `kernels` (the WGSL sources). The small kernels (gather,
+//! softmax, optimizer) are set up here, where they are encoded.
 
+pub mod bounds;
+mod context;
+pub mod gemm;
 pub mod kernels;
+
+pub use context::{adapters, device_kind, runtime_dir_for_mesa, GpuContext};
+pub use gemm::{GemmProbe, GemmTuning, Shape, Variant, VARIANTS};
 
 use super::{Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Activation, Architecture, ParamLayout};
+use crate::model::{Activation, Architecture, ParamLayout, INPUT_SCALE};
 use crate::optim::{OptimizerConfig, OptimizerKind};
+use bounds::Operand;
+use context::{entry, storage, uniform, words};
+use gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M};
 use wgpu::util::DeviceExt;
-
-/// Every GPU adapter this platform offers, in a stable order (the numbering of
-/// `gpumlp devices`): Vulkan, Metal and DX12 natively (`WGPU_BACKEND` narrows them), the
-/// browser's WebGPU adapter on wasm32. The program, the tests and the page all enumerate here.
-pub async fn adapters() -> Vec<wgpu::Adapter> {
-    #[cfg(not(target_arch = "wasm32"))]
-    let (descriptor, backends) = (
-        wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
-        wgpu::Backends::PRIMARY,
-    );
-    #[cfg(target_arch = "wasm32")]
-    let (descriptor, backends) = (
-        wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::BROWSER_WEBGPU,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        },
-        wgpu::Backends::BROWSER_WEBGPU,
-    );
-    wgpu::Instance::new(descriptor)
-        .enumerate_adapters(backends)
-        .await
-}
 
 /// Bytes between two steps' slots in the step table (WebGPU's dynamic-offset alignment).
 const SLOT: u64 = 256;
 /// Steps per submitted command buffer during an epoch.
 const STEPS_PER_SUBMIT: usize = 32;
-/// Workgroup size of the 1-D kernels (gather, softmax, bias gradient, optimizer).
+/// Workgroup size of the 1-D kernels (gather, optimizer), as their WGSL declares it.
 const WG: u32 = 256;
-/// Output tile of a GEMM workgroup (gemm.wgsl's TILE).
-const GEMM_TILE: u32 = 64;
-
-/// On a Linux machine with no desktop session, Mesa's Vulkan drivers print "error:
-/// XDG_RUNTIME_DIR is invalid or not set" on every adapter enumeration. Where that variable is
-/// unset, this makes a private (0700) folder for it and returns it, for the caller to set
-/// before it starts any thread (the program and the GPU tests do, first thing in `main`).
-pub fn runtime_dir_for_mesa() -> Option<std::path::PathBuf> {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        let uid = std::fs::metadata("/proc/self")
-            .map(|m| m.uid())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("gpumlp-runtime-{uid}"));
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-        return Some(dir);
-    }
-    None
-}
-
-/// A device and its queue, with what the adapter says about itself. Created apart from the
-/// backend so that tests and the program can choose the adapter. Cloning shares the device.
-#[derive(Clone)]
-pub struct GpuContext {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
-    pub info: wgpu::AdapterInfo,
-    pub limits: wgpu::Limits,
-}
-
-impl GpuContext {
-    /// Opens `adapter` with its own limits (larger storage bindings than WebGPU's defaults).
-    pub async fn new(adapter: &wgpu::Adapter) -> Result<Self> {
-        let limits = adapter.limits();
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
-                label: Some("gpumlp"),
-                required_limits: limits.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| {
-                Error::Gpu(format!(
-                    "{}: cannot open the device: {e}",
-                    adapter.get_info().name
-                ))
-            })?;
-        Ok(GpuContext {
-            device,
-            queue,
-            info: adapter.get_info(),
-            limits,
-        })
-    }
-
-    /// The adapter's type in the words `--json` and `gpumlp devices` use.
-    pub fn kind(&self) -> &'static str {
-        device_kind(self.info.device_type)
-    }
-}
-
-/// "discrete-gpu", "integrated-gpu", "software-gpu" (lavapipe, SwiftShader, WARP) or "virtual-gpu".
-pub fn device_kind(t: wgpu::DeviceType) -> &'static str {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => "discrete-gpu",
-        wgpu::DeviceType::IntegratedGpu => "integrated-gpu",
-        wgpu::DeviceType::Cpu => "software-gpu",
-        wgpu::DeviceType::VirtualGpu => "virtual-gpu",
-        wgpu::DeviceType::Other => "other-gpu",
-    }
-}
 
 /// One step's slot of the step table; mirrors `Step` in common.wgsl.
 #[repr(C)]
@@ -163,26 +88,6 @@ impl StepSlot {
     }
 }
 
-/// Mirrors `Gemm` in gemm.wgsl.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct GemmParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    batch_dim: u32,
-    a_off: u32,
-    a_rs: u32,
-    a_cs: u32,
-    b_off: u32,
-    b_rs: u32,
-    b_cs: u32,
-    c_off: u32,
-    aux_off: u32,
-    epilogue: u32,
-    _pad: [u32; 3],
-}
-
 /// Mirrors `Opt` in optimizer.wgsl: the optimizer's fixed settings, written once.
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -195,24 +100,11 @@ struct OptParams {
     _pad: [u32; 3],
 }
 
-const BATCH_M: u32 = 1;
-const BATCH_K: u32 = 2;
-const EPI_NONE: u32 = 0;
-const EPI_BIAS: u32 = 1;
-const EPI_BIAS_RELU: u32 = 2;
-const EPI_RELU_MASK: u32 = 3;
-
 /// The GEMM epilogues that apply `activation` after a hidden layer, and its derivative in backward.
-fn activation_epilogues(activation: Activation) -> (u32, u32) {
+fn activation_epilogues(activation: Activation) -> (Epilogue, Epilogue) {
     match activation {
-        Activation::Relu => (EPI_BIAS_RELU, EPI_RELU_MASK),
+        Activation::Relu => (Epilogue::BiasRelu, Epilogue::ReluMask),
     }
-}
-
-/// One GEMM of the network, with its bind group built once.
-struct GemmCall {
-    bind: wgpu::BindGroup,
-    params: GemmParams,
 }
 
 /// A dataset resident on the GPU.
@@ -224,42 +116,110 @@ struct SplitData {
     len: usize,
 }
 
-/// Buffers and bind groups that depend on the batch capacity and the datasets. (The gradient
-/// and per-row buffers live on in the bind groups that use them.)
+/// Buffers and bind groups that depend on the batch capacity and the datasets.
 struct BatchResources {
     capacity: usize,
-    /// `acts[0]` the input batch, `acts[l]` layer l-1's output after ReLU, the last the logits.
+    /// `acts[0]` the input batch, `acts[l]` layer l-1's output after the activation, the last
+    /// the logits.
     acts: Vec<wgpu::Buffer>,
     labels: wgpu::Buffer,
     gather: [Option<wgpu::BindGroup>; 2],
     forward: Vec<GemmCall>,
+    /// Weight gradient of layer l, with its bias gradient.
     weight_grad: Vec<GemmCall>,
-    /// `input_grad[l]` for layers l >= 1 (index l - 1).
+    /// `input_grad[l - 1]` for layers l >= 1.
     input_grad: Vec<GemmCall>,
-    bias_grad: Vec<wgpu::BindGroup>,
     softmax: wgpu::BindGroup,
-    accumulate: wgpu::BindGroup,
 }
 
-struct Pipelines {
+/// Pipelines and layouts of the small kernels; the GEMMs have their own (`GemmKernels`).
+struct Kernels {
+    step: wgpu::BindGroupLayout,
+    gather_layout: wgpu::BindGroupLayout,
+    softmax_layout: wgpu::BindGroupLayout,
+    /// The optimizer's settings, parameters, gradients and its state buffers.
+    optimizer_layout: wgpu::BindGroupLayout,
     gather: wgpu::ComputePipeline,
-    gemm: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
-    accumulate: wgpu::ComputePipeline,
-    bias_grad: wgpu::ComputePipeline,
     /// The update rule of the backend's optimizer.
     optimizer: wgpu::ComputePipeline,
+    gemm: GemmKernels,
 }
 
-struct Layouts {
-    step: wgpu::BindGroupLayout,
-    gather: wgpu::BindGroupLayout,
-    gemm: wgpu::BindGroupLayout,
-    softmax: wgpu::BindGroupLayout,
-    accumulate: wgpu::BindGroupLayout,
-    bias_grad: wgpu::BindGroupLayout,
-    /// The optimizer's settings, parameters, gradients and its state buffers.
-    optimizer: wgpu::BindGroupLayout,
+impl Kernels {
+    fn new(ctx: &GpuContext, optimizer: OptimizerKind) -> Self {
+        let device = &ctx.device;
+        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(label),
+                entries,
+            })
+        };
+        let step = step_layout(device);
+        let gather_layout = bgl(
+            "gather",
+            &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, true),
+                storage(3, false),
+                storage(4, false),
+            ],
+        );
+        let softmax_layout = bgl(
+            "softmax_xent",
+            &[
+                storage(0, true),
+                storage(1, true),
+                storage(2, false),
+                storage(3, false),
+            ],
+        );
+        let optimizer_layout = {
+            let mut entries = vec![uniform(0, false), storage(1, false), storage(2, true)];
+            let states = optimizer.state_names().len() as u32;
+            entries.extend((3..3 + states).map(|b| storage(b, false)));
+            bgl("optimizer", &entries)
+        };
+        // The core crate's constants, injected rather than mirrored in WGSL.
+        let gather = ctx.pipeline(
+            "gather.wgsl",
+            "gather",
+            &gather_layout,
+            &step,
+            &[
+                ("PIXELS", PIXELS as f64),
+                ("INPUT_SCALE", INPUT_SCALE as f64),
+            ],
+        );
+        let softmax = ctx.pipeline(
+            "softmax_xent.wgsl",
+            "softmax_xent",
+            &softmax_layout,
+            &step,
+            &[("CLASSES", CLASSES as f64)],
+        );
+        let optimizer = ctx.pipeline(
+            "optimizer.wgsl",
+            match optimizer {
+                OptimizerKind::Sgd => "sgd",
+                OptimizerKind::Adam => "adam",
+            },
+            &optimizer_layout,
+            &step,
+            &[],
+        );
+        Kernels {
+            gemm: GemmKernels::new(device),
+            step,
+            gather_layout,
+            softmax_layout,
+            optimizer_layout,
+            gather,
+            softmax,
+            optimizer,
+        }
+    }
 }
 
 pub struct GpuBackend {
@@ -267,8 +227,7 @@ pub struct GpuBackend {
     arch: Architecture,
     layout: ParamLayout,
     optimizer: OptimizerConfig,
-    layouts: Layouts,
-    pipelines: Pipelines,
+    kernels: Kernels,
     params: wgpu::Buffer,
     grads: wgpu::Buffer,
     /// The optimizer's state buffers, one per `optimizer.kind.state_names()`.
@@ -281,34 +240,10 @@ pub struct GpuBackend {
     step_bind: wgpu::BindGroup,
     data: [Option<SplitData>; 2],
     batch: BatchResources,
-    /// The slot of the last single forward, which `backward` and `step` reuse.
+    /// The slot of the last single forward, which `backward` and `update` reuse.
     last: Option<StepSlot>,
-}
-
-fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
+    /// CPU seconds spent encoding and submitting training steps, and the steps (natively).
+    encoding: (f64, usize),
 }
 
 impl GpuBackend {
@@ -316,49 +251,8 @@ impl GpuBackend {
     /// them with `set_params` and `set_state`).
     pub fn new(ctx: GpuContext, arch: &Architecture, optimizer: &OptimizerConfig) -> Result<Self> {
         let layout = ParamLayout::new(arch);
+        let kernels = Kernels::new(&ctx, optimizer.kind);
         let device = &ctx.device;
-        let layouts = Layouts::new(device, optimizer.kind);
-        let pipelines = Pipelines {
-            gather: make_pipeline(
-                device,
-                "gather.wgsl",
-                "gather",
-                &layouts.gather,
-                &layouts.step,
-            ),
-            gemm: make_pipeline(device, "gemm.wgsl", "gemm", &layouts.gemm, &layouts.step),
-            softmax: make_pipeline(
-                device,
-                "softmax_xent.wgsl",
-                "softmax_xent",
-                &layouts.softmax,
-                &layouts.step,
-            ),
-            accumulate: make_pipeline(
-                device,
-                "accuracy.wgsl",
-                "accumulate",
-                &layouts.accumulate,
-                &layouts.step,
-            ),
-            bias_grad: make_pipeline(
-                device,
-                "bias_grad.wgsl",
-                "bias_grad",
-                &layouts.bias_grad,
-                &layouts.step,
-            ),
-            optimizer: make_pipeline(
-                device,
-                "optimizer.wgsl",
-                match optimizer.kind {
-                    OptimizerKind::Sgd => "sgd",
-                    OptimizerKind::Adam => "adam",
-                },
-                &layouts.optimizer,
-                &layouts.step,
-            ),
-        };
 
         let bytes = 4 * layout.len as u64;
         // Checked before anything is allocated: an oversized buffer is a validation panic in wgpu.
@@ -412,31 +306,31 @@ impl GpuBackend {
             }),
             usage: wgpu::BufferUsages::UNIFORM,
         });
+        let mut lens = vec![words(&params), words(&grads)];
+        lens.extend(state.iter().map(words));
+        bounds::update(layout.len as u64, &lens)?;
         let mut entries = vec![entry(0, &opt_params), entry(1, &params), entry(2, &grads)];
         entries.extend((3..).zip(&state).map(|(i, b)| entry(i, b)));
         let optimizer_bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("optimizer"),
-            layout: &layouts.optimizer,
+            layout: &kernels.optimizer_layout,
             entries: &entries,
         });
-        let (steps, step_bind) = step_table(device, &layouts.step, 1);
+        let (steps, step_bind) = step_table(device, &kernels.step, 1);
         let batch = BatchResources::new(
             &ctx,
-            &layouts,
+            &kernels,
             arch,
             &layout,
             [None, None],
-            &params,
-            &grads,
-            &stats,
+            (&params, &grads, &stats),
             0,
-        );
+        )?;
         Ok(GpuBackend {
             arch: arch.clone(),
             layout,
             optimizer: *optimizer,
-            layouts,
-            pipelines,
+            kernels,
             params,
             grads,
             state,
@@ -448,56 +342,101 @@ impl GpuBackend {
             data: [None, None],
             batch,
             last: None,
+            encoding: (0.0, 0),
             ctx,
         })
     }
 
-    /// Grows the batch buffers (and the order buffers that hold single batches) to `batch` rows.
-    fn ensure_capacity(&mut self, batch: usize) -> Result<()> {
-        if batch <= self.batch.capacity {
-            return Ok(());
-        }
-        let widest = *self.arch.sizes.iter().max().expect("layers") as u64;
-        let bytes = 4 * widest * batch as u64;
-        if bytes > self.ctx.limits.max_storage_buffer_binding_size {
-            return Err(Error::Gpu(format!(
-                "a batch of {batch} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller batch size",
-                bytes >> 20,
-                self.ctx.limits.max_storage_buffer_binding_size >> 20
-            )));
-        }
-        for (split, data) in self.data.iter_mut().enumerate() {
-            if let Some(d) = data {
-                if d.order.size() < 4 * batch as u64 {
-                    d.order = order_buffer(
-                        &self.ctx.device,
-                        if split == 0 {
-                            "train order"
-                        } else {
-                            "test order"
-                        },
-                        d.len.max(batch),
-                    );
+    /// Grows the batch buffers (and the order buffers that hold single batches) to `batch` rows,
+    /// and has every GEMM choose its variant for `batch` rows.
+    fn prepare(&mut self, batch: usize) -> Result<()> {
+        if batch > self.batch.capacity {
+            let widest = *self.arch.sizes.iter().max().expect("layers") as u64;
+            let bytes = 4 * widest * batch as u64;
+            if bytes > self.ctx.limits.max_storage_buffer_binding_size {
+                return Err(Error::Gpu(format!(
+                    "a batch of {batch} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller batch size",
+                    bytes >> 20,
+                    self.ctx.limits.max_storage_buffer_binding_size >> 20
+                )));
+            }
+            for (split, data) in self.data.iter_mut().enumerate() {
+                if let Some(d) = data {
+                    if words(&d.order) < batch as u64 {
+                        let name = if split == 0 { "train" } else { "test" };
+                        d.order = order_buffer(
+                            &self.ctx.device,
+                            &format!("{name} order"),
+                            d.len.max(batch),
+                        );
+                    }
                 }
             }
+            self.batch = BatchResources::new(
+                &self.ctx,
+                &self.kernels,
+                &self.arch,
+                &self.layout,
+                [self.data[0].as_ref(), self.data[1].as_ref()],
+                (&self.params, &self.grads, &self.stats),
+                batch,
+            )?;
         }
-        self.batch = BatchResources::new(
-            &self.ctx,
-            &self.layouts,
-            &self.arch,
-            &self.layout,
-            [self.data[0].as_ref(), self.data[1].as_ref()],
-            &self.params,
-            &self.grads,
-            &self.stats,
-            batch,
-        );
+        let mut tuning = self
+            .ctx
+            .tuning
+            .lock()
+            .map_err(|_| Error::Gpu("the GEMM tuning was poisoned".into()))?;
+        let b = &mut self.batch;
+        for call in b
+            .forward
+            .iter_mut()
+            .chain(&mut b.weight_grad)
+            .chain(&mut b.input_grad)
+        {
+            call.prepare(
+                &self.ctx,
+                &self.kernels.gemm,
+                &self.kernels.step,
+                &mut tuning,
+                batch as u32,
+            )?;
+        }
         Ok(())
+    }
+
+    /// Proves the gathers of batches of at most `batch` rows reading `order[..order_end]` of
+    /// `split`, and the softmax over them.
+    fn prove(&self, split: Split, batch: usize, order_end: usize) -> Result<()> {
+        let d = self.data[split as usize]
+            .as_ref()
+            .ok_or_else(|| Error::Config(format!("no {split:?} set was uploaded")))?;
+        let b = &self.batch;
+        bounds::gather(
+            batch as u64,
+            order_end as u64,
+            words(&d.order),
+            d.len as u64,
+            (words(&d.images), words(&d.labels)),
+            (words(&b.acts[0]), words(&b.labels)),
+            PIXELS as u64,
+        )?;
+        let logits = &b.acts[self.arch.layers()];
+        bounds::softmax(
+            batch as u64,
+            CLASSES as u64,
+            (
+                words(logits),
+                words(&b.labels),
+                words(logits),
+                words(&self.stats),
+            ),
+        )
     }
 
     fn ensure_steps(&mut self, steps: usize) {
         if steps > self.steps_capacity {
-            (self.steps, self.step_bind) = step_table(&self.ctx.device, &self.layouts.step, steps);
+            (self.steps, self.step_bind) = step_table(&self.ctx.device, &self.kernels.step, steps);
             self.steps_capacity = steps;
         }
     }
@@ -519,18 +458,7 @@ impl GpuBackend {
         pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
     }
 
-    fn encode_gemm(&self, pass: &mut wgpu::ComputePass, call: &GemmCall, batch: usize) {
-        let m = if call.params.batch_dim == BATCH_M {
-            batch as u32
-        } else {
-            call.params.m
-        };
-        pass.set_pipeline(&self.pipelines.gemm);
-        pass.set_bind_group(0, &call.bind, &[]);
-        pass.dispatch_workgroups(call.params.n.div_ceil(GEMM_TILE), m.div_ceil(GEMM_TILE), 1);
-    }
-
-    /// Gather, the layers, softmax cross-entropy and the stats, for a batch of `batch`.
+    /// Gather, the layers, and softmax cross-entropy with the stats, for a batch of `batch`.
     fn encode_forward(
         &self,
         pass: &mut wgpu::ComputePass,
@@ -539,7 +467,7 @@ impl GpuBackend {
         batch: usize,
     ) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
-        pass.set_pipeline(&self.pipelines.gather);
+        pass.set_pipeline(&self.kernels.gather);
         pass.set_bind_group(
             0,
             self.batch.gather[split as usize]
@@ -549,32 +477,26 @@ impl GpuBackend {
         );
         self.dispatch_1d(pass, batch * PIXELS / 4);
         for call in &self.batch.forward {
-            self.encode_gemm(pass, call, batch);
+            call.encode(pass, batch as u32);
         }
-        pass.set_pipeline(&self.pipelines.softmax);
+        pass.set_pipeline(&self.kernels.softmax);
         pass.set_bind_group(0, &self.batch.softmax, &[]);
-        self.dispatch_1d(pass, batch);
-        pass.set_pipeline(&self.pipelines.accumulate);
-        pass.set_bind_group(0, &self.batch.accumulate, &[]);
         pass.dispatch_workgroups(1, 1, 1);
     }
 
     fn encode_backward(&self, pass: &mut wgpu::ComputePass, slot: usize, batch: usize) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
         for l in (0..self.arch.layers()).rev() {
-            self.encode_gemm(pass, &self.batch.weight_grad[l], batch);
-            pass.set_pipeline(&self.pipelines.bias_grad);
-            pass.set_bind_group(0, &self.batch.bias_grad[l], &[]);
-            self.dispatch_1d(pass, self.arch.sizes[l + 1]);
+            self.batch.weight_grad[l].encode(pass, batch as u32);
             if l > 0 {
-                self.encode_gemm(pass, &self.batch.input_grad[l - 1], batch);
+                self.batch.input_grad[l - 1].encode(pass, batch as u32);
             }
         }
     }
 
     fn encode_update(&self, pass: &mut wgpu::ComputePass, slot: usize) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
-        pass.set_pipeline(&self.pipelines.optimizer);
+        pass.set_pipeline(&self.kernels.optimizer);
         pass.set_bind_group(0, &self.optimizer_bind, &[]);
         self.dispatch_1d(pass, self.layout.len);
     }
@@ -599,62 +521,6 @@ impl GpuBackend {
         self.ctx.queue.submit([encoder.finish()])
     }
 
-    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU: the backend's one
-    /// readback path. The copy is submitted at once; the future resolves when the GPU has mapped
-    /// it (natively this call waits for the device; in the browser the map completes when
-    /// control returns to the event loop).
-    fn read_f32(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: usize,
-        len: usize,
-    ) -> impl std::future::Future<Output = Result<Vec<f32>>> + 'static {
-        let size = 4 * len.max(1) as u64;
-        let staging = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut encoder = self
-            .ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
-        if len > 0 {
-            encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
-        }
-        self.ctx.queue.submit([encoder.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        #[cfg(not(target_arch = "wasm32"))]
-        let waited = self
-            .ctx
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")));
-        #[cfg(target_arch = "wasm32")]
-        let waited = Ok(());
-        async move {
-            waited?;
-            let lost = |e: &dyn std::fmt::Display| {
-                Error::Gpu(format!(
-                    "reading back from the GPU failed (device lost?): {e}"
-                ))
-            };
-            rx.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))?;
-            let data = bytemuck::pod_collect_to_vec::<u8, f32>(
-                &staging.get_mapped_range(..).map_err(|e| lost(&e))?,
-            );
-            staging.unmap();
-            Ok(data.into_iter().take(len).collect())
-        }
-    }
-
     /// Zeroes the running stats of `split`.
     fn reset_stats(&self, split: Split) {
         self.ctx
@@ -665,7 +531,8 @@ impl GpuBackend {
     /// Encodes a forward pass over rows `indices` of `split` (see [`Inspect::forward`]).
     fn forward_rows(&mut self, split: Split, indices: &[u32]) -> Result<()> {
         super::check_batch(split, indices, self.len(split))?;
-        self.ensure_capacity(indices.len())?;
+        self.prepare(indices.len())?;
+        self.prove(split, indices.len(), indices.len())?;
         let d = self.data[split as usize]
             .as_ref()
             .expect("checked by check_batch");
@@ -680,225 +547,24 @@ impl GpuBackend {
         self.last = Some(slot);
         Ok(())
     }
-}
 
-impl Layouts {
-    fn new(device: &wgpu::Device, optimizer: OptimizerKind) -> Self {
-        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries,
-            })
-        };
-        Layouts {
-            step: bgl("step", &[uniform(0, true)]),
-            gather: bgl(
-                "gather",
-                &[
-                    storage(0, true),
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, false),
-                ],
-            ),
-            gemm: bgl(
-                "gemm",
-                &[
-                    uniform(0, false),
-                    storage(1, true),
-                    storage(2, true),
-                    storage(3, false),
-                    storage(4, true),
-                ],
-            ),
-            softmax: bgl(
-                "softmax_xent",
-                &[
-                    storage(0, true),
-                    storage(1, true),
-                    storage(2, false),
-                    storage(3, false),
-                ],
-            ),
-            accumulate: bgl("accuracy", &[storage(0, true), storage(1, false)]),
-            bias_grad: bgl(
-                "bias_grad",
-                &[uniform(0, false), storage(1, true), storage(2, false)],
-            ),
-            optimizer: {
-                let mut entries = vec![uniform(0, false), storage(1, false), storage(2, true)];
-                let states = optimizer.state_names().len() as u32;
-                entries.extend((3..3 + states).map(|b| storage(b, false)));
-                bgl("optimizer", &entries)
-            },
-        }
+    /// Dispatches per training step (`gpumlp bench` reports it).
+    pub fn dispatches_per_step(&self) -> usize {
+        2 + 3 * self.arch.layers()
+    }
+
+    /// Mean CPU time spent encoding and submitting one training step so far (None before any,
+    /// and in a browser, which has no clock for it).
+    pub fn encode_seconds_per_step(&self) -> Option<f64> {
+        (self.encoding.1 > 0).then(|| self.encoding.0 / self.encoding.1 as f64)
     }
 }
 
-/// A pipeline for `entry` of kernel `file`: its own bind group 0, and the step table as group 1.
-fn make_pipeline(
-    device: &wgpu::Device,
-    file: &str,
-    entry: &str,
-    group0: &wgpu::BindGroupLayout,
-    step: &wgpu::BindGroupLayout,
-) -> wgpu::ComputePipeline {
-    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-        label: Some(file),
-        source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
-    });
-    let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some(entry),
-        bind_group_layouts: &[Some(group0), Some(step)],
-        immediate_size: 0,
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(entry),
-        layout: Some(&layout),
-        module: &module,
-        entry_point: Some(entry),
-        compilation_options: Default::default(),
-        cache: None,
-    })
-}
-
-/// One GEMM, `C = A @ B` with A `[m, k]` and B `[k, n]` row-major, alone on the GPU: what
-/// `gpumlp bench` times. It runs the training kernel (gemm.wgsl) with no epilogue.
-pub struct GemmBench {
-    pipeline: wgpu::ComputePipeline,
-    bind: wgpu::BindGroup,
-    step_bind: wgpu::BindGroup,
-    groups: (u32, u32),
-}
-
-impl GemmBench {
-    pub fn new(ctx: &GpuContext, m: usize, n: usize, k: usize) -> Result<Self> {
-        let device = &ctx.device;
-        let largest = 4 * (m * k).max(k * n).max(m * n) as u64;
-        if largest > ctx.limits.max_storage_buffer_binding_size {
-            return Err(Error::Gpu(format!(
-                "a {m}x{k}x{n} GEMM needs {} MiB buffers, over this GPU's binding limit",
-                largest >> 20
-            )));
-        }
-        let layouts = Layouts::new(device, OptimizerKind::Sgd);
-        let pipeline = make_pipeline(device, "gemm.wgsl", "gemm", &layouts.gemm, &layouts.step);
-        let filled = |label: &str, len: usize| {
-            let data: Vec<f32> = (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(&data),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        let (a, b, c) = (
-            filled("bench a", m * k),
-            filled("bench b", k * n),
-            filled("bench c", m * n),
-        );
-        let p = GemmParams {
-            m: m as u32,
-            n: n as u32,
-            k: k as u32,
-            a_rs: k as u32,
-            a_cs: 1,
-            b_rs: n as u32,
-            b_cs: 1,
-            ..Default::default()
-        };
-        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("bench gemm"),
-            contents: bytemuck::bytes_of(&p),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("bench gemm"),
-            layout: &layouts.gemm,
-            entries: &[
-                entry(0, &params),
-                entry(1, &a),
-                entry(2, &b),
-                entry(3, &c),
-                entry(4, &a),
-            ],
-        });
-        let (steps, step_bind) = step_table(device, &layouts.step, 1);
-        ctx.queue.write_buffer(
-            &steps,
-            0,
-            bytemuck::bytes_of(&StepSlot::new(Split::Train, 0, m)),
-        );
-        let groups = (
-            (n as u32).div_ceil(GEMM_TILE),
-            (m as u32).div_ceil(GEMM_TILE),
-        );
-        let max = ctx.limits.max_compute_workgroups_per_dimension;
-        if groups.0 > max || groups.1 > max {
-            return Err(Error::Gpu(format!(
-                "a {m}x{n} output needs more than {max} workgroups per dimension"
-            )));
-        }
-        Ok(GemmBench {
-            pipeline,
-            bind,
-            step_bind,
-            groups,
-        })
-    }
-
-    /// Runs the product `reps` times in one submission and waits until the GPU has finished.
-    pub fn run(&self, ctx: &GpuContext, reps: usize) -> Result<()> {
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("bench"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("bench"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &self.bind, &[]);
-            pass.set_bind_group(1, &self.step_bind, &[0]);
-            for _ in 0..reps {
-                pass.dispatch_workgroups(self.groups.0, self.groups.1, 1);
-            }
-        }
-        let index = ctx.queue.submit([encoder.finish()]);
-        ctx.device
-            .poll(wgpu::PollType::Wait {
-                submission_index: Some(index),
-                timeout: None,
-            })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        Ok(())
-    }
-}
-
-/// Stats from the three floats of a split's slot in the stats buffer.
-fn stats_from(s: &[f32]) -> Stats {
-    Stats {
-        loss_sum: s[0] as f64,
-        correct: s[1] as u64,
-        count: s[2] as u64,
-    }
-}
-
-fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-    wgpu::BindGroupEntry {
-        binding,
-        resource: buffer.as_entire_binding(),
-    }
-}
-
-fn order_buffer(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
-    device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: 4 * len.max(1) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
+/// The step table's bind group layout (group 1 of every kernel).
+fn step_layout(device: &wgpu::Device) -> wgpu::BindGroupLayout {
+    device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+        label: Some("step"),
+        entries: &[uniform(0, true)],
     })
 }
 
@@ -928,19 +594,36 @@ fn step_table(
     (buffer, bind)
 }
 
+fn order_buffer(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 4 * len.max(1) as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+/// Stats from the three floats of a split's slot in the stats buffer.
+fn stats_from(s: &[f32]) -> Stats {
+    Stats {
+        loss_sum: s[0] as f64,
+        correct: s[1] as u64,
+        count: s[2] as u64,
+    }
+}
+
 impl BatchResources {
-    #[allow(clippy::too_many_arguments)]
+    /// Buffers for batches of up to `capacity` rows, and the network's products bound to them
+    /// (each proven in range as it is bound).
     fn new(
         ctx: &GpuContext,
-        layouts: &Layouts,
+        kernels: &Kernels,
         arch: &Architecture,
         layout: &ParamLayout,
         data: [Option<&SplitData>; 2],
-        params: &wgpu::Buffer,
-        grads: &wgpu::Buffer,
-        stats: &wgpu::Buffer,
+        (params, grads, stats): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
         capacity: usize,
-    ) -> Self {
+    ) -> Result<Self> {
         let device = &ctx.device;
         let cap = capacity.max(1);
         let f32_buffer = |label: String, len: usize| {
@@ -961,7 +644,6 @@ impl BatchResources {
             .map(|l| f32_buffer(format!("dz {l}"), cap * arch.sizes[l + 1]))
             .collect();
         let labels = f32_buffer("batch labels".into(), cap);
-        let row_stats = f32_buffer("row stats".into(), 2 * cap);
         let bind = |label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]| {
             let entries: Vec<_> = buffers
                 .iter()
@@ -974,128 +656,88 @@ impl BatchResources {
                 entries: &entries,
             })
         };
-        let gemm = |label: String,
-                    p: GemmParams,
-                    a: &wgpu::Buffer,
-                    b: &wgpu::Buffer,
-                    c: &wgpu::Buffer,
-                    aux: &wgpu::Buffer| {
-            let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(&label),
-                contents: bytemuck::bytes_of(&p),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            GemmCall {
-                bind: bind(&label, &layouts.gemm, &[&uniform, a, b, c, aux]),
-                params: p,
-            }
-        };
         let gather = data.map(|d| {
             d.map(|d| {
                 bind(
                     "gather",
-                    &layouts.gather,
+                    &kernels.gather_layout,
                     &[&d.images, &d.labels, &d.order, &acts[0], &labels],
                 )
             })
         });
+        // Row-major `[rows, cols]` read as is, or read transposed.
+        let plain = |offset: usize, ld: usize| Operand {
+            offset: offset as u64,
+            ld: ld as u64,
+            transposed: false,
+        };
+        let transposed = |offset: usize, ld: usize| Operand {
+            transposed: true,
+            ..plain(offset, ld)
+        };
         let layers = arch.layers();
-        let mut forward = Vec::new();
-        let mut weight_grad = Vec::new();
-        let mut input_grad = Vec::new();
-        let mut bias_grad = Vec::new();
+        let (activate, derivative) = activation_epilogues(arch.activation);
+        let (mut forward, mut weight_grad, mut input_grad) = (Vec::new(), Vec::new(), Vec::new());
+        let cap32 = cap as u32;
         for l in 0..layers {
-            let (inp, out) = (arch.sizes[l] as u32, arch.sizes[l + 1] as u32);
-            let (w, b) = (layout.weight(l).offset as u32, layout.bias(l).offset as u32);
-            // Z = A @ W^T (+ b, the activation but on the logits)
-            let (activate, derivative) = activation_epilogues(arch.activation);
-            let epilogue = if l + 1 < layers { activate } else { EPI_BIAS };
-            let p = GemmParams {
-                m: cap as u32,
-                n: out,
-                k: inp,
-                batch_dim: BATCH_M,
-                a_rs: inp,
-                a_cs: 1,
-                b_off: w,
-                b_rs: 1,
-                b_cs: inp,
-                aux_off: b,
-                epilogue,
-                ..Default::default()
-            };
-            forward.push(gemm(
-                format!("forward {l}"),
-                p,
-                &acts[l],
-                params,
-                &acts[l + 1],
-                params,
-            ));
-            // dW = dZ^T @ A
-            let p = GemmParams {
-                m: out,
-                n: inp,
-                k: cap as u32,
-                batch_dim: BATCH_K,
-                a_rs: 1,
-                a_cs: out,
-                b_rs: inp,
-                b_cs: 1,
-                c_off: w,
-                epilogue: EPI_NONE,
-                ..Default::default()
-            };
-            weight_grad.push(gemm(
-                format!("weight grad {l}"),
-                p,
-                &dz[l],
-                &acts[l],
-                grads,
-                params,
-            ));
-            let uniform = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("bias grad"),
-                contents: bytemuck::cast_slice(&[out, b, 0, 0]),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            bias_grad.push(bind(
-                "bias grad",
-                &layouts.bias_grad,
-                &[&uniform, &dz[l], grads],
-            ));
+            let (inp, out) = (arch.sizes[l], arch.sizes[l + 1]);
+            let (w, b) = (layout.weight(l).offset, layout.bias(l).offset);
+            let (i32_, o32) = (inp as u32, out as u32);
+            // Z = X @ W^T + b, then the activation (not on the logits)
+            forward.push(GemmCall::new(
+                ctx,
+                &kernels.gemm,
+                &format!("forward {l}"),
+                (cap32, o32, i32_, BATCH_M),
+                if l + 1 < layers {
+                    activate
+                } else {
+                    Epilogue::Bias
+                },
+                GemmOperands {
+                    a: (&acts[l], plain(0, inp)),
+                    b: (params, transposed(w, inp)),
+                    c: (&acts[l + 1], 0),
+                    aux: (params, b as u64),
+                },
+            )?);
+            // dW = dZ^T @ X, and db = dZ^T @ 1 beside it
+            weight_grad.push(GemmCall::new(
+                ctx,
+                &kernels.gemm,
+                &format!("weight grad {l}"),
+                (o32, i32_, cap32, BATCH_K),
+                Epilogue::RowSums,
+                GemmOperands {
+                    a: (&dz[l], transposed(0, out)),
+                    b: (&acts[l], plain(0, inp)),
+                    c: (grads, w as u64),
+                    aux: (grads, b as u64),
+                },
+            )?);
             if l > 0 {
-                // dZ_prev = (dZ @ W) * f'(A), the derivative read off the activation's output
-                let p = GemmParams {
-                    m: cap as u32,
-                    n: inp,
-                    k: out,
-                    batch_dim: BATCH_M,
-                    a_rs: out,
-                    a_cs: 1,
-                    b_off: w,
-                    b_rs: inp,
-                    b_cs: 1,
-                    epilogue: derivative,
-                    ..Default::default()
-                };
-                input_grad.push(gemm(
-                    format!("input grad {l}"),
-                    p,
-                    &dz[l],
-                    params,
-                    &dz[l - 1],
-                    &acts[l],
-                ));
+                // dX = (dZ @ W) * f'(X), the derivative read off the activation's output
+                input_grad.push(GemmCall::new(
+                    ctx,
+                    &kernels.gemm,
+                    &format!("input grad {l}"),
+                    (cap32, i32_, o32, BATCH_M),
+                    derivative,
+                    GemmOperands {
+                        a: (&dz[l], plain(0, out)),
+                        b: (params, plain(w, inp)),
+                        c: (&dz[l - 1], 0),
+                        aux: (&acts[l], 0),
+                    },
+                )?);
             }
         }
         let softmax = bind(
             "softmax_xent",
-            &layouts.softmax,
-            &[&acts[layers], &labels, &dz[layers - 1], &row_stats],
+            &kernels.softmax_layout,
+            &[&acts[layers], &labels, &dz[layers - 1], stats],
         );
-        let accumulate = bind("accuracy", &layouts.accumulate, &[&row_stats, stats]);
-        BatchResources {
+        Ok(BatchResources {
             capacity,
             acts,
             labels,
@@ -1103,10 +745,8 @@ impl BatchResources {
             forward,
             weight_grad,
             input_grad,
-            bias_grad,
             softmax,
-            accumulate,
-        }
+        })
     }
 }
 
@@ -1183,7 +823,7 @@ impl Backend for GpuBackend {
         self.batch.gather[split as usize] =
             Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("gather"),
-                layout: &self.layouts.gather,
+                layout: &self.kernels.gather_layout,
                 entries: &[
                     entry(0, &d.images),
                     entry(1, &d.labels),
@@ -1208,7 +848,7 @@ impl Backend for GpuBackend {
     }
 
     fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
-        Box::pin(self.read_f32(&self.params, 0, self.layout.len))
+        Box::pin(self.ctx.read_f32(&self.params, 0, self.layout.len))
     }
 
     fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
@@ -1225,7 +865,7 @@ impl Backend for GpuBackend {
         let reads: Vec<_> = self
             .state
             .iter()
-            .map(|b| self.read_f32(b, 0, self.layout.len))
+            .map(|b| self.ctx.read_f32(b, 0, self.layout.len))
             .collect();
         Box::pin(async move {
             let mut state = Vec::with_capacity(reads.len());
@@ -1244,7 +884,9 @@ impl Backend for GpuBackend {
         progress: &mut dyn FnMut(usize),
     ) -> Result<()> {
         super::check_batch(Split::Train, order, self.len(Split::Train))?;
-        self.ensure_capacity(batch.min(order.len()))?;
+        let batch = batch.min(order.len());
+        self.prepare(batch)?;
+        self.prove(Split::Train, batch, order.len())?;
         self.ensure_steps(steps.len());
         let slots: Vec<StepSlot> = order
             .chunks(batch)
@@ -1264,6 +906,8 @@ impl Backend for GpuBackend {
             .chunks(STEPS_PER_SUBMIT)
             .zip((0..).step_by(STEPS_PER_SUBMIT))
         {
+            #[cfg(not(target_arch = "wasm32"))]
+            let start = std::time::Instant::now();
             let index = self.submit("training steps", |pass| {
                 for (i, s) in chunk.iter().enumerate() {
                     self.encode_forward(pass, Split::Train, first + i, s.batch as usize);
@@ -1271,19 +915,15 @@ impl Backend for GpuBackend {
                     self.encode_update(pass, first + i);
                 }
             });
+            #[cfg(not(target_arch = "wasm32"))]
+            {
+                self.encoding.0 += start.elapsed().as_secs_f64();
+                self.encoding.1 += chunk.len();
+            }
             // Keep at most two chunks queued: progress stays honest and memory bounded. (In a
             // browser nothing can wait: the page's slices of ~30 ms bound the queue instead.)
             if let Some(previous) = in_flight.replace(index) {
-                #[cfg(not(target_arch = "wasm32"))]
-                self.ctx
-                    .device
-                    .poll(wgpu::PollType::Wait {
-                        submission_index: Some(previous),
-                        timeout: None,
-                    })
-                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-                #[cfg(target_arch = "wasm32")]
-                let _ = previous;
+                self.ctx.wait(previous)?;
             }
             progress((first + chunk.len()).min(slots.len()));
         }
@@ -1292,7 +932,7 @@ impl Backend for GpuBackend {
     }
 
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
-        let read = self.read_f32(&self.stats, 4 * split as usize, 3);
+        let read = self.ctx.read_f32(&self.stats, 4 * split as usize, 3);
         self.reset_stats(split);
         Box::pin(async move { Ok(stats_from(&read.await?)) })
     }
@@ -1336,10 +976,13 @@ impl Inspect for GpuBackend {
 
     fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
         let batch = self.last.map_or(0, |s| s.batch as usize);
-        Box::pin(self.read_f32(&self.batch.acts[self.arch.layers()], 0, batch * CLASSES))
+        Box::pin(
+            self.ctx
+                .read_f32(&self.batch.acts[self.arch.layers()], 0, batch * CLASSES),
+        )
     }
 
     fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
-        Box::pin(self.read_f32(&self.grads, 0, self.layout.len))
+        Box::pin(self.ctx.read_f32(&self.grads, 0, self.layout.len))
     }
 }

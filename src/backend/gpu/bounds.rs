@@ -1,0 +1,342 @@
+//! Index proofs: before the backend encodes a dispatch of a kernel built without runtime bounds
+//! checks, it shows here that the largest index each binding can be read or written at lies
+//! inside the buffer bound there. Lengths are in elements (f32 or u32 words) and the arithmetic
+//! is done in u64, so a shape whose indices would overflow the shader's u32 is refused too.
+//!
+//! A failure is a bug in the backend (shapes it built itself), or a request past what the
+//! buffers were sized for; either way it is an error before anything runs, never an access out
+//! of bounds on the GPU.
+
+use crate::error::{Error, Result};
+
+/// The largest index a kernel's u32 arithmetic can form without wrapping.
+const U32_INDEX: u64 = u32::MAX as u64;
+
+/// One operand of a GEMM as the kernel reads it: `rows x cols`, element `(r, c)` at
+/// `offset + r * ld + c` (`transposed` false) or `offset + c * ld + r` (true).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operand {
+    pub offset: u64,
+    pub ld: u64,
+    pub transposed: bool,
+}
+
+impl Operand {
+    /// The largest index an operand of `rows x cols` reaches (None for an empty one).
+    fn last(self, rows: u64, cols: u64) -> Option<u64> {
+        if rows == 0 || cols == 0 {
+            return None;
+        }
+        let (outer, inner) = if self.transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        Some(self.offset + (outer - 1) * self.ld + (inner - 1))
+    }
+}
+
+/// Checks that index `last` of binding `what` lies inside its `len` elements.
+fn inside(what: &str, last: Option<u64>, len: u64) -> Result<()> {
+    match last {
+        Some(last) if last >= len || last > U32_INDEX => Err(Error::Gpu(format!(
+            "internal error: {what} would be read at element {last}, past its {len}; refused before running"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The buffers a GEMM dispatch binds, by their lengths in f32.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmBuffers {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub aux: u64,
+}
+
+/// What a GEMM's epilogue reads from `aux` or writes beside `C`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpilogueReach {
+    None,
+    /// A bias of N values at this offset of `aux`.
+    Bias(u64),
+    /// An M x N mask at this offset of `aux`.
+    Mask(u64),
+    /// M bias-gradient values written at this offset of `c`.
+    RowSums(u64),
+}
+
+/// Proves a GEMM of at most `m x k` times `k x n` (the batch may shrink M or K, never grow them)
+/// with C written row-major at `c_off`.
+pub fn gemm(
+    (m, n, k): (u64, u64, u64),
+    a: Operand,
+    b: Operand,
+    c_off: u64,
+    epilogue: EpilogueReach,
+    buffers: GemmBuffers,
+) -> Result<()> {
+    inside("GEMM operand A", a.last(m, k), buffers.a)?;
+    inside("GEMM operand B", b.last(k, n), buffers.b)?;
+    let c = Operand {
+        offset: c_off,
+        ld: n,
+        transposed: false,
+    };
+    inside("GEMM output C", c.last(m, n), buffers.c)?;
+    match epilogue {
+        EpilogueReach::None => Ok(()),
+        EpilogueReach::Bias(off) => inside("GEMM bias", (n > 0).then(|| off + n - 1), buffers.aux),
+        EpilogueReach::Mask(off) => inside(
+            "GEMM mask",
+            Operand {
+                offset: off,
+                ld: n,
+                transposed: false,
+            }
+            .last(m, n),
+            buffers.aux,
+        ),
+        EpilogueReach::RowSums(off) => inside(
+            "GEMM bias gradient",
+            (m > 0).then(|| off + m - 1),
+            buffers.c,
+        ),
+    }
+}
+
+/// A GEMM variant's constants: its workgroup and register arrays (gemm.wgsl's `a_s`, `b_s`,
+/// `acc`) hold a tile of at most 128 x 128 with 8 x 8 per invocation, and the invocations must
+/// cover the tile exactly.
+pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) -> Result<()> {
+    let ok = [tm, tn].iter().all(|t| *t == 4 || *t == 8)
+        && (bm <= 128 && bn <= 128)
+        && bm % tm == 0
+        && bn % tn == 0
+        && bm % 4 == 0
+        && bn % 4 == 0
+        && (bm / tm) * (bn / tn) <= max_invocations.min(256);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Gpu(format!(
+            "internal error: GEMM variant {bm}x{bn} with {tm}x{tn} per invocation does not fit gemm.wgsl's arrays or this GPU's {max_invocations} invocations per workgroup"
+        )))
+    }
+}
+
+/// Proves gathers of at most `batch` rows each from entries `0..order_end` of `order`, from a
+/// dataset of `samples` images (`order`'s entries are checked against `samples` before they
+/// are written, by `check_batch`).
+pub fn gather(
+    batch: u64,
+    order_end: u64,
+    order_len: u64,
+    samples: u64,
+    (images, labels): (u64, u64),
+    (x, y): (u64, u64),
+    pixels: u64,
+) -> Result<()> {
+    let rows = |n: u64| n.checked_sub(1);
+    inside("gather order", rows(order_end), order_len)?;
+    inside(
+        "gather images",
+        rows(samples).map(|s| s * (pixels / 4) + pixels / 4 - 1),
+        images,
+    )?;
+    inside("gather labels", rows(samples), labels)?;
+    inside(
+        "batch inputs",
+        rows(batch).map(|r| r * pixels + pixels - 1),
+        x,
+    )?;
+    inside("batch labels", rows(batch), y)
+}
+
+/// Proves the softmax over `batch` rows of `classes` logits (`z`, `dz`) with labels `y`.
+pub fn softmax(batch: u64, classes: u64, (z, y, dz, stats): (u64, u64, u64, u64)) -> Result<()> {
+    let last = batch.checked_sub(1).map(|r| r * classes + classes - 1);
+    inside("logits", last, z)?;
+    inside("logit gradients", last, dz)?;
+    inside("batch labels", batch.checked_sub(1), y)?;
+    inside("stats", Some(7), stats)
+}
+
+/// Proves an update of `len` parameters over `buffers` (parameters, gradients, state).
+pub fn update(len: u64, buffers: &[u64]) -> Result<()> {
+    buffers
+        .iter()
+        .try_for_each(|&b| inside("optimizer buffers", len.checked_sub(1), b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROW: Operand = Operand {
+        offset: 0,
+        ld: 784,
+        transposed: false,
+    };
+
+    fn forward(m: u64, a: u64, b: u64, c: u64) -> Result<()> {
+        // Z = X @ W^T for 784 -> 512: W is [512, 784], read transposed.
+        let w = Operand {
+            offset: 0,
+            ld: 784,
+            transposed: true,
+        };
+        gemm(
+            (m, 512, 784),
+            ROW,
+            w,
+            0,
+            EpilogueReach::Bias(512 * 784),
+            GemmBuffers { a, b, c, aux: b },
+        )
+    }
+
+    #[test]
+    fn a_gemm_that_fits_its_buffers_is_accepted_exactly_at_the_edge() {
+        let params = 512 * 784 + 512;
+        forward(128, 128 * 784, params, 128 * 512).unwrap();
+        // One element short anywhere is refused.
+        assert!(forward(128, 128 * 784 - 1, params, 128 * 512).is_err());
+        assert!(forward(128, 128 * 784, params - 1, 128 * 512).is_err());
+        assert!(forward(128, 128 * 784, params, 128 * 512 - 1).is_err());
+        // A batch larger than the buffers were made for is refused.
+        assert!(forward(129, 128 * 784, params, 128 * 512).is_err());
+    }
+
+    #[test]
+    fn strides_offsets_and_epilogues_are_checked() {
+        let big = GemmBuffers {
+            a: 1 << 20,
+            b: 1 << 20,
+            c: 1 << 20,
+            aux: 100,
+        };
+        let t = |offset, ld, transposed| Operand {
+            offset,
+            ld,
+            transposed,
+        };
+        // A transposed [k=64, m=32] at offset 10, ld 32: last index 10 + 63*32 + 31.
+        let ok = gemm(
+            (32, 8, 64),
+            t(10, 32, true),
+            t(0, 8, false),
+            0,
+            EpilogueReach::None,
+            big,
+        );
+        assert!(ok.is_ok());
+        let a_len = 10 + 63 * 32 + 31;
+        let short = GemmBuffers { a: a_len, ..big };
+        let err = gemm(
+            (32, 8, 64),
+            t(10, 32, true),
+            t(0, 8, false),
+            0,
+            EpilogueReach::None,
+            short,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("operand A") && err.contains(&a_len.to_string()),
+            "{err}"
+        );
+        // A bias past aux, a mask past aux, row sums past C.
+        let bias = gemm(
+            (4, 8, 4),
+            t(0, 4, false),
+            t(0, 8, false),
+            0,
+            EpilogueReach::Bias(93),
+            big,
+        );
+        assert!(bias.is_err());
+        let bias = gemm(
+            (4, 8, 4),
+            t(0, 4, false),
+            t(0, 8, false),
+            0,
+            EpilogueReach::Bias(92),
+            big,
+        );
+        assert!(bias.is_ok());
+        let mask = gemm(
+            (4, 8, 4),
+            t(0, 4, false),
+            t(0, 8, false),
+            0,
+            EpilogueReach::Mask(69),
+            big,
+        );
+        assert!(mask.is_err());
+        let sums = GemmBuffers { c: 40, ..big };
+        let rows = gemm(
+            (4, 8, 4),
+            t(0, 4, false),
+            t(0, 8, false),
+            0,
+            EpilogueReach::RowSums(37),
+            sums,
+        );
+        assert!(rows.is_err());
+        // Indices past u32 are refused even where a buffer would be that large.
+        let huge = GemmBuffers {
+            a: u64::MAX,
+            b: u64::MAX,
+            c: u64::MAX,
+            aux: 0,
+        };
+        let wraps = gemm(
+            (1 << 17, 1 << 16, 1 << 16),
+            ROW,
+            t(0, 1 << 16, false),
+            0,
+            EpilogueReach::None,
+            huge,
+        );
+        assert!(wraps.is_err());
+    }
+
+    #[test]
+    fn gemm_variants_must_fit_the_kernels_arrays() {
+        gemm_variant(128, 128, 8, 8, 256).unwrap();
+        gemm_variant(32, 32, 4, 4, 256).unwrap();
+        assert!(
+            gemm_variant(256, 64, 8, 8, 256).is_err(),
+            "a_s holds 128 rows"
+        );
+        assert!(gemm_variant(64, 64, 2, 4, 256).is_err(), "TM is 4 or 8");
+        assert!(
+            gemm_variant(128, 128, 4, 4, 256).is_err(),
+            "1,024 invocations"
+        );
+        assert!(
+            gemm_variant(64, 64, 4, 4, 128).is_err(),
+            "over the device's limit"
+        );
+    }
+
+    #[test]
+    fn gathers_softmaxes_and_updates_are_checked() {
+        let fits = |batch, end| gather(batch, end, 1000, 60, (60 * 196, 60), (128 * 784, 128), 784);
+        fits(128, 1000).unwrap();
+        assert!(fits(128, 1001).is_err(), "order read past its end");
+        assert!(fits(129, 0).is_err(), "batch past the batch buffers");
+        assert!(
+            gather(1, 0, 1, 61, (60 * 196, 61), (784, 1), 784).is_err(),
+            "images short"
+        );
+        softmax(128, 10, (1280, 128, 1280, 8)).unwrap();
+        assert!(softmax(128, 10, (1279, 128, 1280, 8)).is_err());
+        assert!(softmax(128, 10, (1280, 127, 1280, 8)).is_err());
+        update(10, &[10, 10, 10]).unwrap();
+        assert!(update(10, &[10, 9]).is_err());
+    }
+}

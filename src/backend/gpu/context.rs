@@ -1,0 +1,297 @@
+//! The device side shared by every kernel family: finding adapters, opening a device, building
+//! pipelines (trusted or checked), bind group layout entries, and the one readback path.
+
+use super::gemm::GemmTuning;
+use super::kernels;
+use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
+
+/// Every GPU adapter this platform offers, in a stable order (the numbering of
+/// `gpumlp devices`): Vulkan, Metal and DX12 natively (`WGPU_BACKEND` narrows them), the
+/// browser's WebGPU adapter on wasm32. The program, the tests and the page all enumerate here.
+pub async fn adapters() -> Vec<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    let (descriptor, backends) = (
+        wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+        wgpu::Backends::PRIMARY,
+    );
+    #[cfg(target_arch = "wasm32")]
+    let (descriptor, backends) = (
+        wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        },
+        wgpu::Backends::BROWSER_WEBGPU,
+    );
+    wgpu::Instance::new(descriptor)
+        .enumerate_adapters(backends)
+        .await
+}
+
+/// On a Linux machine with no desktop session, Mesa's Vulkan drivers print "error:
+/// XDG_RUNTIME_DIR is invalid or not set" on every adapter enumeration. Where that variable is
+/// unset, this makes a private (0700) folder for it and returns it, for the caller to set
+/// before it starts any thread (the program and the GPU tests do, first thing in `main`).
+pub fn runtime_dir_for_mesa() -> Option<std::path::PathBuf> {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("gpumlp-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        return Some(dir);
+    }
+    None
+}
+
+/// A device and its queue, with what the adapter says about itself. Created apart from the
+/// backend so that tests and the program can choose the adapter. Cloning shares the device.
+#[derive(Clone)]
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    /// Whether shaders keep naga's runtime bounds checks. Natively they run without them
+    /// (trusted modules: on an H200 the checks cost 12.8x on a GEMM), safe because the backend
+    /// proves every index before it encodes a dispatch (see `bounds`); `GPUMLP_CHECKED=1` turns
+    /// them back on for debugging. The browser always keeps them (WebGPU has no trusted modules).
+    pub checked: bool,
+    /// The GEMM variant chosen per shape on this adapter. Shared with clones of the context, so
+    /// the program can save what the backend tuned.
+    pub tuning: Arc<Mutex<GemmTuning>>,
+}
+
+impl GpuContext {
+    /// Opens `adapter` with its own limits (larger storage bindings than WebGPU's defaults),
+    /// runtime checks as `GPUMLP_CHECKED` says (off unless it is 1; always on in a browser).
+    pub async fn new(adapter: &wgpu::Adapter) -> Result<Self> {
+        let checked = cfg!(target_arch = "wasm32")
+            || std::env::var("GPUMLP_CHECKED").is_ok_and(|v| v.trim() == "1");
+        Self::with_checks(adapter, checked).await
+    }
+
+    /// Opens `adapter` with runtime bounds checks on or off (the tests run every kernel both ways).
+    pub async fn with_checks(adapter: &wgpu::Adapter, checked: bool) -> Result<Self> {
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("gpumlp"),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| {
+                Error::Gpu(format!(
+                    "{}: cannot open the device: {e}",
+                    adapter.get_info().name
+                ))
+            })?;
+        let info = adapter.get_info();
+        let tuning = GemmTuning {
+            device: GemmTuning::device_key(&info),
+            enabled: tuning_wanted(info.device_type),
+            ..Default::default()
+        };
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            checked: checked || cfg!(target_arch = "wasm32"),
+            tuning: Arc::new(Mutex::new(tuning)),
+        })
+    }
+
+    /// The adapter's type in the words `--json` and `gpumlp devices` use.
+    pub fn kind(&self) -> &'static str {
+        device_kind(self.info.device_type)
+    }
+
+    /// A pipeline for `entry` of kernel `file` with the given pipeline-overridable constants, its
+    /// own bind group 0, and the step table as group 1.
+    pub(crate) fn pipeline(
+        &self,
+        file: &str,
+        entry: &str,
+        group0: &wgpu::BindGroupLayout,
+        step: &wgpu::BindGroupLayout,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(file),
+            source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
+        };
+        let module = if self.checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel guards its edges explicitly (its header says how), indices
+            // into its workgroup and register arrays are bounded by constants the host checks
+            // (`bounds::gemm_variant`), and the host proves, before encoding any dispatch, that
+            // the largest index each dispatch can form lies inside the buffers it binds
+            // (`bounds`). Every loop is bounded by a uniform count. The parity tests run each
+            // kernel with the checks on and off.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(group0), Some(step)],
+                immediate_size: 0,
+            });
+        self.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    // Every kernel writes its workgroup memory before reading it; zeroing it
+                    // first is only a safety net, kept where the checks are.
+                    zero_initialize_workgroup_memory: self.checked,
+                },
+                cache: None,
+            })
+    }
+
+    /// Waits until the GPU has finished `submission` (natively; a browser cannot wait).
+    pub(crate) fn wait(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: Some(submission),
+                timeout: None,
+            })
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        #[cfg(target_arch = "wasm32")]
+        let _ = submission;
+        Ok(())
+    }
+
+    /// Copies `len` f32 from `buffer` at element `offset` back to the CPU: the backend's one
+    /// readback path. The copy is submitted at once; the future resolves when the GPU has mapped
+    /// it (natively this call waits for the device; in the browser the map completes when
+    /// control returns to the event loop).
+    pub(crate) fn read_f32(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<f32>>> + 'static {
+        let size = 4 * len.max(1) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        if len > 0 {
+            encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
+        }
+        self.queue.submit([encoder.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        let waited = self
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")));
+        #[cfg(target_arch = "wasm32")]
+        let waited = Ok(());
+        async move {
+            waited?;
+            let lost = |e: &dyn std::fmt::Display| {
+                Error::Gpu(format!(
+                    "reading back from the GPU failed (device lost?): {e}"
+                ))
+            };
+            rx.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))?;
+            let data = bytemuck::pod_collect_to_vec::<u8, f32>(
+                &staging.get_mapped_range(..).map_err(|e| lost(&e))?,
+            );
+            staging.unmap();
+            Ok(data.into_iter().take(len).collect())
+        }
+    }
+}
+
+/// Whether GEMM variants are timed at a shape's first use: natively on real GPUs, unless
+/// `GPUMLP_TUNE=0`; `GPUMLP_TUNE=1` asks for it on a software adapter too (where timings say
+/// nothing about real hardware, so it is off by default). A browser cannot time the GPU.
+fn tuning_wanted(device_type: wgpu::DeviceType) -> bool {
+    if cfg!(target_arch = "wasm32") {
+        return false;
+    }
+    match std::env::var("GPUMLP_TUNE").as_deref().map(str::trim) {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => device_type != wgpu::DeviceType::Cpu,
+    }
+}
+
+/// "discrete-gpu", "integrated-gpu", "software-gpu" (lavapipe, SwiftShader, WARP) or "virtual-gpu".
+pub fn device_kind(t: wgpu::DeviceType) -> &'static str {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => "discrete-gpu",
+        wgpu::DeviceType::IntegratedGpu => "integrated-gpu",
+        wgpu::DeviceType::Cpu => "software-gpu",
+        wgpu::DeviceType::VirtualGpu => "virtual-gpu",
+        wgpu::DeviceType::Other => "other-gpu",
+    }
+}
+
+/// A storage buffer entry of a bind group layout.
+pub(crate) fn storage(binding: u32, read_only: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// A uniform buffer entry of a bind group layout (`dynamic`: bound with a dynamic offset).
+pub(crate) fn uniform(binding: u32, dynamic: bool) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: dynamic,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// A whole buffer bound at `binding`.
+pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+    wgpu::BindGroupEntry {
+        binding,
+        resource: buffer.as_entire_binding(),
+    }
+}
+
+/// Elements of f32 (or u32) in `buffer`.
+pub(crate) fn words(buffer: &wgpu::Buffer) -> u64 {
+    buffer.size() / 4
+}

@@ -1,0 +1,663 @@
+//! The GEMM kernel family (shaders/gemm.wgsl): its variants, their pipelines, one bound product
+//! of the network ([`GemmCall`]), the tuner that times the variants on the device and keeps the
+//! fastest per shape, and the single-product benchmark.
+//!
+//! A variant is a block tile `BM x BN` and a register tile `TM x TN` per invocation, set as
+//! pipeline-overridable constants of the one WGSL file, as are the operands' layouts (A or A^T,
+//! B or B^T) and the epilogue. Which variant runs a shape is decided on the device: timed at its
+//! first use where tuning is on ([`GemmTuning`], cached by the program per adapter and driver),
+//! else by a rule of thumb that keeps enough workgroups in flight.
+
+use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
+use super::context::{entry, storage, uniform, words, GpuContext};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use wgpu::util::DeviceExt;
+
+/// Mirrors `Gemm` in gemm.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct GemmParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batch_dim: u32,
+    pub a_off: u32,
+    pub lda: u32,
+    pub b_off: u32,
+    pub ldb: u32,
+    pub c_off: u32,
+    pub aux_off: u32,
+    pub db_off: u32,
+    pub _pad: u32,
+}
+
+/// Which of M or K follows the step's batch size (gemm.wgsl's `batch_dim`).
+pub(crate) const BATCH_M: u32 = 1;
+pub(crate) const BATCH_K: u32 = 2;
+
+/// gemm.wgsl's epilogues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Epilogue {
+    None = 0,
+    Bias = 1,
+    BiasRelu = 2,
+    ReluMask = 3,
+    /// No change to C, and the row sums of A (the bias gradient) written beside it.
+    RowSums = 4,
+}
+
+/// A block tile of `bm x bn` outputs per workgroup, `tm x tn` per invocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Variant {
+    pub bm: u32,
+    pub bn: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl Variant {
+    pub fn invocations(self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+}
+
+impl fmt::Display for Variant {
+    /// `128x64/8x4`.
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}x{}/{}x{}", self.bm, self.bn, self.tm, self.tn)
+    }
+}
+
+const fn v(bm: u32, bn: u32, tm: u32, tn: u32) -> Variant {
+    Variant { bm, bn, tm, tn }
+}
+
+/// The candidates, largest tiles first: large ones for large products, small ones so that a
+/// batch-128 product still spreads over every multiprocessor of a big GPU.
+pub const VARIANTS: [Variant; 6] = [
+    v(128, 128, 8, 8),
+    v(128, 64, 8, 4),
+    v(64, 64, 4, 4),
+    v(64, 64, 8, 4),
+    v(32, 64, 4, 4),
+    v(32, 32, 4, 4),
+];
+
+/// One product's shape as the tuner keys it: `C[m, n] = A[m, k] B[k, n]` and the operands'
+/// layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Shape {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub a_t: bool,
+    pub b_t: bool,
+}
+
+impl fmt::Display for Shape {
+    /// `128x784x512 A·Bᵀ` style, as m x k x n (the order `gpumlp bench` prints).
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let t = |x: bool| if x { "T" } else { "N" };
+        write!(
+            f,
+            "{}x{}x{} {}{}",
+            self.m,
+            self.k,
+            self.n,
+            t(self.a_t),
+            t(self.b_t)
+        )
+    }
+}
+
+impl Shape {
+    /// Workgroups of `variant` over this shape.
+    fn workgroups(&self, variant: Variant) -> u64 {
+        self.n.div_ceil(variant.bn) as u64 * self.m.div_ceil(variant.bm) as u64
+    }
+
+    /// The rule of thumb where nothing was timed: the largest tile that still gives 64
+    /// workgroups (enough to keep a big GPU's multiprocessors busy), else the smallest tile.
+    pub fn default_variant(&self, max_invocations: u32) -> Variant {
+        let fitting = VARIANTS
+            .iter()
+            .copied()
+            .filter(|v| v.invocations() <= max_invocations);
+        fitting
+            .clone()
+            .find(|v| self.workgroups(*v) >= 64)
+            .or_else(|| fitting.last())
+            .unwrap_or(VARIANTS[VARIANTS.len() - 1])
+    }
+}
+
+/// The variant chosen for each shape on one adapter, and whether tuning (timing the candidates
+/// at a shape's first use) is on. The program loads and saves it per adapter and driver; the
+/// core crate only reads and fills it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GemmTuning {
+    /// The adapter and driver the choices were timed on.
+    pub device: String,
+    /// `Shape` (as displayed) to the fastest variant.
+    pub choices: BTreeMap<String, Variant>,
+    /// Every candidate's time in seconds per shape, from the last tuning of this run (for
+    /// `gpumlp bench --tune`); not saved.
+    #[serde(skip)]
+    pub timings: BTreeMap<String, Vec<(Variant, f64)>>,
+    /// Time each shape's candidates at first use (else the rule of thumb).
+    #[serde(skip)]
+    pub enabled: bool,
+    /// Choices were added since it was loaded.
+    #[serde(skip)]
+    pub changed: bool,
+    /// Wall-clock seconds spent timing candidates in this run (compiling included).
+    #[serde(skip)]
+    pub seconds: f64,
+    /// Run every shape with this variant, whatever was chosen (for tests that cover each one).
+    #[serde(skip)]
+    pub force: Option<Variant>,
+}
+
+impl GemmTuning {
+    /// The choices as the JSON the program caches.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("tuning serialises")
+    }
+
+    /// Reads a cached tuning for `device`; refuses a malformed file, one for another device,
+    /// or one naming a variant this version does not have.
+    pub fn from_json(text: &str, device: &str) -> Result<Self> {
+        let tuning: GemmTuning = serde_json::from_str(text)
+            .map_err(|e| Error::Gpu(format!("not a GEMM tuning file ({e})")))?;
+        if tuning.device != device {
+            return Err(Error::Gpu(format!(
+                "tuned for {}, not {device}",
+                tuning.device
+            )));
+        }
+        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !VARIANTS.contains(v)) {
+            return Err(Error::Gpu(format!(
+                "{shape}: variant {v} is not one this gpumlp has"
+            )));
+        }
+        Ok(tuning)
+    }
+
+    /// `adapter name, backend, driver and driver info`: what a cached choice is valid for.
+    pub fn device_key(info: &wgpu::AdapterInfo) -> String {
+        format!(
+            "{} ({}, driver {} {})",
+            info.name,
+            info.backend.to_str(),
+            info.driver,
+            info.driver_info
+        )
+    }
+}
+
+/// The family's bind group layout and its pipelines, compiled as variants are chosen.
+pub(crate) struct GemmKernels {
+    pub layout: wgpu::BindGroupLayout,
+    pipelines: RefCell<HashMap<(bool, bool, Epilogue, Variant), wgpu::ComputePipeline>>,
+}
+
+impl GemmKernels {
+    pub fn new(device: &wgpu::Device) -> Self {
+        GemmKernels {
+            layout: device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("gemm"),
+                entries: &[
+                    uniform(0, false),
+                    storage(1, true),
+                    storage(2, true),
+                    storage(3, false),
+                    storage(4, true),
+                ],
+            }),
+            pipelines: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The pipeline of `variant` for this layout and epilogue, compiled on first use.
+    fn pipeline(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        (a_t, b_t, epilogue): (bool, bool, Epilogue),
+        variant: Variant,
+    ) -> Result<wgpu::ComputePipeline> {
+        bounds::gemm_variant(
+            variant.bm,
+            variant.bn,
+            variant.tm,
+            variant.tn,
+            ctx.limits.max_compute_invocations_per_workgroup,
+        )?;
+        let key = (a_t, b_t, epilogue, variant);
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let pipeline = ctx.pipeline(
+            "gemm.wgsl",
+            "gemm",
+            &self.layout,
+            step,
+            &[
+                ("BM", variant.bm as f64),
+                ("BN", variant.bn as f64),
+                ("TM", variant.tm as f64),
+                ("TN", variant.tn as f64),
+                ("A_T", flag(a_t)),
+                ("B_T", flag(b_t)),
+                ("EPILOGUE", epilogue as u32 as f64),
+                ("WG", variant.invocations() as f64),
+            ],
+        );
+        self.pipelines.borrow_mut().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// The variant for `shape`: the tuned choice, else timed now (tuning on), else the rule of
+    /// thumb.
+    fn choose(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        tuning: &mut GemmTuning,
+        shape: Shape,
+    ) -> Result<Variant> {
+        if let Some(v) = tuning.force {
+            return Ok(v);
+        }
+        let key = shape.to_string();
+        if let Some(v) = tuning.choices.get(&key) {
+            return Ok(*v);
+        }
+        let max = ctx.limits.max_compute_invocations_per_workgroup;
+        if !tuning.enabled {
+            return Ok(shape.default_variant(max));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let start = std::time::Instant::now();
+        let timings = self.time_candidates(ctx, step, shape)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            tuning.seconds += start.elapsed().as_secs_f64();
+        }
+        let best = timings
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(shape.default_variant(max), |(v, _)| *v);
+        tuning.choices.insert(key.clone(), best);
+        tuning.timings.insert(key, timings);
+        tuning.changed = true;
+        Ok(best)
+    }
+
+    /// Seconds per product of every candidate on `shape`, on synthetic operands: each timed as
+    /// a run of dispatches in one pass, after a warm-up, waiting for the device.
+    pub fn time_candidates(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        shape: Shape,
+    ) -> Result<Vec<(Variant, f64)>> {
+        let bench = GemmBench::new(ctx, self, step, shape)?;
+        let mut out = Vec::new();
+        for variant in VARIANTS {
+            if variant.invocations() > ctx.limits.max_compute_invocations_per_workgroup {
+                continue;
+            }
+            out.push((
+                variant,
+                bench.seconds_per_product(ctx, self, step, variant)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// The operands of a call: the buffers bound and how each is read.
+pub(crate) struct GemmOperands<'a> {
+    pub a: (&'a wgpu::Buffer, Operand),
+    pub b: (&'a wgpu::Buffer, Operand),
+    /// C and the offset it starts at.
+    pub c: (&'a wgpu::Buffer, u64),
+    /// Bias or mask (unused otherwise) and its offset.
+    pub aux: (&'a wgpu::Buffer, u64),
+}
+
+/// One product of the network with its bind group built once, and the pipeline chosen for each
+/// batch size it runs at.
+pub(crate) struct GemmCall {
+    bind: wgpu::BindGroup,
+    params: GemmParams,
+    layout: (bool, bool, Epilogue),
+    /// `(batch, pipeline, workgroups (x, y))`.
+    chosen: Vec<(u32, wgpu::ComputePipeline, (u32, u32))>,
+}
+
+impl GemmCall {
+    /// Binds `operands` for a product of at most `m x k` by `k x n` (the batch may shrink
+    /// `batch_dim`), proving first that no index it can form leaves its buffer.
+    pub fn new(
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        label: &str,
+        (m, n, k, batch_dim): (u32, u32, u32, u32),
+        epilogue: Epilogue,
+        ops: GemmOperands,
+    ) -> Result<Self> {
+        let reach = match epilogue {
+            Epilogue::None => EpilogueReach::None,
+            Epilogue::Bias | Epilogue::BiasRelu => EpilogueReach::Bias(ops.aux.1),
+            Epilogue::ReluMask => EpilogueReach::Mask(ops.aux.1),
+            Epilogue::RowSums => EpilogueReach::RowSums(ops.aux.1),
+        };
+        bounds::gemm(
+            (m as u64, n as u64, k as u64),
+            ops.a.1,
+            ops.b.1,
+            ops.c.1,
+            reach,
+            GemmBuffers {
+                a: words(ops.a.0),
+                b: words(ops.b.0),
+                c: words(ops.c.0),
+                aux: words(ops.aux.0),
+            },
+        )?;
+        let (db_off, aux_off) = match epilogue {
+            Epilogue::RowSums => (ops.aux.1 as u32, 0),
+            _ => (0, ops.aux.1 as u32),
+        };
+        let params = GemmParams {
+            m,
+            n,
+            k,
+            batch_dim,
+            a_off: ops.a.1.offset as u32,
+            lda: ops.a.1.ld as u32,
+            b_off: ops.b.1.offset as u32,
+            ldb: ops.b.1.ld as u32,
+            c_off: ops.c.1 as u32,
+            aux_off,
+            db_off,
+            _pad: 0,
+        };
+        let uniform = ctx
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(&params),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+        // The row sums go to C's buffer (the gradients), so aux binds A's buffer, unread.
+        let aux = if epilogue == Epilogue::RowSums {
+            ops.a.0
+        } else {
+            ops.aux.0
+        };
+        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &kernels.layout,
+            entries: &[
+                entry(0, &uniform),
+                entry(1, ops.a.0),
+                entry(2, ops.b.0),
+                entry(3, ops.c.0),
+                entry(4, aux),
+            ],
+        });
+        Ok(GemmCall {
+            bind,
+            params,
+            layout: (ops.a.1.transposed, ops.b.1.transposed, epilogue),
+            chosen: Vec::new(),
+        })
+    }
+
+    /// The shape this call runs at with `batch` rows.
+    pub fn shape(&self, batch: u32) -> Shape {
+        let p = &self.params;
+        Shape {
+            m: if p.batch_dim == BATCH_M { batch } else { p.m },
+            n: p.n,
+            k: if p.batch_dim == BATCH_K { batch } else { p.k },
+            a_t: self.layout.0,
+            b_t: self.layout.1,
+        }
+    }
+
+    /// Chooses (and compiles) the variant this call runs with at `batch`, unless chosen already.
+    pub fn prepare(
+        &mut self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        tuning: &mut GemmTuning,
+        batch: u32,
+    ) -> Result<()> {
+        if self.chosen.iter().any(|(b, _, _)| *b == batch) {
+            return Ok(());
+        }
+        let shape = self.shape(batch);
+        let variant = kernels.choose(ctx, step, tuning, shape)?;
+        let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
+        let groups = (shape.n.div_ceil(variant.bn), shape.m.div_ceil(variant.bm));
+        let max = ctx.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max {
+            return Err(Error::Gpu(format!(
+                "a {shape} product needs more than {max} workgroups per dimension"
+            )));
+        }
+        self.chosen.push((batch, pipeline, groups));
+        Ok(())
+    }
+
+    /// Encodes the product at `batch` rows: the variant prepared for that batch, else (a short
+    /// last batch) the one prepared for the largest batch, whose tiles cover it.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, batch: u32) {
+        let (_, pipeline, (x, y)) = self
+            .chosen
+            .iter()
+            .find(|(b, _, _)| *b == batch)
+            .or_else(|| self.chosen.iter().max_by_key(|(b, _, _)| *b))
+            .expect("prepared before encoding");
+        // For a shorter batch the extra rows of tiles return at once (gemm.wgsl).
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(*x, *y, 1);
+    }
+}
+
+/// One product alone on synthetic operands: what the tuner times and `gpumlp bench` reports.
+pub struct GemmBench {
+    bind: wgpu::BindGroup,
+    step_bind: wgpu::BindGroup,
+    shape: Shape,
+}
+
+impl GemmBench {
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        shape: Shape,
+    ) -> Result<Self> {
+        let device = &ctx.device;
+        let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
+        let largest = 4 * (m * k).max(k * n).max(m * n);
+        if largest > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "a {shape} product needs {} MiB buffers, over this GPU's binding limit",
+                largest >> 20
+            )));
+        }
+        let filled = |label: &str, len: u64| {
+            let data: Vec<f32> = (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let (a, b, c) = (
+            filled("bench a", m * k),
+            filled("bench b", k * n),
+            filled("bench c", m * n),
+        );
+        let operand = |transposed: bool, rows: u64, cols: u64| Operand {
+            offset: 0,
+            ld: if transposed { rows } else { cols },
+            transposed,
+        };
+        let call = GemmCall::new(
+            ctx,
+            kernels,
+            "bench gemm",
+            (shape.m, shape.n, shape.k, 0),
+            Epilogue::None,
+            GemmOperands {
+                a: (&a, operand(shape.a_t, m, k)),
+                b: (&b, operand(shape.b_t, k, n)),
+                c: (&c, 0),
+                aux: (&a, 0),
+            },
+        )?;
+        let (_, step_bind) = super::step_table(&ctx.device, step, 1);
+        Ok(GemmBench {
+            bind: call.bind,
+            step_bind,
+            shape,
+        })
+    }
+
+    /// Runs the product `reps` times with `variant` in one pass and waits for the device.
+    pub(crate) fn run(
+        &self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        variant: Variant,
+        reps: usize,
+    ) -> Result<()> {
+        let pipeline = kernels.pipeline(
+            ctx,
+            step,
+            (self.shape.a_t, self.shape.b_t, Epilogue::None),
+            variant,
+        )?;
+        let groups = (
+            self.shape.n.div_ceil(variant.bn),
+            self.shape.m.div_ceil(variant.bm),
+        );
+        let max = ctx.limits.max_compute_workgroups_per_dimension;
+        if groups.0 > max || groups.1 > max {
+            return Err(Error::Gpu(format!(
+                "a {} product needs more than {max} workgroups per dimension",
+                self.shape
+            )));
+        }
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("bench"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bench"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &self.bind, &[]);
+            pass.set_bind_group(1, &self.step_bind, &[0]);
+            for _ in 0..reps {
+                pass.dispatch_workgroups(groups.0, groups.1, 1);
+            }
+        }
+        ctx.wait(ctx.queue.submit([encoder.finish()]))
+    }
+
+    /// Seconds per product with `variant`: one warm-up run (which also compiles), then enough
+    /// repetitions to take about 2 ms, timed with the wall clock around the wait. Natively only:
+    /// a browser can neither wait for the GPU nor read a clock this way.
+    pub(crate) fn seconds_per_product(
+        &self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        variant: Variant,
+    ) -> Result<f64> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (ctx, kernels, step, variant);
+            return Err(Error::Gpu("GEMM timing needs a native build".into()));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.time_natively(ctx, kernels, step, variant)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn time_natively(
+        &self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        variant: Variant,
+    ) -> Result<f64> {
+        let clock = std::time::Instant::now;
+        let start = clock();
+        self.run(ctx, kernels, step, variant, 1)?;
+        let once = start.elapsed().as_secs_f64().max(1e-6);
+        let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
+        let start = clock();
+        self.run(ctx, kernels, step, variant, reps)?;
+        Ok(start.elapsed().as_secs_f64() / reps as f64)
+    }
+}
+
+/// GEMMs alone, for `gpumlp bench`: a product's time with the variant the backend would choose,
+/// or with every candidate.
+pub struct GemmProbe {
+    kernels: GemmKernels,
+    step: wgpu::BindGroupLayout,
+}
+
+impl GemmProbe {
+    pub fn new(ctx: &GpuContext) -> Self {
+        GemmProbe {
+            kernels: GemmKernels::new(&ctx.device),
+            step: super::step_layout(&ctx.device),
+        }
+    }
+
+    /// The variant the backend runs `shape` with (tuned now if tuning is on and it is new) and
+    /// its seconds per product.
+    pub fn seconds(&self, ctx: &GpuContext, shape: Shape) -> Result<(Variant, f64)> {
+        let variant = {
+            let mut tuning = ctx.tuning.lock().expect("tuning lock");
+            self.kernels.choose(ctx, &self.step, &mut tuning, shape)?
+        };
+        let bench = GemmBench::new(ctx, &self.kernels, &self.step, shape)?;
+        Ok((
+            variant,
+            bench.seconds_per_product(ctx, &self.kernels, &self.step, variant)?,
+        ))
+    }
+
+    /// Every candidate's seconds per product on `shape`, timed now; the fastest becomes the
+    /// shape's choice in `ctx.tuning`.
+    pub fn candidates(&self, ctx: &GpuContext, shape: Shape) -> Result<Vec<(Variant, f64)>> {
+        let mut tuning = ctx.tuning.lock().expect("tuning lock");
+        tuning.choices.remove(&shape.to_string());
+        tuning.enabled = true;
+        self.kernels.choose(ctx, &self.step, &mut tuning, shape)?;
+        Ok(tuning.timings[&shape.to_string()].clone())
+    }
+}
