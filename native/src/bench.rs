@@ -55,11 +55,12 @@ fn cpu_gemm_seconds(m: usize, k: usize, n: usize) -> Result<f64> {
     })
 }
 
-/// Trains `steps` steps of B1 on synthetic data after a warm-up; returns seconds per step,
-/// waiting for the device at the end.
-fn step_seconds(backend: &mut dyn Backend) -> Result<f64> {
+/// Trains `steps` steps of B1 on synthetic data after a warm-up of 2 (whose first step also
+/// compiles a GPU's pipelines); returns seconds per step, waiting for the device at the end.
+/// `auto` and `gpumlp devices` time each device this way.
+pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
     let arch = Architecture::mlp(&[512, 256])?;
-    let n = STEPS * BATCH;
+    let n = steps.max(2) * BATCH;
     let images: Vec<u8> = (0..n * 784)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -76,10 +77,10 @@ fn step_seconds(backend: &mut dyn Backend) -> Result<f64> {
         pollster::block_on(backend.take_stats(Split::Train))?;
         Ok(())
     };
-    epoch(10)?;
+    epoch(2)?;
     let start = Instant::now();
-    epoch(STEPS)?;
-    Ok(start.elapsed().as_secs_f64() / STEPS as f64)
+    epoch(steps)?;
+    Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -173,12 +174,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let (step, dispatches, encode) = match gpu {
         Some(ctx) => {
             let mut backend = GpuBackend::new(ctx, &arch, &adam)?;
-            let step = step_seconds(&mut backend)?;
+            let step = b1_step_seconds(&mut backend, STEPS)?;
             let encode = backend.encode_seconds_per_step();
             (step, Some(backend.dispatches_per_step()), encode)
         }
         None => (
-            step_seconds(&mut CpuBackend::new(&arch, &adam))?,
+            b1_step_seconds(&mut CpuBackend::new(&arch, &adam), STEPS)?,
             None,
             None,
         ),

@@ -1,17 +1,24 @@
 //! Choosing what to train on, and `gpumlp devices`.
 //!
 //! Policy: `auto` takes a discrete GPU, else an integrated GPU, else the CPU
-//! backend. A software adapter (lavapipe, SwiftShader, WARP: device type "CPU") is far slower
+//! backend; when it finds such a GPU it times one B1 training step on it and on the CPU backend
+//! (well under a second), keeps the faster, and caches the verdict per machine (a GPU slower
+//! than the cores, as a laptop's integrated one can be, loses to them). A software adapter (lavapipe, SwiftShader, WARP: device type "CPU") is far slower
 //! than the CPU backend, so it is used only when asked for with `--device software`. `--device N`
 //! takes adapter N as `gpumlp devices` numbers them. Only the primary APIs (Vulkan, Metal, DX12)
 //! are considered; `WGPU_BACKEND` narrows them further.
 
+use crate::bench::b1_step_seconds;
 use crate::cli::Device;
+use crate::files::write_atomic;
 use crate::tuning::TuningCache;
 use anyhow::{anyhow, bail, Result};
+use gpumlp::backend::gpu::GemmTuning;
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
 use gpumlp::backend::Backend;
+use gpumlp::OptimizerKind;
 use gpumlp::{Architecture, CpuBackend, OptimizerConfig};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Every adapter wgpu finds, in a stable order (the numbering of `gpumlp devices`).
@@ -83,6 +90,7 @@ pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
         return Ok(None);
     };
     match pollster::block_on(GpuContext::new(&adapters[index])) {
+        Ok(context) if *device == Device::Auto => Ok(faster_than_cpu(context)),
         Ok(context) => Ok(Some(context)),
         // `auto` promises to train somewhere: fall back to the CPU, and say so.
         Err(e) if *device == Device::Auto => {
@@ -112,22 +120,129 @@ pub fn open(
     })
 }
 
-/// `gpumlp devices`.
+/// Timed B1 steps per device when `auto` or `devices` compares them (after 2 of warm-up).
+const PROBE_STEPS: usize = 4;
+
+/// Seconds per B1 training step (784-512-256-10, batch 128, Adam) on `gpu`, or on the CPU.
+fn b1_step(gpu: Option<&GpuContext>) -> Result<f64> {
+    let arch = Architecture::mlp(&[512, 256])?;
+    let adam = OptimizerConfig::new(OptimizerKind::Adam);
+    Ok(match gpu {
+        Some(ctx) => b1_step_seconds(
+            &mut GpuBackend::new(ctx.clone(), &arch, &adam)?,
+            PROBE_STEPS,
+        )?,
+        None => b1_step_seconds(&mut CpuBackend::new(&arch, &adam), PROBE_STEPS)?,
+    })
+}
+
+/// `auto`'s measured verdict, cached in `<cache>/device-choice.json`.
+#[derive(Serialize, Deserialize)]
+struct Verdict {
+    gpu: String,
+    cpu: String,
+    gpu_step_seconds: f64,
+    cpu_step_seconds: f64,
+}
+
+fn cpu_name() -> String {
+    CpuBackend::new(
+        &Architecture::mlp(&[1]).expect("a valid architecture"),
+        &OptimizerConfig::new(OptimizerKind::Sgd),
+    )
+    .device()
+    .name
+}
+
+/// `ctx` if it trains B1 faster than the CPU backend, else None: measured once per machine
+/// (GPU, driver and CPU thread count), then read from the cache. Says which and why.
+fn faster_than_cpu(ctx: GpuContext) -> Option<GpuContext> {
+    let path = crate::data::cache_dir().join("device-choice.json");
+    let (gpu, cpu) = (GemmTuning::device_key(&ctx.info), cpu_name());
+    let cached = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Verdict>(&text).ok())
+        .filter(|v| v.gpu == gpu && v.cpu == cpu);
+    let (verdict, how) = match cached {
+        Some(v) => (v, "cached"),
+        None => {
+            // Timing the GPU tunes its GEMMs for B1's shapes: keep what that found.
+            let tuning = TuningCache::load(&ctx);
+            let measured = b1_step(Some(&ctx)).and_then(|g| Ok((g, b1_step(None)?)));
+            if let Err(e) = tuning.save() {
+                eprintln!("note: the GEMM tuning could not be cached ({e:#})");
+            }
+            match measured {
+                Ok((gpu_step_seconds, cpu_step_seconds)) => {
+                    let v = Verdict {
+                        gpu,
+                        cpu,
+                        gpu_step_seconds,
+                        cpu_step_seconds,
+                    };
+                    let json = serde_json::to_string_pretty(&v).expect("verdict serialises");
+                    let saved = std::fs::create_dir_all(path.parent().expect("a folder"))
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| write_atomic(&path, json.as_bytes()));
+                    (
+                        v,
+                        if saved.is_ok() {
+                            "measured now"
+                        } else {
+                            "measured now, not cached"
+                        },
+                    )
+                }
+                Err(e) => {
+                    eprintln!(
+                        "note: auto: could not time {} ({e:#}); using it",
+                        ctx.info.name
+                    );
+                    return Some(ctx);
+                }
+            }
+        }
+    };
+    let gpu_wins = verdict.gpu_step_seconds < verdict.cpu_step_seconds;
+    eprintln!(
+        "note: auto: a B1 step takes {:.2} ms on {} and {:.2} ms on the {} ({how}): using the {}; --device overrides",
+        verdict.gpu_step_seconds * 1e3,
+        ctx.info.name,
+        verdict.cpu_step_seconds * 1e3,
+        verdict.cpu,
+        if gpu_wins { "GPU" } else { "CPU" }
+    );
+    gpu_wins.then_some(ctx)
+}
+
+/// `gpumlp devices`: every adapter and the CPU backend, each with the time of a B1 step.
 pub fn run(json_out: bool) -> Result<()> {
     let cpu = CpuBackend::new(
         &Architecture::mlp(&[1])?,
-        &OptimizerConfig::new(gpumlp::OptimizerKind::Sgd),
+        &OptimizerConfig::new(OptimizerKind::Sgd),
     )
     .device();
     let adapters = adapters();
-    let chosen = select(&Device::Auto, &adapters)?;
+    let cpu_step = b1_step(None)?;
+    let mut steps = Vec::new();
+    for adapter in &adapters {
+        let step = pollster::block_on(GpuContext::new(adapter))
+            .map_err(anyhow::Error::from)
+            .and_then(|ctx| b1_step(Some(&ctx)));
+        steps.push(step.ok());
+    }
+    // `auto`: its adapter, if that one is measured faster than the CPU.
+    let chosen =
+        select(&Device::Auto, &adapters)?.filter(|&i| steps[i].is_some_and(|s| s < cpu_step));
+    let step_text =
+        |s: Option<f64>| s.map_or("not measured".into(), |s| format!("{:.2} ms", s * 1e3));
     let mut rows = Vec::new();
     for (i, adapter) in adapters.iter().enumerate() {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let auto = if chosen == Some(i) { "  <- auto" } else { "" };
         println!(
-            "{i}: {} - {}, {}, driver {} {}, max buffer {} MiB, max storage binding {} MiB{auto}",
+            "{i}: {} - {}, {}, driver {} {}, max buffer {} MiB, max storage binding {} MiB, B1 step {}{auto}",
             info.name,
             device_kind(info.device_type),
             info.backend.to_str(),
@@ -135,13 +250,14 @@ pub fn run(json_out: bool) -> Result<()> {
             info.driver_info,
             limits.max_buffer_size >> 20,
             limits.max_storage_buffer_binding_size >> 20,
+            step_text(steps[i]),
         );
         rows.push(json!({
             "index": i, "name": info.name, "kind": device_kind(info.device_type), "backend": info.backend.to_str(),
             "driver": info.driver, "driver_info": info.driver_info,
             "max_buffer_size": limits.max_buffer_size, "max_storage_binding_size": limits.max_storage_buffer_binding_size,
             "max_workgroups_per_dimension": limits.max_compute_workgroups_per_dimension,
-            "auto": chosen == Some(i),
+            "auto": chosen == Some(i), "b1_step_seconds": steps[i],
         }));
     }
     if adapters.is_empty() {
@@ -149,10 +265,12 @@ pub fn run(json_out: bool) -> Result<()> {
     }
     let auto = if chosen.is_none() { "  <- auto" } else { "" };
     println!(
-        "cpu: {} - backend {} (RAYON_NUM_THREADS sets the thread count){auto}",
-        cpu.name, cpu.backend
+        "cpu: {} - backend {} (RAYON_NUM_THREADS sets the thread count), B1 step {}{auto}",
+        cpu.name,
+        cpu.backend,
+        step_text(Some(cpu_step))
     );
-    rows.push(json!({ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend, "auto": chosen.is_none() }));
+    rows.push(json!({ "index": null, "name": cpu.name, "kind": cpu.kind, "backend": cpu.backend, "auto": chosen.is_none(), "b1_step_seconds": cpu_step }));
     if json_out {
         println!("{}", serde_json::Value::Array(rows));
     }

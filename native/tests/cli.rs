@@ -430,10 +430,14 @@ fn devices_lists_every_adapter_and_the_cpu_backend() {
         .find(|r| r["index"].is_null())
         .expect("the CPU backend is listed");
     assert_eq!(cpu["kind"], "cpu");
+    // Each device's B1 step is measured (what `auto` compares).
+    assert!(cpu["b1_step_seconds"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(stdout(&out).contains("B1 step"));
     for gpu in rows.iter().filter(|r| !r["index"].is_null()) {
         for field in ["name", "kind", "backend", "driver"] {
             assert!(gpu[field].is_string(), "{field} missing: {gpu}");
         }
+        assert!(gpu["b1_step_seconds"].as_f64().unwrap() > 0.0, "{gpu}");
         assert!(gpu["max_storage_binding_size"].as_u64().unwrap() > 0);
         // A software adapter is never the automatic choice.
         if gpu["kind"] == "software-gpu" {

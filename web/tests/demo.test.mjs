@@ -100,7 +100,7 @@ test('the four IDX files of a full dataset can be picked from disk', async () =>
   await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
   const files = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
   await page.locator('#data-files').setInputFiles(files.map((f) => join(dir, `${f}.gz`)));
-  await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('60000'), null, { timeout: 60_000 });
+  await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('60000'), null, { timeout: 180_000 });
   assert.equal(await text(page, 'data-info'), '60000 train / 10000 test images');
   assert.equal(await page.evaluate(() => window.gpumlp.demo.train_count()), 60000);
   await page.close();

@@ -1,0 +1,158 @@
+//! The program on a GPU adapter (lavapipe in CI): the GEMM tuning cache is written once, reused
+//! by later runs, and set aside with a note when it is corrupt; `bench --tune` lists every
+//! candidate. Where no software adapter exists the tests are reported as ignored, with the
+//! reason, and fail under CI (CI=true).
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args = libtest_mimic::Arguments::from_args();
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = gpumlp(&["devices", "--json"], tmp.path());
+    let has_software = json(&devices)
+        .as_array()
+        .is_some_and(|d| d.iter().any(|a| a["kind"] == "software-gpu"));
+    let missing = (!has_software)
+        .then_some("no software GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe");
+    let tests: [(&str, fn()); 2] = [
+        (
+            "the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt",
+            the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt,
+        ),
+        (
+            "bench_tune_lists_every_candidate_per_shape",
+            bench_tune_lists_every_candidate_per_shape,
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, body)| {
+            let trial = libtest_mimic::Trial::test(name, move || {
+                body();
+                Ok(())
+            });
+            match missing {
+                Some(reason) if std::env::var_os("CI").is_none() => trial
+                    .with_ignored_flag(true)
+                    .with_kind(format!("ignored: {reason}")),
+                _ => trial,
+            }
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}
+
+/// The one file in the cache's tuning folder, and its text.
+fn tuning_file(cache: &Path) -> (std::path::PathBuf, String) {
+    let dir = cache.join("gemm-tuning");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    (files[0].clone(), text)
+}
+
+fn the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A small model, so timing the candidates on a software adapter takes seconds.
+    let train = || {
+        gpumlp_env(
+            &[
+                "train",
+                "--data",
+                "mnist-sample",
+                "--device",
+                "software",
+                "--hidden",
+                "24",
+                "--batch",
+                "64",
+                "--epochs",
+                "1",
+                "--json",
+            ],
+            tmp.path(),
+            &[("GPUMLP_TUNE", "1")],
+        )
+    };
+    let first = train();
+    assert_ok(&first);
+    assert!(
+        stderr(&first).contains("timed the GEMM variants"),
+        "{}",
+        stderr(&first)
+    );
+    let (path, text) = tuning_file(tmp.path());
+    assert!(
+        text.contains("llvmpipe") || text.contains("\"device\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("64x784x24 NT"),
+        "the first layer's shape is cached: {text}"
+    );
+
+    // Reused: nothing timed, nothing written.
+    let second = train();
+    assert_ok(&second);
+    assert!(
+        !stderr(&second).contains("timed the GEMM"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(tuning_file(tmp.path()).1, text);
+    assert_eq!(
+        json(&first)["test_accuracy"],
+        json(&second)["test_accuracy"]
+    );
+
+    // Corrupt: set aside with a note, tuned again, and written whole.
+    std::fs::write(&path, "{ not json").unwrap();
+    let third = train();
+    assert_ok(&third);
+    let err = stderr(&third);
+    assert!(
+        err.contains("ignoring the GEMM tuning cache") && err.contains("timed the GEMM"),
+        "{err}"
+    );
+    assert!(tuning_file(tmp.path()).1.contains("64x784x24 NT"));
+}
+
+fn bench_tune_lists_every_candidate_per_shape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = gpumlp(
+        &[
+            "bench", "--device", "software", "--size", "64", "--tune", "--json",
+        ],
+        tmp.path(),
+    );
+    assert_ok(&out);
+    let j = json(&out);
+    let gemms = j["gemm"].as_array().unwrap();
+    assert_eq!(gemms.len(), 6);
+    for g in gemms {
+        let candidates = g["candidates"].as_array().unwrap();
+        assert_eq!(candidates.len(), 6, "{g}");
+        let fastest = candidates
+            .iter()
+            .min_by(|a, b| {
+                a["seconds"]
+                    .as_f64()
+                    .unwrap()
+                    .total_cmp(&b["seconds"].as_f64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(
+            g["variant"], fastest["variant"],
+            "the fastest candidate is chosen: {g}"
+        );
+    }
+    assert_eq!(j["train_step"]["dispatches_per_step"], 11);
+    assert!(j["train_step"]["encode_seconds"].as_f64().unwrap() > 0.0);
+}
