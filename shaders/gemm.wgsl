@@ -22,10 +22,15 @@
 // TN in {4, 8}). Slices of BK = 8 steps of k are staged through workgroup memory, the A slice
 // stored transposed (k-major) so the inner loop reads TM rows and TN columns as vec4s. Global
 // loads run along the operand's contiguous dimension, so neighbouring invocations read
-// neighbouring words. Edges are guarded only while staging and writing; indices into workgroup
-// and register arrays are bounded by the constants above (BM, BN <= 128, TM, TN <= 8), which
-// the host checks when it builds a variant, so none can leave its array.
-// Bindings (group 0): 0 params (uniform Gemm), 1 a f32[], 2 b f32[], 3 c f32[] (rw), 4 aux f32[].
+// neighbouring words, four at a time (A_VEC, B_VEC) where the host has checked that the
+// operand's offset, leading dimension and contiguous extent are multiples of 4 (so a vec4 is
+// wholly inside the operand or wholly past its edge). Edges are guarded only while staging and
+// writing; indices into workgroup and register arrays are bounded by the constants above
+// (BM, BN <= 128, TM, TN <= 8), which the host checks when it builds a variant.
+// The operands are bound as vec4 arrays (their buffers are padded to 16 bytes); element e is
+// a[e / 4][e % 4].
+// Bindings (group 0): 0 params (uniform Gemm), 1 a vec4<f32>[], 2 b vec4<f32>[], 3 c f32[] (rw),
+//                     4 aux f32[].
 
 struct Gemm {
     m: u32, n: u32, k: u32,
@@ -38,8 +43,8 @@ struct Gemm {
 }
 
 @group(0) @binding(0) var<uniform> g: Gemm;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
 
@@ -49,6 +54,8 @@ override TM: u32 = 4u;
 override TN: u32 = 4u;
 override A_T: bool = false;
 override B_T: bool = false;
+override A_VEC: bool = false;
+override B_VEC: bool = false;
 override EPILOGUE: u32 = 0u;
 // Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
 override WG: u32 = 256u;
@@ -81,33 +88,85 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var row_sum: array<vec4<f32>, 2>; // epilogue 4: sum over k of this invocation's TM rows
 
     for (var k0 = 0u; k0 < k; k0 += BK) {
-        // Stage BM x BK of A and BK x BN of B, each element by one invocation, the index
-        // running along the operand's contiguous dimension.
-        for (var e = t; e < BM * BK; e += WG) {
-            var i: u32; var kk: u32;
-            if (A_T) { i = e % BM; kk = e / BM; } else { i = e / BK; kk = e % BK; }
-            var v = 0.0;
-            if (row0 + i < m && k0 + kk < k) {
+        // Stage BM x BK of A and BK x BN of B, the index running along the operand's contiguous
+        // dimension: four elements per load where the host allows it, else one.
+        if (A_VEC) {
+            for (var e = t; e < BM * BK / 4u; e += WG) {
                 if (A_T) {
-                    v = a[g.a_off + (k0 + kk) * g.lda + row0 + i];
+                    let i = (e % a4) * 4u;
+                    let kk = e / a4;
+                    var v = vec4<f32>(0.0);
+                    if (row0 + i < m && k0 + kk < k) {
+                        v = a[(g.a_off + (k0 + kk) * g.lda + row0 + i) / 4u];
+                    }
+                    a_s[kk * a4 + i / 4u] = v;
                 } else {
-                    v = a[g.a_off + (row0 + i) * g.lda + k0 + kk];
+                    let i = e / (BK / 4u);
+                    let kk = (e % (BK / 4u)) * 4u;
+                    var v = vec4<f32>(0.0);
+                    if (row0 + i < m && k0 + kk < k) {
+                        v = a[(g.a_off + (row0 + i) * g.lda + k0 + kk) / 4u];
+                    }
+                    for (var q = 0u; q < 4u; q++) {
+                        a_s[(kk + q) * a4 + i / 4u][i % 4u] = v[q];
+                    }
                 }
             }
-            a_s[kk * a4 + i / 4u][i % 4u] = v;
+        } else {
+            for (var e = t; e < BM * BK; e += WG) {
+                var i: u32; var kk: u32;
+                if (A_T) { i = e % BM; kk = e / BM; } else { i = e / BK; kk = e % BK; }
+                var v = 0.0;
+                if (row0 + i < m && k0 + kk < k) {
+                    var at: u32;
+                    if (A_T) {
+                        at = g.a_off + (k0 + kk) * g.lda + row0 + i;
+                    } else {
+                        at = g.a_off + (row0 + i) * g.lda + k0 + kk;
+                    }
+                    v = a[at / 4u][at % 4u];
+                }
+                a_s[kk * a4 + i / 4u][i % 4u] = v;
+            }
         }
-        for (var e = t; e < BK * BN; e += WG) {
-            var j: u32; var kk: u32;
-            if (B_T) { j = e / BK; kk = e % BK; } else { j = e % BN; kk = e / BN; }
-            var v = 0.0;
-            if (col0 + j < n && k0 + kk < k) {
+        if (B_VEC) {
+            for (var e = t; e < BK * BN / 4u; e += WG) {
                 if (B_T) {
-                    v = b[g.b_off + (col0 + j) * g.ldb + k0 + kk];
+                    let j = e / (BK / 4u);
+                    let kk = (e % (BK / 4u)) * 4u;
+                    var v = vec4<f32>(0.0);
+                    if (col0 + j < n && k0 + kk < k) {
+                        v = b[(g.b_off + (col0 + j) * g.ldb + k0 + kk) / 4u];
+                    }
+                    for (var q = 0u; q < 4u; q++) {
+                        b_s[(kk + q) * b4 + j / 4u][j % 4u] = v[q];
+                    }
                 } else {
-                    v = b[g.b_off + (k0 + kk) * g.ldb + col0 + j];
+                    let j = (e % b4) * 4u;
+                    let kk = e / b4;
+                    var v = vec4<f32>(0.0);
+                    if (col0 + j < n && k0 + kk < k) {
+                        v = b[(g.b_off + (k0 + kk) * g.ldb + col0 + j) / 4u];
+                    }
+                    b_s[kk * b4 + j / 4u] = v;
                 }
             }
-            b_s[kk * b4 + j / 4u][j % 4u] = v;
+        } else {
+            for (var e = t; e < BK * BN; e += WG) {
+                var j: u32; var kk: u32;
+                if (B_T) { j = e / BK; kk = e % BK; } else { j = e % BN; kk = e / BN; }
+                var v = 0.0;
+                if (col0 + j < n && k0 + kk < k) {
+                    var at: u32;
+                    if (B_T) {
+                        at = g.b_off + (col0 + j) * g.ldb + k0 + kk;
+                    } else {
+                        at = g.b_off + (k0 + kk) * g.ldb + col0 + j;
+                    }
+                    v = b[at / 4u][at % 4u];
+                }
+                b_s[kk * b4 + j / 4u][j % 4u] = v;
+            }
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {

@@ -142,12 +142,25 @@ fn arch() -> Architecture {
     Architecture::mlp(&[70, 33]).unwrap()
 }
 
+/// Widths that are multiples of 4, so the GEMMs read most operands four floats at a time.
+fn aligned_arch() -> Architecture {
+    Architecture::mlp(&[96, 40]).unwrap()
+}
+
 /// A CPU and a GPU backend for `opt` with the same parameters and the same data.
 fn pair(ctx: GpuContext, opt: &OptimizerConfig) -> (CpuBackend, GpuBackend) {
+    pair_for(&arch(), ctx, opt)
+}
+
+fn pair_for(
+    arch: &Architecture,
+    ctx: GpuContext,
+    opt: &OptimizerConfig,
+) -> (CpuBackend, GpuBackend) {
     let data = common::small_sample(300, 100);
-    let params = init_params(&arch(), 11);
-    let mut cpu = CpuBackend::new(&arch(), opt);
-    let mut gpu = GpuBackend::new(ctx, &arch(), opt).unwrap();
+    let params = init_params(arch, 11);
+    let mut cpu = CpuBackend::new(arch, opt);
+    let mut gpu = GpuBackend::new(ctx, arch, opt).unwrap();
     for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
         b.set_params(&params).unwrap();
         b.upload(Split::Train, &data.train).unwrap();
@@ -207,11 +220,16 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
 }
 
 /// The network's products run by each GEMM variant in turn (every layout and epilogue, on
-/// widths that are not multiples of any tile), against the CPU.
+/// widths that are not multiples of any tile, read one float at a time and, where aligned,
+/// four), against the CPU.
 fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
-    for variant in gpu::VARIANTS {
-        ctx.tuning.lock().unwrap().force = Some(variant);
-        let (mut cpu, mut gpu) = pair(ctx.clone(), &adam());
+    for (variant, arch) in gpu::VARIANTS
+        .iter()
+        .flat_map(|v| [(*v, arch()), (*v, aligned_arch())])
+    {
+        let variant = &format!("{variant} on {arch}")[..];
+        ctx.tuning.lock().unwrap().force = Some(variant_of(variant));
+        let (mut cpu, mut gpu) = pair_for(&arch, ctx.clone(), &adam());
         for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
             b.forward(Split::Train, &batch()).unwrap();
             b.backward().unwrap();
@@ -252,6 +270,14 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
         );
     }
     ctx.tuning.lock().unwrap().force = None;
+}
+
+/// The variant a label `128x64/8x4 on ...` names.
+fn variant_of(label: &str) -> gpu::Variant {
+    *gpu::VARIANTS
+        .iter()
+        .find(|v| label.starts_with(&v.to_string()))
+        .unwrap()
 }
 
 fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {

@@ -199,10 +199,54 @@ impl GemmTuning {
     }
 }
 
+/// How a call reads its operands and ends: A transposed, B transposed, A read four elements at
+/// a time, B likewise, and the epilogue. One pipeline per `Layout` and variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Layout {
+    pub a_t: bool,
+    pub b_t: bool,
+    pub a_vec: bool,
+    pub b_vec: bool,
+    pub epilogue: Epilogue,
+}
+
+impl Layout {
+    /// The layout of a product of at most `m x k` by `k x n` whose `batch_dim` follows the
+    /// batch: vec4 loads where the operand's offset, leading dimension and contiguous extent are
+    /// multiples of 4 and that extent is not the batch (a short batch could end mid-vector).
+    fn new(
+        (m, n, k, batch_dim): (u32, u32, u32, u32),
+        a: Operand,
+        b: Operand,
+        epilogue: Epilogue,
+    ) -> Self {
+        let aligned = |o: Operand, extent: u32, extent_is_batch: bool| {
+            o.offset % 4 == 0 && o.ld % 4 == 0 && extent % 4 == 0 && !extent_is_batch
+        };
+        let (a_extent, a_batch) = if a.transposed {
+            (m, batch_dim == BATCH_M)
+        } else {
+            (k, batch_dim == BATCH_K)
+        };
+        let (b_extent, b_batch) = if b.transposed {
+            (k, batch_dim == BATCH_K)
+        } else {
+            (n, false)
+        };
+        Layout {
+            a_t: a.transposed,
+            b_t: b.transposed,
+            a_vec: aligned(a, a_extent, a_batch),
+            b_vec: aligned(b, b_extent, b_batch),
+            epilogue,
+        }
+    }
+}
+
 /// The family's bind group layout and its pipelines, compiled as variants are chosen.
 pub(crate) struct GemmKernels {
     pub layout: wgpu::BindGroupLayout,
-    pipelines: RefCell<HashMap<(bool, bool, Epilogue, Variant), wgpu::ComputePipeline>>,
+    pipelines: RefCell<HashMap<(Layout, Variant), wgpu::ComputePipeline>>,
 }
 
 impl GemmKernels {
@@ -227,7 +271,7 @@ impl GemmKernels {
         &self,
         ctx: &GpuContext,
         step: &wgpu::BindGroupLayout,
-        (a_t, b_t, epilogue): (bool, bool, Epilogue),
+        layout: Layout,
         variant: Variant,
     ) -> Result<wgpu::ComputePipeline> {
         bounds::gemm_variant(
@@ -237,7 +281,7 @@ impl GemmKernels {
             variant.tn,
             ctx.limits.max_compute_invocations_per_workgroup,
         )?;
-        let key = (a_t, b_t, epilogue, variant);
+        let key = (layout, variant);
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return Ok(p.clone());
         }
@@ -252,9 +296,11 @@ impl GemmKernels {
                 ("BN", variant.bn as f64),
                 ("TM", variant.tm as f64),
                 ("TN", variant.tn as f64),
-                ("A_T", flag(a_t)),
-                ("B_T", flag(b_t)),
-                ("EPILOGUE", epilogue as u32 as f64),
+                ("A_T", flag(layout.a_t)),
+                ("B_T", flag(layout.b_t)),
+                ("A_VEC", flag(layout.a_vec)),
+                ("B_VEC", flag(layout.b_vec)),
+                ("EPILOGUE", layout.epilogue as u32 as f64),
                 ("WG", variant.invocations() as f64),
             ],
         );
@@ -337,7 +383,7 @@ pub(crate) struct GemmOperands<'a> {
 pub(crate) struct GemmCall {
     bind: wgpu::BindGroup,
     params: GemmParams,
-    layout: (bool, bool, Epilogue),
+    layout: Layout,
     /// `(batch, pipeline, workgroups (x, y))`.
     chosen: Vec<(u32, wgpu::ComputePipeline, (u32, u32))>,
 }
@@ -417,7 +463,7 @@ impl GemmCall {
         Ok(GemmCall {
             bind,
             params,
-            layout: (ops.a.1.transposed, ops.b.1.transposed, epilogue),
+            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue),
             chosen: Vec::new(),
         })
     }
@@ -429,8 +475,8 @@ impl GemmCall {
             m: if p.batch_dim == BATCH_M { batch } else { p.m },
             n: p.n,
             k: if p.batch_dim == BATCH_K { batch } else { p.k },
-            a_t: self.layout.0,
-            b_t: self.layout.1,
+            a_t: self.layout.a_t,
+            b_t: self.layout.b_t,
         }
     }
 
@@ -481,6 +527,7 @@ pub struct GemmBench {
     bind: wgpu::BindGroup,
     step_bind: wgpu::BindGroup,
     shape: Shape,
+    layout: Layout,
 }
 
 impl GemmBench {
@@ -500,7 +547,10 @@ impl GemmBench {
             )));
         }
         let filled = |label: &str, len: u64| {
-            let data: Vec<f32> = (0..len).map(|i| ((i % 13) as f32 - 6.0) * 0.01).collect();
+            // Padded to whole vec4s, as the backend's buffers are.
+            let data: Vec<f32> = (0..len.next_multiple_of(4))
+                .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+                .collect();
             device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some(label),
                 contents: bytemuck::cast_slice(&data),
@@ -535,6 +585,7 @@ impl GemmBench {
             bind: call.bind,
             step_bind,
             shape,
+            layout: call.layout,
         })
     }
 
@@ -547,12 +598,7 @@ impl GemmBench {
         variant: Variant,
         reps: usize,
     ) -> Result<()> {
-        let pipeline = kernels.pipeline(
-            ctx,
-            step,
-            (self.shape.a_t, self.shape.b_t, Epilogue::None),
-            variant,
-        )?;
+        let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
         let groups = (
             self.shape.n.div_ceil(variant.bn),
             self.shape.m.div_ceil(variant.bm),
@@ -659,5 +705,82 @@ impl GemmProbe {
         tuning.enabled = true;
         self.kernels.choose(ctx, &self.step, &mut tuning, shape)?;
         Ok(tuning.timings[&shape.to_string()].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(offset: u64, ld: u64, transposed: bool) -> Operand {
+        Operand {
+            offset,
+            ld,
+            transposed,
+        }
+    }
+
+    #[test]
+    fn operands_are_read_as_vec4_only_where_every_vector_is_whole() {
+        // B1's forward layer 1: X [B, 784] and W [512, 784] read transposed; both aligned.
+        let fwd = Layout::new(
+            (128, 512, 784, BATCH_M),
+            op(0, 784, false),
+            op(0, 784, true),
+            Epilogue::BiasRelu,
+        );
+        assert!(fwd.a_vec && fwd.b_vec);
+        // The last layer's weight gradient: dZ^T is 10 rows, contiguous along them: not whole vec4s.
+        let dw = Layout::new(
+            (10, 256, 128, BATCH_K),
+            op(0, 10, true),
+            op(0, 256, false),
+            Epilogue::RowSums,
+        );
+        assert!(!dw.a_vec && dw.b_vec);
+        // An odd offset, an odd leading dimension, or the batch as the contiguous extent: no.
+        let odd = |a: Operand, dims| Layout::new(dims, a, op(0, 4, false), Epilogue::None).a_vec;
+        assert!(!odd(op(2, 784, false), (128, 4, 784, 0)));
+        assert!(!odd(op(0, 786, false), (128, 4, 784, 0)));
+        assert!(!odd(op(0, 128, true), (128, 4, 784, BATCH_M)));
+        assert!(odd(op(0, 128, true), (128, 4, 784, 0)));
+    }
+
+    #[test]
+    fn the_rule_of_thumb_keeps_64_workgroups_where_it_can() {
+        let shape = |m, n| Shape {
+            m,
+            n,
+            k: 256,
+            a_t: false,
+            b_t: false,
+        };
+        assert_eq!(shape(4096, 4096).default_variant(1024), VARIANTS[0]);
+        // 128 x 512: 128x128 tiles give 4 workgroups; 32x32 gives 64.
+        assert_eq!(
+            shape(128, 512).default_variant(1024).to_string(),
+            "32x32/4x4"
+        );
+        // A device allowing 128 invocations per workgroup never gets a 256-invocation variant.
+        assert!(shape(4096, 4096).default_variant(128).invocations() <= 128);
+    }
+
+    #[test]
+    fn a_tuning_file_round_trips_and_is_refused_for_another_device_or_variant() {
+        let mut t = GemmTuning {
+            device: "GPU X (vulkan, driver 1)".into(),
+            ..Default::default()
+        };
+        t.choices.insert("128x784x512 NT".into(), VARIANTS[2]);
+        let json = t.to_json();
+        let back = GemmTuning::from_json(&json, &t.device).unwrap();
+        assert_eq!(back.choices, t.choices);
+        assert!(GemmTuning::from_json(&json, "GPU Y").is_err());
+        assert!(GemmTuning::from_json("{ not json", &t.device).is_err());
+        let foreign = json.replace("\"bm\": 64", "\"bm\": 96");
+        let err = GemmTuning::from_json(&foreign, &t.device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not one this gpumlp has"), "{err}");
     }
 }

@@ -272,7 +272,7 @@ impl GpuBackend {
         let flat = |label: &str| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: 4 * layout.len as u64,
+                size: padded(layout.len),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_SRC
                     | wgpu::BufferUsages::COPY_DST,
@@ -594,6 +594,12 @@ fn step_table(
     (buffer, bind)
 }
 
+/// Bytes for `len` f32, padded to whole vec4s (the GEMM reads its operands as vec4 arrays)
+/// and at least one.
+fn padded(len: usize) -> u64 {
+    4 * len.max(1).next_multiple_of(4) as u64
+}
+
 fn order_buffer(device: &wgpu::Device, label: &str, len: usize) -> wgpu::Buffer {
     device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -629,7 +635,7 @@ impl BatchResources {
         let f32_buffer = |label: String, len: usize| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&label),
-                size: 4 * len.max(1) as u64,
+                size: padded(len),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
