@@ -20,7 +20,7 @@ struct Step {
 @group(1) @binding(0) var<uniform> step: Step;
 
 // Workgroups per dispatch dimension are capped (65,535 on WebGPU), so 1-D work is dispatched as
-// a 2-D grid of 256-wide workgroups and flattened back here.
+// a 2-D grid of WG-wide workgroups and flattened back here (each file declares its WG).
 fn flat_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 256u;
+    return gid.x + gid.y * nwg.x * WG;
 }

@@ -8,11 +8,16 @@
 //            4: none, and db[i] = sum_k A[i, k] as well (the bias gradient, written by the
 //               workgroups of the first column of tiles into c[db_off + i])
 //   (bias = aux[aux_off + j]; mask = aux[aux_off + i*N + j])
+//   A_FROM_DATA: A[i, k] = pixel k of image order[o + i] * INPUT_SCALE     (o = step.order_offset)
+//   B_FROM_DATA: B[k, j] = pixel j of image order[o + k] * INPUT_SCALE
+//   (the first layer's input read straight from the resident dataset, bytes packed four to a
+//   u32, through the step's shuffled order: no separate gather kernel, no input batch buffer)
 //
 // The MLP's products, with W [out, in] and activations [B, in] row-major:
 //   forward   Z  = X @ W^T (+ b, ReLU)    M = B,   N = out, K = in    A_T false, B_T true
 //   backward  dW = dZ^T @ X  (db = dZ^T 1) M = out, N = in,  K = B     A_T true,  B_T false
 //             dX = dZ @ W (* ReLU')       M = B,   N = in,  K = out   A_T false, B_T false
+// (X of the first layer from the dataset: A_FROM_DATA forward, B_FROM_DATA for its dW.)
 // The batch changes on an epoch's last step, so `batch_dim` says which of M or K is the batch,
 // taken from the step's slot.
 //
@@ -30,7 +35,8 @@
 // The operands are bound as vec4 arrays (their buffers are padded to 16 bytes); element e is
 // a[e / 4][e % 4].
 // Bindings (group 0): 0 params (uniform Gemm), 1 a vec4<f32>[], 2 b vec4<f32>[], 3 c f32[] (rw),
-//                     4 aux f32[].
+//                     4 aux f32[], 5 images u32[N*PIXELS/4], 6 order u32[] (5 and 6 read only
+//                     by the first layer's products; the others bind a placeholder there).
 
 struct Gemm {
     m: u32, n: u32, k: u32,
@@ -47,6 +53,8 @@ struct Gemm {
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
+@group(0) @binding(5) var<storage, read> images: array<u32>;
+@group(0) @binding(6) var<storage, read> order: array<u32>;
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
@@ -56,6 +64,10 @@ override A_T: bool = false;
 override B_T: bool = false;
 override A_VEC: bool = false;
 override B_VEC: bool = false;
+override A_FROM_DATA: bool = false;
+override B_FROM_DATA: bool = false;
+override PIXELS: u32 = 784u;
+override INPUT_SCALE: f32 = 0.003921569;
 override EPILOGUE: u32 = 0u;
 // Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
 override WG: u32 = 256u;
@@ -65,6 +77,13 @@ const BK: u32 = 8u;
 // the largest tile, BK x 128.
 var<workgroup> a_s: array<vec4<f32>, 256>;
 var<workgroup> b_s: array<vec4<f32>, 256>;
+
+// Pixels p .. p+3 (p a multiple of 4) of the image in row `row` of the step's batch.
+fn pixels4(row: u32, p: u32) -> vec4<f32> {
+    let word = images[order[step.order_offset + row] * (PIXELS / 4u) + p / 4u];
+    let bytes = vec4<u32>(word & 0xffu, (word >> 8u) & 0xffu, (word >> 16u) & 0xffu, word >> 24u);
+    return vec4<f32>(bytes) * INPUT_SCALE;
+}
 
 @compute @workgroup_size(WG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -90,7 +109,19 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var k0 = 0u; k0 < k; k0 += BK) {
         // Stage BM x BK of A and BK x BN of B, the index running along the operand's contiguous
         // dimension: four elements per load where the host allows it, else one.
-        if (A_VEC) {
+        if (A_FROM_DATA) {
+            for (var e = t; e < BM * BK / 4u; e += WG) {
+                let i = e / (BK / 4u);
+                let kk = (e % (BK / 4u)) * 4u;
+                var v = vec4<f32>(0.0);
+                if (row0 + i < m && k0 + kk < k) {
+                    v = pixels4(row0 + i, k0 + kk);
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    a_s[(kk + q) * a4 + i / 4u][i % 4u] = v[q];
+                }
+            }
+        } else if (A_VEC) {
             for (var e = t; e < BM * BK / 4u; e += WG) {
                 if (A_T) {
                     let i = (e % a4) * 4u;
@@ -129,7 +160,17 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 a_s[kk * a4 + i / 4u][i % 4u] = v;
             }
         }
-        if (B_VEC) {
+        if (B_FROM_DATA) {
+            for (var e = t; e < BK * BN / 4u; e += WG) {
+                let j = (e % b4) * 4u;
+                let kk = e / b4;
+                var v = vec4<f32>(0.0);
+                if (col0 + j < n && k0 + kk < k) {
+                    v = pixels4(k0 + kk, col0 + j);
+                }
+                b_s[kk * b4 + j / 4u] = v;
+            }
+        } else if (B_VEC) {
             for (var e = t; e < BK * BN / 4u; e += WG) {
                 if (B_T) {
                     let j = e / (BK / 4u);

@@ -24,7 +24,9 @@ struct Opt {
 @group(0) @binding(3) var<storage, read_write> state0: array<f32>;
 @group(0) @binding(4) var<storage, read_write> state1: array<f32>;
 
-@compute @workgroup_size(256)
+override WG: u32 = 256u;
+
+@compute @workgroup_size(WG)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
     if (i >= opt.len) {
@@ -35,7 +37,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     p[i] = p[i] * step.decay - step.lr * vel;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
     if (i >= opt.len) {

@@ -4,6 +4,7 @@
 //   p[r, :]  = softmax(z[r, :])                                  z: logits [B, 10]
 //   loss[r]  = log(sum_c exp(z[r, c] - max)) - (z[r, y[r]] - max)
 //   hit[r]   = (argmax_c z[r, c] == y[r])    (first maximum on ties, as on the CPU)
+//   y[r]     = labels[order[o + r]]          (o = step.order_offset: the batch's own labels)
 //   dz[r, c] = (p[r, c] - [c == y[r]]) / B   (only when step.train: the mean loss's gradient)
 //   stats[4s + 0] += sum_r loss[r]    stats[4s + 1] += sum_r hit[r]    stats[4s + 2] += B
 //   (s = step.split: 0 train, 1 test)
@@ -11,12 +12,14 @@
 // Invocation t takes rows t, t + 256, ...; a tree in workgroup memory then adds the 256
 // partial sums, always in the same order, so the sums repeat exactly run to run. The stats stay
 // on the GPU until the trainer reads them, once per epoch.
-// Bindings (group 0): 0 z f32[B*10], 1 y u32[B], 2 dz f32[B*10] (rw), 3 stats f32[8] (rw).
+// Bindings (group 0): 0 z f32[B*10], 1 labels u32[N], 2 dz f32[B*10] (rw), 3 stats f32[8] (rw),
+//                     4 order u32[].
 
 @group(0) @binding(0) var<storage, read> z: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<u32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
 @group(0) @binding(2) var<storage, read_write> dz: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(4) var<storage, read> order: array<u32>;
 
 override CLASSES: u32 = 10u;
 const WG: u32 = 256u;
@@ -42,7 +45,7 @@ fn softmax_xent(@builtin(local_invocation_index) t: u32) {
         for (var c = 0u; c < CLASSES; c++) {
             sum += exp(z[base + c] - max_z);
         }
-        let label = y[r];
+        let label = labels[order[step.order_offset + r]];
         loss += log(sum) - (z[base + label] - max_z);
         hits += select(0.0, 1.0, best == label);
         if (step.train == 1u) {

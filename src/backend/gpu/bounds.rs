@@ -68,17 +68,34 @@ pub enum EpilogueReach {
 }
 
 /// Proves a GEMM of at most `m x k` times `k x n` (the batch may shrink M or K, never grow them)
-/// with C written row-major at `c_off`.
+/// with C written row-major at `c_off`. An operand given as None is read from the dataset
+/// (see [`dataset`]); its extent along the pixels must be `pixels`.
 pub fn gemm(
     (m, n, k): (u64, u64, u64),
-    a: Operand,
-    b: Operand,
+    a: Option<Operand>,
+    b: Option<Operand>,
     c_off: u64,
     epilogue: EpilogueReach,
     buffers: GemmBuffers,
+    pixels: u64,
 ) -> Result<()> {
-    inside("GEMM operand A", a.last(m, k), buffers.a)?;
-    inside("GEMM operand B", b.last(k, n), buffers.b)?;
+    let from_data = |what: &str, extent: u64| {
+        if extent == pixels {
+            Ok(())
+        } else {
+            Err(Error::Gpu(format!(
+                "internal error: {what} reads {extent} pixels per image, not {pixels}"
+            )))
+        }
+    };
+    match a {
+        Some(a) => inside("GEMM operand A", a.last(m, k), buffers.a)?,
+        None => from_data("GEMM operand A", k)?,
+    }
+    match b {
+        Some(b) => inside("GEMM operand B", b.last(k, n), buffers.b)?,
+        None => from_data("GEMM operand B", n)?,
+    }
     let c = Operand {
         offset: c_off,
         ld: n,
@@ -126,40 +143,32 @@ pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) ->
     }
 }
 
-/// Proves gathers of at most `batch` rows each from entries `0..order_end` of `order`, from a
-/// dataset of `samples` images (`order`'s entries are checked against `samples` before they
-/// are written, by `check_batch`).
-pub fn gather(
-    batch: u64,
+/// Proves the reads of the first layer's products and the softmax from the resident dataset:
+/// batches read entries `0..order_end` of `order`, whose entries are below `samples` (checked
+/// before they are written, by `check_batch`), and each image is `pixels` bytes packed four to
+/// a u32.
+pub fn dataset(
     order_end: u64,
     order_len: u64,
     samples: u64,
     (images, labels): (u64, u64),
-    (x, y): (u64, u64),
     pixels: u64,
 ) -> Result<()> {
     let rows = |n: u64| n.checked_sub(1);
-    inside("gather order", rows(order_end), order_len)?;
+    inside("batch order", rows(order_end), order_len)?;
     inside(
-        "gather images",
+        "dataset images",
         rows(samples).map(|s| s * (pixels / 4) + pixels / 4 - 1),
         images,
     )?;
-    inside("gather labels", rows(samples), labels)?;
-    inside(
-        "batch inputs",
-        rows(batch).map(|r| r * pixels + pixels - 1),
-        x,
-    )?;
-    inside("batch labels", rows(batch), y)
+    inside("dataset labels", rows(samples), labels)
 }
 
-/// Proves the softmax over `batch` rows of `classes` logits (`z`, `dz`) with labels `y`.
-pub fn softmax(batch: u64, classes: u64, (z, y, dz, stats): (u64, u64, u64, u64)) -> Result<()> {
+/// Proves the softmax over `batch` rows of `classes` logits (`z`, `dz`).
+pub fn softmax(batch: u64, classes: u64, (z, dz, stats): (u64, u64, u64)) -> Result<()> {
     let last = batch.checked_sub(1).map(|r| r * classes + classes - 1);
     inside("logits", last, z)?;
     inside("logit gradients", last, dz)?;
-    inside("batch labels", batch.checked_sub(1), y)?;
     inside("stats", Some(7), stats)
 }
 
@@ -174,6 +183,18 @@ pub fn update(len: u64, buffers: &[u64]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A GEMM with both operands in buffers, on 784-pixel images.
+    fn g(
+        dims: (u64, u64, u64),
+        a: Operand,
+        b: Operand,
+        c_off: u64,
+        epilogue: EpilogueReach,
+        buffers: GemmBuffers,
+    ) -> Result<()> {
+        gemm(dims, Some(a), Some(b), c_off, epilogue, buffers, 784)
+    }
+
     const ROW: Operand = Operand {
         offset: 0,
         ld: 784,
@@ -187,7 +208,7 @@ mod tests {
             ld: 784,
             transposed: true,
         };
-        gemm(
+        g(
             (m, 512, 784),
             ROW,
             w,
@@ -223,7 +244,7 @@ mod tests {
             transposed,
         };
         // A transposed [k=64, m=32] at offset 10, ld 32: last index 10 + 63*32 + 31.
-        let ok = gemm(
+        let ok = g(
             (32, 8, 64),
             t(10, 32, true),
             t(0, 8, false),
@@ -234,7 +255,7 @@ mod tests {
         assert!(ok.is_ok());
         let a_len = 10 + 63 * 32 + 31;
         let short = GemmBuffers { a: a_len, ..big };
-        let err = gemm(
+        let err = g(
             (32, 8, 64),
             t(10, 32, true),
             t(0, 8, false),
@@ -249,7 +270,7 @@ mod tests {
             "{err}"
         );
         // A bias past aux, a mask past aux, row sums past C.
-        let bias = gemm(
+        let bias = g(
             (4, 8, 4),
             t(0, 4, false),
             t(0, 8, false),
@@ -258,7 +279,7 @@ mod tests {
             big,
         );
         assert!(bias.is_err());
-        let bias = gemm(
+        let bias = g(
             (4, 8, 4),
             t(0, 4, false),
             t(0, 8, false),
@@ -267,7 +288,7 @@ mod tests {
             big,
         );
         assert!(bias.is_ok());
-        let mask = gemm(
+        let mask = g(
             (4, 8, 4),
             t(0, 4, false),
             t(0, 8, false),
@@ -277,7 +298,7 @@ mod tests {
         );
         assert!(mask.is_err());
         let sums = GemmBuffers { c: 40, ..big };
-        let rows = gemm(
+        let rows = g(
             (4, 8, 4),
             t(0, 4, false),
             t(0, 8, false),
@@ -293,7 +314,7 @@ mod tests {
             c: u64::MAX,
             aux: 0,
         };
-        let wraps = gemm(
+        let wraps = g(
             (1 << 17, 1 << 16, 1 << 16),
             ROW,
             t(0, 1 << 16, false),
@@ -302,6 +323,20 @@ mod tests {
             huge,
         );
         assert!(wraps.is_err());
+        // An operand read from the dataset must span exactly its images' pixels.
+        let data = |k| {
+            gemm(
+                (128, 8, k),
+                None,
+                Some(t(0, 8, false)),
+                0,
+                EpilogueReach::None,
+                big,
+                784,
+            )
+        };
+        assert!(data(784).is_ok());
+        assert!(data(785).is_err());
     }
 
     #[test]
@@ -324,18 +359,18 @@ mod tests {
     }
 
     #[test]
-    fn gathers_softmaxes_and_updates_are_checked() {
-        let fits = |batch, end| gather(batch, end, 1000, 60, (60 * 196, 60), (128 * 784, 128), 784);
-        fits(128, 1000).unwrap();
-        assert!(fits(128, 1001).is_err(), "order read past its end");
-        assert!(fits(129, 0).is_err(), "batch past the batch buffers");
+    fn dataset_reads_softmaxes_and_updates_are_checked() {
+        let fits = |end, samples| dataset(end, 1000, samples, (60 * 196, 60), 784);
+        fits(1000, 60).unwrap();
+        assert!(fits(1001, 60).is_err(), "order read past its end");
+        assert!(fits(1000, 61).is_err(), "images and labels short");
         assert!(
-            gather(1, 0, 1, 61, (60 * 196, 61), (784, 1), 784).is_err(),
+            dataset(1, 1, 60, (60 * 196 - 1, 60), 784).is_err(),
             "images short"
         );
-        softmax(128, 10, (1280, 128, 1280, 8)).unwrap();
-        assert!(softmax(128, 10, (1279, 128, 1280, 8)).is_err());
-        assert!(softmax(128, 10, (1280, 127, 1280, 8)).is_err());
+        softmax(128, 10, (1280, 1280, 8)).unwrap();
+        assert!(softmax(128, 10, (1279, 1280, 8)).is_err());
+        assert!(softmax(128, 10, (1280, 1279, 8)).is_err());
         update(10, &[10, 10, 10]).unwrap();
         assert!(update(10, &[10, 9]).is_err());
     }

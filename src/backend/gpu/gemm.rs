@@ -11,6 +11,8 @@
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
 use crate::error::{Error, Result};
+use crate::idx::PIXELS;
+use crate::model::INPUT_SCALE;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -207,7 +209,17 @@ pub(crate) struct Layout {
     pub b_t: bool,
     pub a_vec: bool,
     pub b_vec: bool,
+    /// The operand is the first layer's input, read from the dataset (`DataSide`).
+    pub a_data: bool,
+    pub b_data: bool,
     pub epilogue: Epilogue,
+}
+
+/// Which operand of a call is the first layer's input, read straight from the dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DataSide {
+    A,
+    B,
 }
 
 impl Layout {
@@ -219,6 +231,7 @@ impl Layout {
         a: Operand,
         b: Operand,
         epilogue: Epilogue,
+        data: Option<DataSide>,
     ) -> Self {
         let aligned = |o: Operand, extent: u32, extent_is_batch: bool| {
             o.offset % 4 == 0 && o.ld % 4 == 0 && extent % 4 == 0 && !extent_is_batch
@@ -238,6 +251,8 @@ impl Layout {
             b_t: b.transposed,
             a_vec: aligned(a, a_extent, a_batch),
             b_vec: aligned(b, b_extent, b_batch),
+            a_data: data == Some(DataSide::A),
+            b_data: data == Some(DataSide::B),
             epilogue,
         }
     }
@@ -247,6 +262,8 @@ impl Layout {
 pub(crate) struct GemmKernels {
     pub layout: wgpu::BindGroupLayout,
     pipelines: RefCell<HashMap<(Layout, Variant), wgpu::ComputePipeline>>,
+    /// Bound where a call reads no dataset (bindings 5 and 6) or an operand comes from one.
+    pub placeholder: wgpu::Buffer,
 }
 
 impl GemmKernels {
@@ -260,9 +277,17 @@ impl GemmKernels {
                     storage(2, true),
                     storage(3, false),
                     storage(4, true),
+                    storage(5, true),
+                    storage(6, true),
                 ],
             }),
             pipelines: RefCell::new(HashMap::new()),
+            placeholder: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("placeholder"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            }),
         }
     }
 
@@ -300,6 +325,10 @@ impl GemmKernels {
                 ("B_T", flag(layout.b_t)),
                 ("A_VEC", flag(layout.a_vec)),
                 ("B_VEC", flag(layout.b_vec)),
+                ("A_FROM_DATA", flag(layout.a_data)),
+                ("B_FROM_DATA", flag(layout.b_data)),
+                ("PIXELS", PIXELS as f64),
+                ("INPUT_SCALE", INPUT_SCALE as f64),
                 ("EPILOGUE", layout.epilogue as u32 as f64),
                 ("WG", variant.invocations() as f64),
             ],
@@ -376,12 +405,17 @@ pub(crate) struct GemmOperands<'a> {
     pub c: (&'a wgpu::Buffer, u64),
     /// Bias or mask (unused otherwise) and its offset.
     pub aux: (&'a wgpu::Buffer, u64),
+    /// The operand (its buffer above then a placeholder) that is the first layer's input, read
+    /// from the dataset, and each split's `(images, order)` where uploaded.
+    pub data: Option<(DataSide, [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2])>,
 }
 
 /// One product of the network with its bind group built once, and the pipeline chosen for each
 /// batch size it runs at.
 pub(crate) struct GemmCall {
-    bind: wgpu::BindGroup,
+    /// Per split (train, test): a call reading the dataset has one for each uploaded split,
+    /// the others the same bind group twice.
+    binds: [Option<wgpu::BindGroup>; 2],
     params: GemmParams,
     layout: Layout,
     /// `(batch, pipeline, workgroups (x, y))`.
@@ -405,10 +439,11 @@ impl GemmCall {
             Epilogue::ReluMask => EpilogueReach::Mask(ops.aux.1),
             Epilogue::RowSums => EpilogueReach::RowSums(ops.aux.1),
         };
+        let side = ops.data.as_ref().map(|(side, _)| *side);
         bounds::gemm(
             (m as u64, n as u64, k as u64),
-            ops.a.1,
-            ops.b.1,
+            (side != Some(DataSide::A)).then_some(ops.a.1),
+            (side != Some(DataSide::B)).then_some(ops.b.1),
             ops.c.1,
             reach,
             GemmBuffers {
@@ -417,6 +452,7 @@ impl GemmCall {
                 c: words(ops.c.0),
                 aux: words(ops.aux.0),
             },
+            PIXELS as u64,
         )?;
         let (db_off, aux_off) = match epilogue {
             Epilogue::RowSums => (ops.aux.1 as u32, 0),
@@ -449,21 +485,32 @@ impl GemmCall {
         } else {
             ops.aux.0
         };
-        let bind = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &kernels.layout,
-            entries: &[
-                entry(0, &uniform),
-                entry(1, ops.a.0),
-                entry(2, ops.b.0),
-                entry(3, ops.c.0),
-                entry(4, aux),
-            ],
-        });
+        let bind = |(images, order): (&wgpu::Buffer, &wgpu::Buffer)| {
+            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &kernels.layout,
+                entries: &[
+                    entry(0, &uniform),
+                    entry(1, ops.a.0),
+                    entry(2, ops.b.0),
+                    entry(3, ops.c.0),
+                    entry(4, aux),
+                    entry(5, images),
+                    entry(6, order),
+                ],
+            })
+        };
+        let binds = match ops.data {
+            Some((_, splits)) => splits.map(|s| s.map(bind)),
+            None => {
+                let one = bind((&kernels.placeholder, &kernels.placeholder));
+                [Some(one.clone()), Some(one)]
+            }
+        };
         Ok(GemmCall {
-            bind,
+            binds,
             params,
-            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue),
+            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue, side),
             chosen: Vec::new(),
         })
     }
@@ -508,7 +555,7 @@ impl GemmCall {
 
     /// Encodes the product at `batch` rows: the variant prepared for that batch, else (a short
     /// last batch) the one prepared for the largest batch, whose tiles cover it.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass, batch: u32) {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass, batch: u32, split: usize) {
         let (_, pipeline, (x, y)) = self
             .chosen
             .iter()
@@ -517,7 +564,11 @@ impl GemmCall {
             .expect("prepared before encoding");
         // For a shorter batch the extra rows of tiles return at once (gemm.wgsl).
         pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, &self.bind, &[]);
+        pass.set_bind_group(
+            0,
+            self.binds[split].as_ref().expect("the split was uploaded"),
+            &[],
+        );
         pass.dispatch_workgroups(*x, *y, 1);
     }
 }
@@ -578,11 +629,12 @@ impl GemmBench {
                 b: (&b, operand(shape.b_t, k, n)),
                 c: (&c, 0),
                 aux: (&a, 0),
+                data: None,
             },
         )?;
         let (_, step_bind) = super::step_table(&ctx.device, step, 1);
         Ok(GemmBench {
-            bind: call.bind,
+            bind: call.binds[0].clone().expect("bound for both splits"),
             step_bind,
             shape,
             layout: call.layout,
@@ -728,6 +780,7 @@ mod tests {
             op(0, 784, false),
             op(0, 784, true),
             Epilogue::BiasRelu,
+            None,
         );
         assert!(fwd.a_vec && fwd.b_vec);
         // The last layer's weight gradient: dZ^T is 10 rows, contiguous along them: not whole vec4s.
@@ -736,10 +789,12 @@ mod tests {
             op(0, 10, true),
             op(0, 256, false),
             Epilogue::RowSums,
+            None,
         );
         assert!(!dw.a_vec && dw.b_vec);
         // An odd offset, an odd leading dimension, or the batch as the contiguous extent: no.
-        let odd = |a: Operand, dims| Layout::new(dims, a, op(0, 4, false), Epilogue::None).a_vec;
+        let odd =
+            |a: Operand, dims| Layout::new(dims, a, op(0, 4, false), Epilogue::None, None).a_vec;
         assert!(!odd(op(2, 784, false), (128, 4, 784, 0)));
         assert!(!odd(op(0, 786, false), (128, 4, 784, 0)));
         assert!(!odd(op(0, 128, true), (128, 4, 784, BATCH_M)));

@@ -5,8 +5,7 @@
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// `(file name, source)` of every kernel family.
-pub const FILES: [(&str, &str); 4] = [
-    ("gather.wgsl", include_str!("../../../shaders/gather.wgsl")),
+pub const FILES: [(&str, &str); 3] = [
     ("gemm.wgsl", include_str!("../../../shaders/gemm.wgsl")),
     (
         "softmax_xent.wgsl",

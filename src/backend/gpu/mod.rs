@@ -10,19 +10,19 @@
 //! epoch's stats. Steps are submitted in chunks, waiting for the chunk before last, so progress
 //! is real and the queue never runs far ahead.
 //!
-//! Per step, `2 + 3L` dispatches for `L` layers (11 for B1): the gather (a batch from the
-//! resident dataset), one GEMM per layer with bias and the activation fused, softmax
-//! cross-entropy forward and backward with the running stats in one kernel, then per layer the
-//! weight-gradient GEMM with the bias gradient fused and (but for the first layer) the
-//! input-gradient GEMM with the activation's derivative fused, and one optimizer kernel over
-//! the flat buffer.
+//! Per step, `1 + 3L` dispatches for `L` layers (10 for B1): one GEMM per layer with bias and
+//! the activation fused (the first reading its input straight from the resident dataset through
+//! the step's shuffled order), softmax cross-entropy forward and backward with the running stats
+//! in one kernel, then per layer the weight-gradient GEMM with the bias gradient fused (the
+//! first layer's reading the dataset again) and (but for the first layer) the input-gradient
+//! GEMM with the activation's derivative fused, and one optimizer kernel over the flat buffer.
 //!
 //! Natively the kernels run without naga's runtime bounds checks (see `context::GpuContext`):
 //! every dispatch's indices are proven in range first by `bounds`.
 //!
 //! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `gemm` (the GEMM
-//! family, its variants and tuner), `kernels` (the WGSL sources). The small kernels (gather,
-//! softmax, optimizer) are set up here, where they are encoded.
+//! family, its variants and tuner), `kernels` (the WGSL sources). The two small kernels
+//! (softmax, optimizer) are set up here, where they are encoded.
 
 pub mod bounds;
 mod context;
@@ -36,18 +36,18 @@ use super::{Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Activation, Architecture, ParamLayout, INPUT_SCALE};
+use crate::model::{Activation, Architecture, ParamLayout};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use bounds::Operand;
 use context::{entry, storage, uniform, words};
-use gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M};
+use gemm::{DataSide, Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M};
 use wgpu::util::DeviceExt;
 
 /// Bytes between two steps' slots in the step table (WebGPU's dynamic-offset alignment).
 const SLOT: u64 = 256;
 /// Steps per submitted command buffer during an epoch.
 const STEPS_PER_SUBMIT: usize = 32;
-/// Workgroup size of the 1-D kernels (gather, optimizer), as their WGSL declares it.
+/// Workgroup size of the optimizer kernel, injected into optimizer.wgsl.
 const WG: u32 = 256;
 
 /// One step's slot of the step table; mirrors `Step` in common.wgsl.
@@ -119,27 +119,26 @@ struct SplitData {
 /// Buffers and bind groups that depend on the batch capacity and the datasets.
 struct BatchResources {
     capacity: usize,
-    /// `acts[0]` the input batch, `acts[l]` layer l-1's output after the activation, the last
-    /// the logits.
+    /// `acts[l]` layer l-1's output after the activation, the last the logits. (`acts[0]`, the
+    /// input, is never made: the first layer reads the dataset.)
     acts: Vec<wgpu::Buffer>,
-    labels: wgpu::Buffer,
-    gather: [Option<wgpu::BindGroup>; 2],
+    /// The logits' gradient, which the softmax writes.
+    dz_top: wgpu::Buffer,
     forward: Vec<GemmCall>,
     /// Weight gradient of layer l, with its bias gradient.
     weight_grad: Vec<GemmCall>,
     /// `input_grad[l - 1]` for layers l >= 1.
     input_grad: Vec<GemmCall>,
-    softmax: wgpu::BindGroup,
+    /// Per split: the softmax reads the batch's labels from that split's dataset.
+    softmax: [Option<wgpu::BindGroup>; 2],
 }
 
 /// Pipelines and layouts of the small kernels; the GEMMs have their own (`GemmKernels`).
 struct Kernels {
     step: wgpu::BindGroupLayout,
-    gather_layout: wgpu::BindGroupLayout,
     softmax_layout: wgpu::BindGroupLayout,
     /// The optimizer's settings, parameters, gradients and its state buffers.
     optimizer_layout: wgpu::BindGroupLayout,
-    gather: wgpu::ComputePipeline,
     softmax: wgpu::ComputePipeline,
     /// The update rule of the backend's optimizer.
     optimizer: wgpu::ComputePipeline,
@@ -156,16 +155,6 @@ impl Kernels {
             })
         };
         let step = step_layout(device);
-        let gather_layout = bgl(
-            "gather",
-            &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, true),
-                storage(3, false),
-                storage(4, false),
-            ],
-        );
         let softmax_layout = bgl(
             "softmax_xent",
             &[
@@ -173,6 +162,7 @@ impl Kernels {
                 storage(1, true),
                 storage(2, false),
                 storage(3, false),
+                storage(4, true),
             ],
         );
         let optimizer_layout = {
@@ -182,16 +172,6 @@ impl Kernels {
             bgl("optimizer", &entries)
         };
         // The core crate's constants, injected rather than mirrored in WGSL.
-        let gather = ctx.pipeline(
-            "gather.wgsl",
-            "gather",
-            &gather_layout,
-            &step,
-            &[
-                ("PIXELS", PIXELS as f64),
-                ("INPUT_SCALE", INPUT_SCALE as f64),
-            ],
-        );
         let softmax = ctx.pipeline(
             "softmax_xent.wgsl",
             "softmax_xent",
@@ -207,15 +187,13 @@ impl Kernels {
             },
             &optimizer_layout,
             &step,
-            &[],
+            &[("WG", WG as f64)],
         );
         Kernels {
             gemm: GemmKernels::new(device),
             step,
-            gather_layout,
             softmax_layout,
             optimizer_layout,
-            gather,
             softmax,
             optimizer,
         }
@@ -405,30 +383,33 @@ impl GpuBackend {
         Ok(())
     }
 
-    /// Proves the gathers of batches of at most `batch` rows reading `order[..order_end]` of
-    /// `split`, and the softmax over them.
+    /// Proves the dataset reads of batches of at most `batch` rows taken from
+    /// `order[..order_end]` of `split` (the first layer's products and the softmax's labels), and
+    /// the softmax over them. (Every GEMM was proven when it was bound.)
     fn prove(&self, split: Split, batch: usize, order_end: usize) -> Result<()> {
         let d = self.data[split as usize]
             .as_ref()
             .ok_or_else(|| Error::Config(format!("no {split:?} set was uploaded")))?;
-        let b = &self.batch;
-        bounds::gather(
-            batch as u64,
+        if batch > self.batch.capacity {
+            return Err(Error::Gpu(format!(
+                "internal error: a batch of {batch} on buffers made for {}",
+                self.batch.capacity
+            )));
+        }
+        bounds::dataset(
             order_end as u64,
             words(&d.order),
             d.len as u64,
             (words(&d.images), words(&d.labels)),
-            (words(&b.acts[0]), words(&b.labels)),
             PIXELS as u64,
         )?;
-        let logits = &b.acts[self.arch.layers()];
+        let layers = self.arch.layers();
         bounds::softmax(
             batch as u64,
             CLASSES as u64,
             (
-                words(logits),
-                words(&b.labels),
-                words(logits),
+                words(&self.batch.acts[layers]),
+                words(&self.batch.dz_top),
                 words(&self.stats),
             ),
         )
@@ -458,7 +439,8 @@ impl GpuBackend {
         pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
     }
 
-    /// Gather, the layers, and softmax cross-entropy with the stats, for a batch of `batch`.
+    /// The layers, and softmax cross-entropy with the stats, for a batch of `batch` rows of
+    /// `split` (the first layer reads them from the dataset).
     fn encode_forward(
         &self,
         pass: &mut wgpu::ComputePass,
@@ -467,29 +449,28 @@ impl GpuBackend {
         batch: usize,
     ) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
-        pass.set_pipeline(&self.kernels.gather);
-        pass.set_bind_group(
-            0,
-            self.batch.gather[split as usize]
-                .as_ref()
-                .expect("uploaded"),
-            &[],
-        );
-        self.dispatch_1d(pass, batch * PIXELS / 4);
         for call in &self.batch.forward {
-            call.encode(pass, batch as u32);
+            call.encode(pass, batch as u32, split as usize);
         }
         pass.set_pipeline(&self.kernels.softmax);
-        pass.set_bind_group(0, &self.batch.softmax, &[]);
+        pass.set_bind_group(
+            0,
+            self.batch.softmax[split as usize]
+                .as_ref()
+                .expect("the split was uploaded"),
+            &[],
+        );
         pass.dispatch_workgroups(1, 1, 1);
     }
 
+    /// The gradients of a training batch of `batch` rows (the first layer's weight gradient
+    /// reads them from the training set again).
     fn encode_backward(&self, pass: &mut wgpu::ComputePass, slot: usize, batch: usize) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
         for l in (0..self.arch.layers()).rev() {
-            self.batch.weight_grad[l].encode(pass, batch as u32);
+            self.batch.weight_grad[l].encode(pass, batch as u32, Split::Train as usize);
             if l > 0 {
-                self.batch.input_grad[l - 1].encode(pass, batch as u32);
+                self.batch.input_grad[l - 1].encode(pass, batch as u32, Split::Train as usize);
             }
         }
     }
@@ -550,7 +531,7 @@ impl GpuBackend {
 
     /// Dispatches per training step (`gpumlp bench` reports it).
     pub fn dispatches_per_step(&self) -> usize {
-        2 + 3 * self.arch.layers()
+        1 + 3 * self.arch.layers()
     }
 
     /// Mean CPU time spent encoding and submitting one training step so far (None before any,
@@ -620,7 +601,7 @@ fn stats_from(s: &[f32]) -> Stats {
 
 impl BatchResources {
     /// Buffers for batches of up to `capacity` rows, and the network's products bound to them
-    /// (each proven in range as it is bound).
+    /// and to each uploaded split's dataset (each proven in range as it is bound).
     fn new(
         ctx: &GpuContext,
         kernels: &Kernels,
@@ -644,33 +625,12 @@ impl BatchResources {
             .sizes
             .iter()
             .enumerate()
-            .map(|(l, &n)| f32_buffer(format!("activations {l}"), cap * n))
+            .map(|(l, &n)| f32_buffer(format!("activations {l}"), if l == 0 { 1 } else { cap * n }))
             .collect();
         let dz: Vec<_> = (0..arch.layers())
             .map(|l| f32_buffer(format!("dz {l}"), cap * arch.sizes[l + 1]))
             .collect();
-        let labels = f32_buffer("batch labels".into(), cap);
-        let bind = |label: &str, layout: &wgpu::BindGroupLayout, buffers: &[&wgpu::Buffer]| {
-            let entries: Vec<_> = buffers
-                .iter()
-                .enumerate()
-                .map(|(i, b)| entry(i as u32, b))
-                .collect();
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout,
-                entries: &entries,
-            })
-        };
-        let gather = data.map(|d| {
-            d.map(|d| {
-                bind(
-                    "gather",
-                    &kernels.gather_layout,
-                    &[&d.images, &d.labels, &d.order, &acts[0], &labels],
-                )
-            })
-        });
+        let datasets = data.map(|d| d.map(|d| (&d.images, &d.order)));
         // Row-major `[rows, cols]` read as is, or read transposed.
         let plain = |offset: usize, ld: usize| Operand {
             offset: offset as u64,
@@ -681,6 +641,9 @@ impl BatchResources {
             transposed: true,
             ..plain(offset, ld)
         };
+        // The first layer's input: read from the dataset, not from a buffer.
+        let input = |l: usize, side| (l == 0).then_some((side, datasets));
+        let placeholder = &kernels.gemm.placeholder;
         let layers = arch.layers();
         let (activate, derivative) = activation_epilogues(arch.activation);
         let (mut forward, mut weight_grad, mut input_grad) = (Vec::new(), Vec::new(), Vec::new());
@@ -689,6 +652,7 @@ impl BatchResources {
             let (inp, out) = (arch.sizes[l], arch.sizes[l + 1]);
             let (w, b) = (layout.weight(l).offset, layout.bias(l).offset);
             let (i32_, o32) = (inp as u32, out as u32);
+            let x = if l == 0 { placeholder } else { &acts[l] };
             // Z = X @ W^T + b, then the activation (not on the logits)
             forward.push(GemmCall::new(
                 ctx,
@@ -701,10 +665,11 @@ impl BatchResources {
                     Epilogue::Bias
                 },
                 GemmOperands {
-                    a: (&acts[l], plain(0, inp)),
+                    a: (x, plain(0, inp)),
                     b: (params, transposed(w, inp)),
                     c: (&acts[l + 1], 0),
                     aux: (params, b as u64),
+                    data: input(l, DataSide::A),
                 },
             )?);
             // dW = dZ^T @ X, and db = dZ^T @ 1 beside it
@@ -716,9 +681,10 @@ impl BatchResources {
                 Epilogue::RowSums,
                 GemmOperands {
                     a: (&dz[l], transposed(0, out)),
-                    b: (&acts[l], plain(0, inp)),
+                    b: (x, plain(0, inp)),
                     c: (grads, w as u64),
                     aux: (grads, b as u64),
+                    data: input(l, DataSide::B),
                 },
             )?);
             if l > 0 {
@@ -734,20 +700,31 @@ impl BatchResources {
                         b: (params, plain(w, inp)),
                         c: (&dz[l - 1], 0),
                         aux: (&acts[l], 0),
+                        data: None,
                     },
                 )?);
             }
         }
-        let softmax = bind(
-            "softmax_xent",
-            &kernels.softmax_layout,
-            &[&acts[layers], &labels, &dz[layers - 1], stats],
-        );
+        let dz_top = dz[layers - 1].clone();
+        let softmax = data.map(|d| {
+            d.map(|d| {
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("softmax_xent"),
+                    layout: &kernels.softmax_layout,
+                    entries: &[
+                        entry(0, &acts[layers]),
+                        entry(1, &d.labels),
+                        entry(2, &dz_top),
+                        entry(3, stats),
+                        entry(4, &d.order),
+                    ],
+                })
+            })
+        });
         Ok(BatchResources {
             capacity,
             acts,
-            labels,
-            gather,
+            dz_top,
             forward,
             weight_grad,
             input_grad,
@@ -825,19 +802,16 @@ impl Backend for GpuBackend {
             order,
             len: data.len(),
         });
-        let d = self.data[split as usize].as_ref().unwrap();
-        self.batch.gather[split as usize] =
-            Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("gather"),
-                layout: &self.kernels.gather_layout,
-                entries: &[
-                    entry(0, &d.images),
-                    entry(1, &d.labels),
-                    entry(2, &d.order),
-                    entry(3, &self.batch.acts[0]),
-                    entry(4, &self.batch.labels),
-                ],
-            }));
+        // The first layer's products and the softmax read the datasets: bind them again.
+        self.batch = BatchResources::new(
+            &self.ctx,
+            &self.kernels,
+            &self.arch,
+            &self.layout,
+            [self.data[0].as_ref(), self.data[1].as_ref()],
+            (&self.params, &self.grads, &self.stats),
+            self.batch.capacity,
+        )?;
         Ok(())
     }
 
