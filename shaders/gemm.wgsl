@@ -24,8 +24,9 @@
 // Variants (pipeline-overridable constants, one pipeline per variant and layout, chosen per
 // shape by timing on the device): each workgroup computes a BM x BN tile of C with
 // (BM/TM) x (BN/TN) invocations, each accumulating a TM x TN register tile (TM in {4, 8},
-// TN in {4, 8}). Slices of BK = 8 steps of k are staged through workgroup memory, the A slice
-// stored transposed (k-major) so the inner loop reads TM rows and TN columns as vec4s. Global
+// TN in {4, 8}). Slices of BK = 8 steps of k are staged through workgroup memory, double-
+// buffered (the next slice loads while this one is multiplied), the A slice stored transposed
+// (k-major) so the inner loop reads TM rows and TN columns as vec4s. Global
 // loads run along the operand's contiguous dimension, so neighbouring invocations read
 // neighbouring words, four at a time (A_VEC, B_VEC) where the host has checked that the
 // operand's offset, leading dimension and contiguous extent are multiples of 4 (so a vec4 is
@@ -73,16 +74,136 @@ override EPILOGUE: u32 = 0u;
 override WG: u32 = 256u;
 
 const BK: u32 = 8u;
-// a_s[kk * (BM/4) + i/4][i%4] = A[row0 + i, k0 + kk]; b_s likewise for B's columns. Sized for
-// the largest tile, BK x 128.
-var<workgroup> a_s: array<vec4<f32>, 256>;
-var<workgroup> b_s: array<vec4<f32>, 256>;
+// Two slices, double-buffered: while the invocations multiply slice s (half s % 2), they load
+// slice s+1 into the other half, so one barrier per slice separates writing from reading.
+// a_s[base + kk * (BM/4) + i/4][i%4] = A[row0 + i, k0 + kk], base = 256 * half; b_s likewise
+// for B's columns. Each half is sized for the largest tile, BK x 128.
+var<workgroup> a_s: array<vec4<f32>, 512>;
+var<workgroup> b_s: array<vec4<f32>, 512>;
 
 // Pixels p .. p+3 (p a multiple of 4) of the image in row `row` of the step's batch.
 fn pixels4(row: u32, p: u32) -> vec4<f32> {
     let word = images[order[step.order_offset + row] * (PIXELS / 4u) + p / 4u];
     let bytes = vec4<u32>(word & 0xffu, (word >> 8u) & 0xffu, (word >> 16u) & 0xffu, word >> 24u);
     return vec4<f32>(bytes) * INPUT_SCALE;
+}
+
+// The tile's place and shape, as each invocation sees it.
+struct Tile {
+    m: u32, n: u32, k: u32,
+    row0: u32, col0: u32,
+    t: u32,
+    a4: u32, b4: u32,
+}
+
+// Stages slice k0 (BM x BK of A, BK x BN of B) into half `half` of a_s and b_s, the index
+// running along each operand's contiguous dimension: four elements per load where the host
+// allows it, else one.
+fn stage(tile: Tile, k0: u32, half: u32) {
+    let base = 256u * half;
+    let m = tile.m; let n = tile.n; let k = tile.k;
+    let row0 = tile.row0; let col0 = tile.col0; let t = tile.t;
+    let a4 = tile.a4; let b4 = tile.b4;
+    if (A_FROM_DATA) {
+        for (var e = t; e < BM * BK / 4u; e += WG) {
+            let i = e / (BK / 4u);
+            let kk = (e % (BK / 4u)) * 4u;
+            var v = vec4<f32>(0.0);
+            if (row0 + i < m && k0 + kk < k) {
+                v = pixels4(row0 + i, k0 + kk);
+            }
+            for (var q = 0u; q < 4u; q++) {
+                a_s[base + (kk + q) * a4 + i / 4u][i % 4u] = v[q];
+            }
+        }
+    } else if (A_VEC) {
+        for (var e = t; e < BM * BK / 4u; e += WG) {
+            if (A_T) {
+                let i = (e % a4) * 4u;
+                let kk = e / a4;
+                var v = vec4<f32>(0.0);
+                if (row0 + i < m && k0 + kk < k) {
+                    v = a[(g.a_off + (k0 + kk) * g.lda + row0 + i) / 4u];
+                }
+                a_s[base + kk * a4 + i / 4u] = v;
+            } else {
+                let i = e / (BK / 4u);
+                let kk = (e % (BK / 4u)) * 4u;
+                var v = vec4<f32>(0.0);
+                if (row0 + i < m && k0 + kk < k) {
+                    v = a[(g.a_off + (row0 + i) * g.lda + k0 + kk) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    a_s[base + (kk + q) * a4 + i / 4u][i % 4u] = v[q];
+                }
+            }
+        }
+    } else {
+        for (var e = t; e < BM * BK; e += WG) {
+            var i: u32; var kk: u32;
+            if (A_T) { i = e % BM; kk = e / BM; } else { i = e / BK; kk = e % BK; }
+            var v = 0.0;
+            if (row0 + i < m && k0 + kk < k) {
+                var at: u32;
+                if (A_T) {
+                    at = g.a_off + (k0 + kk) * g.lda + row0 + i;
+                } else {
+                    at = g.a_off + (row0 + i) * g.lda + k0 + kk;
+                }
+                v = a[at / 4u][at % 4u];
+            }
+            a_s[base + kk * a4 + i / 4u][i % 4u] = v;
+        }
+    }
+    if (B_FROM_DATA) {
+        for (var e = t; e < BK * BN / 4u; e += WG) {
+            let j = (e % b4) * 4u;
+            let kk = e / b4;
+            var v = vec4<f32>(0.0);
+            if (col0 + j < n && k0 + kk < k) {
+                v = pixels4(k0 + kk, col0 + j);
+            }
+            b_s[base + kk * b4 + j / 4u] = v;
+        }
+    } else if (B_VEC) {
+        for (var e = t; e < BK * BN / 4u; e += WG) {
+            if (B_T) {
+                let j = e / (BK / 4u);
+                let kk = (e % (BK / 4u)) * 4u;
+                var v = vec4<f32>(0.0);
+                if (col0 + j < n && k0 + kk < k) {
+                    v = b[(g.b_off + (col0 + j) * g.ldb + k0 + kk) / 4u];
+                }
+                for (var q = 0u; q < 4u; q++) {
+                    b_s[base + (kk + q) * b4 + j / 4u][j % 4u] = v[q];
+                }
+            } else {
+                let j = (e % b4) * 4u;
+                let kk = e / b4;
+                var v = vec4<f32>(0.0);
+                if (col0 + j < n && k0 + kk < k) {
+                    v = b[(g.b_off + (k0 + kk) * g.ldb + col0 + j) / 4u];
+                }
+                b_s[base + kk * b4 + j / 4u] = v;
+            }
+        }
+    } else {
+        for (var e = t; e < BK * BN; e += WG) {
+            var j: u32; var kk: u32;
+            if (B_T) { j = e / BK; kk = e % BK; } else { j = e % BN; kk = e / BN; }
+            var v = 0.0;
+            if (col0 + j < n && k0 + kk < k) {
+                var at: u32;
+                if (B_T) {
+                    at = g.b_off + (col0 + j) * g.ldb + k0 + kk;
+                } else {
+                    at = g.b_off + (k0 + kk) * g.ldb + col0 + j;
+                }
+                v = b[at / 4u][at % 4u];
+            }
+            b_s[base + kk * b4 + j / 4u][j % 4u] = v;
+        }
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -106,117 +227,21 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var acc: array<vec4<f32>, 16>;   // acc[r * 2 + q]: row ty*TM + r, columns tx*TN + 4q ..+3
     var row_sum: array<vec4<f32>, 2>; // epilogue 4: sum over k of this invocation's TM rows
 
+    let tile = Tile(m, n, k, row0, col0, t, a4, b4);
+    stage(tile, 0u, 0u);
+    workgroupBarrier();
     for (var k0 = 0u; k0 < k; k0 += BK) {
-        // Stage BM x BK of A and BK x BN of B, the index running along the operand's contiguous
-        // dimension: four elements per load where the host allows it, else one.
-        if (A_FROM_DATA) {
-            for (var e = t; e < BM * BK / 4u; e += WG) {
-                let i = e / (BK / 4u);
-                let kk = (e % (BK / 4u)) * 4u;
-                var v = vec4<f32>(0.0);
-                if (row0 + i < m && k0 + kk < k) {
-                    v = pixels4(row0 + i, k0 + kk);
-                }
-                for (var q = 0u; q < 4u; q++) {
-                    a_s[(kk + q) * a4 + i / 4u][i % 4u] = v[q];
-                }
-            }
-        } else if (A_VEC) {
-            for (var e = t; e < BM * BK / 4u; e += WG) {
-                if (A_T) {
-                    let i = (e % a4) * 4u;
-                    let kk = e / a4;
-                    var v = vec4<f32>(0.0);
-                    if (row0 + i < m && k0 + kk < k) {
-                        v = a[(g.a_off + (k0 + kk) * g.lda + row0 + i) / 4u];
-                    }
-                    a_s[kk * a4 + i / 4u] = v;
-                } else {
-                    let i = e / (BK / 4u);
-                    let kk = (e % (BK / 4u)) * 4u;
-                    var v = vec4<f32>(0.0);
-                    if (row0 + i < m && k0 + kk < k) {
-                        v = a[(g.a_off + (row0 + i) * g.lda + k0 + kk) / 4u];
-                    }
-                    for (var q = 0u; q < 4u; q++) {
-                        a_s[(kk + q) * a4 + i / 4u][i % 4u] = v[q];
-                    }
-                }
-            }
-        } else {
-            for (var e = t; e < BM * BK; e += WG) {
-                var i: u32; var kk: u32;
-                if (A_T) { i = e % BM; kk = e / BM; } else { i = e / BK; kk = e % BK; }
-                var v = 0.0;
-                if (row0 + i < m && k0 + kk < k) {
-                    var at: u32;
-                    if (A_T) {
-                        at = g.a_off + (k0 + kk) * g.lda + row0 + i;
-                    } else {
-                        at = g.a_off + (row0 + i) * g.lda + k0 + kk;
-                    }
-                    v = a[at / 4u][at % 4u];
-                }
-                a_s[kk * a4 + i / 4u][i % 4u] = v;
-            }
+        let base = 256u * ((k0 / BK) % 2u);
+        if (k0 + BK < k) {
+            stage(tile, k0 + BK, 1u - (k0 / BK) % 2u);
         }
-        if (B_FROM_DATA) {
-            for (var e = t; e < BK * BN / 4u; e += WG) {
-                let j = (e % b4) * 4u;
-                let kk = e / b4;
-                var v = vec4<f32>(0.0);
-                if (col0 + j < n && k0 + kk < k) {
-                    v = pixels4(k0 + kk, col0 + j);
-                }
-                b_s[kk * b4 + j / 4u] = v;
-            }
-        } else if (B_VEC) {
-            for (var e = t; e < BK * BN / 4u; e += WG) {
-                if (B_T) {
-                    let j = e / (BK / 4u);
-                    let kk = (e % (BK / 4u)) * 4u;
-                    var v = vec4<f32>(0.0);
-                    if (col0 + j < n && k0 + kk < k) {
-                        v = b[(g.b_off + (col0 + j) * g.ldb + k0 + kk) / 4u];
-                    }
-                    for (var q = 0u; q < 4u; q++) {
-                        b_s[(kk + q) * b4 + j / 4u][j % 4u] = v[q];
-                    }
-                } else {
-                    let j = (e % b4) * 4u;
-                    let kk = e / b4;
-                    var v = vec4<f32>(0.0);
-                    if (col0 + j < n && k0 + kk < k) {
-                        v = b[(g.b_off + (k0 + kk) * g.ldb + col0 + j) / 4u];
-                    }
-                    b_s[kk * b4 + j / 4u] = v;
-                }
-            }
-        } else {
-            for (var e = t; e < BK * BN; e += WG) {
-                var j: u32; var kk: u32;
-                if (B_T) { j = e / BK; kk = e % BK; } else { j = e % BN; kk = e / BN; }
-                var v = 0.0;
-                if (col0 + j < n && k0 + kk < k) {
-                    var at: u32;
-                    if (B_T) {
-                        at = g.b_off + (col0 + j) * g.ldb + k0 + kk;
-                    } else {
-                        at = g.b_off + (k0 + kk) * g.ldb + col0 + j;
-                    }
-                    v = b[at / 4u][at % 4u];
-                }
-                b_s[kk * b4 + j / 4u][j % 4u] = v;
-            }
-        }
-        workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {
             var bv: array<vec4<f32>, 2>;
             for (var q = 0u; q < TN / 4u; q++) {
-                bv[q] = b_s[kk * b4 + tx * (TN / 4u) + q];
+                bv[q] = b_s[base + kk * b4 + tx * (TN / 4u) + q];
             }
             for (var r4 = 0u; r4 < TM / 4u; r4++) {
-                let av = a_s[kk * a4 + ty * (TM / 4u) + r4];
+                let av = a_s[base + kk * a4 + ty * (TM / 4u) + r4];
                 if (EPILOGUE == 4u) { row_sum[r4] += av; }
                 for (var q = 0u; q < TN / 4u; q++) {
                     acc[(r4 * 4u + 0u) * 2u + q] += av.x * bv[q];
