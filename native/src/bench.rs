@@ -171,17 +171,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         gemms.push(row);
     }
 
-    let (step, dispatches, encode) = match gpu {
+    let (step, dispatches, encode, families) = match gpu {
         Some(ctx) => {
             let mut backend = GpuBackend::new(ctx, &arch, &adam)?;
             let step = b1_step_seconds(&mut backend, STEPS)?;
             let encode = backend.encode_seconds_per_step();
-            (step, Some(backend.dispatches_per_step()), encode)
+            let families = backend.family_seconds(BATCH, 20)?;
+            (step, Some(backend.dispatches_per_step()), encode, families)
         }
         None => (
             b1_step_seconds(&mut CpuBackend::new(&arch, &adam), STEPS)?,
             None,
             None,
+            Vec::new(),
         ),
     };
     let flops = (arch.train_flops_per_sample() * BATCH) as f64;
@@ -193,10 +195,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         flops / step / 1e9
     );
     if let Some(d) = dispatches {
+        let listing: Vec<String> = families
+            .iter()
+            .map(|(name, s)| format!("{name} {:.3} ms", s * 1e3))
+            .collect();
         println!(
-            "  per step: {d} dispatches; the five GEMMs alone {:.3} ms (single-kernel loops), the rest {:.3} ms; CPU encoding {}",
-            b1_gemm_seconds * 1e3,
-            (step - b1_gemm_seconds).max(0.0) * 1e3,
+            "  per step: {d} dispatches; by kernel family, each alone: {}; CPU encoding {}",
+            listing.join(", "),
             encode.map_or("not measured".into(), |e| format!("{:.1} us", e * 1e6))
         );
     }
@@ -215,6 +220,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "epoch_seconds_60000": epoch,
                     "dispatches_per_step": dispatches,
                     "gemm_seconds": if dispatches.is_some() { json!(b1_gemm_seconds) } else { Value::Null },
+                    "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },
             })

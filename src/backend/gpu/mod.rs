@@ -220,7 +220,7 @@ pub struct GpuBackend {
     batch: BatchResources,
     /// The slot of the last single forward, which `backward` and `update` reuse.
     last: Option<StepSlot>,
-    /// CPU seconds spent encoding and submitting training steps, and the steps (natively).
+    /// CPU seconds spent encoding training steps into their passes, and the steps (natively).
     encoding: (f64, usize),
 }
 
@@ -534,10 +534,59 @@ impl GpuBackend {
         1 + 3 * self.arch.layers()
     }
 
-    /// Mean CPU time spent encoding and submitting one training step so far (None before any,
+    /// Seconds per training step of each kernel family (the GEMMs, the softmax, the optimizer)
+    /// at `batch` rows, each family's dispatches of a step run alone `reps` times in one pass,
+    /// timed with the wall clock around the wait: what `gpumlp bench` reports. Needs a training
+    /// set uploaded and trained on (its order buffer holds the rows read). Natively only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn family_seconds(
+        &mut self,
+        batch: usize,
+        reps: usize,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        self.prepare(batch)?;
+        self.prove(Split::Train, batch, batch)?;
+        // A rate of 0 leaves the parameters as they are (decay 1, step 0).
+        let slot = StepSlot::new(Split::Train, 0, batch)
+            .with_hyper(&self.optimizer, StepHyper { lr: 0.0, t: 1 });
+        self.write_slots(&[slot]);
+        let b = batch as u32;
+        let families: [(&'static str, &dyn Fn(&mut wgpu::ComputePass)); 3] = [
+            ("gemm", &|pass| {
+                pass.set_bind_group(1, &self.step_bind, &[0]);
+                for call in &self.batch.forward {
+                    call.encode(pass, b, Split::Train as usize);
+                }
+                self.encode_backward(pass, 0, batch);
+            }),
+            ("softmax_xent", &|pass| {
+                pass.set_bind_group(1, &self.step_bind, &[0]);
+                pass.set_pipeline(&self.kernels.softmax);
+                pass.set_bind_group(0, self.batch.softmax[0].as_ref().expect("uploaded"), &[]);
+                pass.dispatch_workgroups(1, 1, 1);
+            }),
+            ("optimizer", &|pass| self.encode_update(pass, 0)),
+        ];
+        let mut out = Vec::new();
+        for (name, encode) in families {
+            let run = |reps: usize| -> Result<f64> {
+                let start = std::time::Instant::now();
+                let index = self.submit(name, |pass| (0..reps).for_each(|_| encode(pass)));
+                self.ctx.wait(index)?;
+                Ok(start.elapsed().as_secs_f64())
+            };
+            run(1)?;
+            out.push((name, run(reps)? / reps as f64));
+        }
+        self.reset_stats(Split::Train);
+        Ok(out)
+    }
+
+    /// Mean CPU time spent encoding one training step's dispatches so far (None before any,
     /// and in a browser, which has no clock for it).
     pub fn encode_seconds_per_step(&self) -> Option<f64> {
-        (self.encoding.1 > 0).then(|| self.encoding.0 / self.encoding.1 as f64)
+        (self.encoding.1 > 0 && self.encoding.0 > 0.0)
+            .then(|| self.encoding.0 / self.encoding.1 as f64)
     }
 }
 
@@ -886,20 +935,22 @@ impl Backend for GpuBackend {
             .chunks(STEPS_PER_SUBMIT)
             .zip((0..).step_by(STEPS_PER_SUBMIT))
         {
-            #[cfg(not(target_arch = "wasm32"))]
-            let start = std::time::Instant::now();
+            let mut encoding = 0.0;
             let index = self.submit("training steps", |pass| {
+                #[cfg(not(target_arch = "wasm32"))]
+                let start = std::time::Instant::now();
                 for (i, s) in chunk.iter().enumerate() {
                     self.encode_forward(pass, Split::Train, first + i, s.batch as usize);
                     self.encode_backward(pass, first + i, s.batch as usize);
                     self.encode_update(pass, first + i);
                 }
+                #[cfg(not(target_arch = "wasm32"))]
+                {
+                    encoding = start.elapsed().as_secs_f64();
+                }
             });
-            #[cfg(not(target_arch = "wasm32"))]
-            {
-                self.encoding.0 += start.elapsed().as_secs_f64();
-                self.encoding.1 += chunk.len();
-            }
+            self.encoding.0 += encoding;
+            self.encoding.1 += chunk.len();
             // Keep at most two chunks queued: progress stays honest and memory bounded. (In a
             // browser nothing can wait: the page's slices of ~30 ms bound the queue instead.)
             if let Some(previous) = in_flight.replace(index) {
