@@ -99,9 +99,22 @@ test('the four IDX files of a full dataset can be picked from disk', async () =>
   await page.goto(`${session.url}?backend=cpu`);
   await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
   const files = ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'];
-  await page.locator('#data-files').setInputFiles(files.map((f) => join(dir, `${f}.gz`)));
-  await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('60000'), null, { timeout: 180_000 });
-  assert.equal(await text(page, 'data-info'), '60000 train / 10000 test images');
+  // Done when the page shows the counts, or says why not. In about one full test run in three
+  // the page never saw the files (no change, no error; the same run alone passes): pick them
+  // again, at most twice, and say so.
+  for (let attempt = 1; ; attempt++) {
+    await page.locator('#data-files').setInputFiles(files.map((f) => join(dir, `${f}.gz`)));
+    try {
+      await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('60000')
+        || document.getElementById('status').textContent.startsWith('error'), null, { timeout: 60_000 });
+      break;
+    } catch (err) {
+      if (attempt === 3) throw err;
+      console.log(`# the page showed nothing 60 s after picking the files (attempt ${attempt}); picking them again`);
+    }
+  }
+  assert.equal(await text(page, 'data-info'), '60000 train / 10000 test images',
+    `status: ${await text(page, 'status')}; ${page.errors?.join('; ') ?? ''}`);
   assert.equal(await page.evaluate(() => window.gpumlp.demo.train_count()), 60000);
   await page.close();
 });

@@ -1,8 +1,8 @@
 //! The device side shared by every kernel family: finding adapters, opening a device, building
 //! pipelines (trusted or checked), bind group layout entries, and the one readback path.
 
-use super::gemm::GemmTuning;
 use super::kernels;
+use super::tuning::GemmTuning;
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,6 @@
-//! The GEMM kernel family (shaders/gemm.wgsl): its variants, their pipelines, one bound product
+//! The GEMM kernel family (shaders/gemm.wgsl): the pipelines of its variants, one bound product
 //! of the network ([`GemmCall`]), the tuner that times the variants on the device and keeps the
-//! fastest per shape, and the single-product benchmark.
+//! fastest per shape (in a `tuning::GemmTuning`), and the single-product benchmark.
 //!
 //! A variant is a block tile `BM x BN` and a register tile `TM x TN` per invocation, set as
 //! pipeline-overridable constants of the one WGSL file, as are the operands' layouts (A or A^T,
@@ -10,13 +10,12 @@
 
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
+use super::tuning::{GemmTuning, Shape, Variant, VARIANTS};
 use crate::error::{Error, Result};
 use crate::idx::PIXELS;
 use crate::model::INPUT_SCALE;
-use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
+use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
 /// Mirrors `Gemm` in gemm.wgsl.
@@ -50,155 +49,6 @@ pub(crate) enum Epilogue {
     ReluMask = 3,
     /// No change to C, and the row sums of A (the bias gradient) written beside it.
     RowSums = 4,
-}
-
-/// A block tile of `bm x bn` outputs per workgroup, `tm x tn` per invocation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Variant {
-    pub bm: u32,
-    pub bn: u32,
-    pub tm: u32,
-    pub tn: u32,
-}
-
-impl Variant {
-    pub fn invocations(self) -> u32 {
-        (self.bm / self.tm) * (self.bn / self.tn)
-    }
-}
-
-impl fmt::Display for Variant {
-    /// `128x64/8x4`.
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}x{}/{}x{}", self.bm, self.bn, self.tm, self.tn)
-    }
-}
-
-const fn v(bm: u32, bn: u32, tm: u32, tn: u32) -> Variant {
-    Variant { bm, bn, tm, tn }
-}
-
-/// The candidates, largest tiles first: large ones for large products, small ones so that a
-/// batch-128 product still spreads over every multiprocessor of a big GPU.
-pub const VARIANTS: [Variant; 6] = [
-    v(128, 128, 8, 8),
-    v(128, 64, 8, 4),
-    v(64, 64, 4, 4),
-    v(64, 64, 8, 4),
-    v(32, 64, 4, 4),
-    v(32, 32, 4, 4),
-];
-
-/// One product's shape as the tuner keys it: `C[m, n] = A[m, k] B[k, n]` and the operands'
-/// layouts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Shape {
-    pub m: u32,
-    pub n: u32,
-    pub k: u32,
-    pub a_t: bool,
-    pub b_t: bool,
-}
-
-impl fmt::Display for Shape {
-    /// `128x784x512 A·Bᵀ` style, as m x k x n (the order `gpumlp bench` prints).
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let t = |x: bool| if x { "T" } else { "N" };
-        write!(
-            f,
-            "{}x{}x{} {}{}",
-            self.m,
-            self.k,
-            self.n,
-            t(self.a_t),
-            t(self.b_t)
-        )
-    }
-}
-
-impl Shape {
-    /// Workgroups of `variant` over this shape.
-    fn workgroups(&self, variant: Variant) -> u64 {
-        self.n.div_ceil(variant.bn) as u64 * self.m.div_ceil(variant.bm) as u64
-    }
-
-    /// The rule of thumb where nothing was timed: the largest tile that still gives 64
-    /// workgroups (enough to keep a big GPU's multiprocessors busy), else the smallest tile.
-    pub fn default_variant(&self, max_invocations: u32) -> Variant {
-        let fitting = VARIANTS
-            .iter()
-            .copied()
-            .filter(|v| v.invocations() <= max_invocations);
-        fitting
-            .clone()
-            .find(|v| self.workgroups(*v) >= 64)
-            .or_else(|| fitting.last())
-            .unwrap_or(VARIANTS[VARIANTS.len() - 1])
-    }
-}
-
-/// The variant chosen for each shape on one adapter, and whether tuning (timing the candidates
-/// at a shape's first use) is on. The program loads and saves it per adapter and driver; the
-/// core crate only reads and fills it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct GemmTuning {
-    /// The adapter and driver the choices were timed on.
-    pub device: String,
-    /// `Shape` (as displayed) to the fastest variant.
-    pub choices: BTreeMap<String, Variant>,
-    /// Every candidate's time in seconds per shape, from the last tuning of this run (for
-    /// `gpumlp bench --tune`); not saved.
-    #[serde(skip)]
-    pub timings: BTreeMap<String, Vec<(Variant, f64)>>,
-    /// Time each shape's candidates at first use (else the rule of thumb).
-    #[serde(skip)]
-    pub enabled: bool,
-    /// Choices were added since it was loaded.
-    #[serde(skip)]
-    pub changed: bool,
-    /// Wall-clock seconds spent timing candidates in this run (compiling included).
-    #[serde(skip)]
-    pub seconds: f64,
-    /// Run every shape with this variant, whatever was chosen (for tests that cover each one).
-    #[serde(skip)]
-    pub force: Option<Variant>,
-}
-
-impl GemmTuning {
-    /// The choices as the JSON the program caches.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("tuning serialises")
-    }
-
-    /// Reads a cached tuning for `device`; refuses a malformed file, one for another device,
-    /// or one naming a variant this version does not have.
-    pub fn from_json(text: &str, device: &str) -> Result<Self> {
-        let tuning: GemmTuning = serde_json::from_str(text)
-            .map_err(|e| Error::Gpu(format!("not a GEMM tuning file ({e})")))?;
-        if tuning.device != device {
-            return Err(Error::Gpu(format!(
-                "tuned for {}, not {device}",
-                tuning.device
-            )));
-        }
-        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !VARIANTS.contains(v)) {
-            return Err(Error::Gpu(format!(
-                "{shape}: variant {v} is not one this gpumlp has"
-            )));
-        }
-        Ok(tuning)
-    }
-
-    /// `adapter name, backend, driver and driver info`: what a cached choice is valid for.
-    pub fn device_key(info: &wgpu::AdapterInfo) -> String {
-        format!(
-            "{} ({}, driver {} {})",
-            info.name,
-            info.backend.to_str(),
-            info.driver,
-            info.driver_info
-        )
-    }
 }
 
 /// How a call reads its operands and ends: A transposed, B transposed, A read four elements at

@@ -21,16 +21,19 @@
 //! every dispatch's indices are proven in range first by `bounds`.
 //!
 //! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `gemm` (the GEMM
-//! family, its variants and tuner), `kernels` (the WGSL sources). The two small kernels
+//! family and its tuner), `tuning` (the variants and the choices per shape), `kernels` (the
+//! WGSL sources). The two small kernels
 //! (softmax, optimizer) are set up here, where they are encoded.
 
 pub mod bounds;
 mod context;
 pub mod gemm;
 pub mod kernels;
+pub mod tuning;
 
 pub use context::{adapters, device_kind, runtime_dir_for_mesa, GpuContext};
-pub use gemm::{GemmProbe, GemmTuning, Shape, Variant, VARIANTS};
+pub use gemm::GemmProbe;
+pub use tuning::{GemmTuning, Shape, Variant, VARIANTS};
 
 use super::{Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
 use crate::dataset::Dataset;
