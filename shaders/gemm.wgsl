@@ -224,8 +224,19 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     let a4 = BM / 4u;
     let b4 = BN / 4u;
 
-    var acc: array<vec4<f32>, 16>;   // acc[r * 2 + q]: row ty*TM + r, columns tx*TN + 4q ..+3
-    var row_sum: array<vec4<f32>, 2>; // epilogue 4: sum over k of this invocation's TM rows
+    // The TM x TN register tile as named registers (rows 0..7, column vectors 0..1), so no
+    // compiler has to keep an indexed array in memory; the ones a variant does not use are
+    // never touched (TM and TN are constants of the pipeline).
+    var r0c0 = vec4<f32>(0.0); var r0c1 = vec4<f32>(0.0);
+    var r1c0 = vec4<f32>(0.0); var r1c1 = vec4<f32>(0.0);
+    var r2c0 = vec4<f32>(0.0); var r2c1 = vec4<f32>(0.0);
+    var r3c0 = vec4<f32>(0.0); var r3c1 = vec4<f32>(0.0);
+    var r4c0 = vec4<f32>(0.0); var r4c1 = vec4<f32>(0.0);
+    var r5c0 = vec4<f32>(0.0); var r5c1 = vec4<f32>(0.0);
+    var r6c0 = vec4<f32>(0.0); var r6c1 = vec4<f32>(0.0);
+    var r7c0 = vec4<f32>(0.0); var r7c1 = vec4<f32>(0.0);
+    var sum0 = vec4<f32>(0.0);   // epilogue 4: sum over k of rows 0..3 of this invocation
+    var sum1 = vec4<f32>(0.0);   // and of rows 4..7
 
     let tile = Tile(m, n, k, row0, col0, t, a4, b4);
     stage(tile, 0u, 0u);
@@ -236,23 +247,29 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             stage(tile, k0 + BK, 1u - (k0 / BK) % 2u);
         }
         for (var kk = 0u; kk < BK; kk++) {
-            var bv: array<vec4<f32>, 2>;
-            for (var q = 0u; q < TN / 4u; q++) {
-                bv[q] = b_s[base + kk * b4 + tx * (TN / 4u) + q];
-            }
-            for (var r4 = 0u; r4 < TM / 4u; r4++) {
-                let av = a_s[base + kk * a4 + ty * (TM / 4u) + r4];
-                if (EPILOGUE == 4u) { row_sum[r4] += av; }
-                for (var q = 0u; q < TN / 4u; q++) {
-                    acc[(r4 * 4u + 0u) * 2u + q] += av.x * bv[q];
-                    acc[(r4 * 4u + 1u) * 2u + q] += av.y * bv[q];
-                    acc[(r4 * 4u + 2u) * 2u + q] += av.z * bv[q];
-                    acc[(r4 * 4u + 3u) * 2u + q] += av.w * bv[q];
+            let b0 = b_s[base + kk * b4 + tx * (TN / 4u)];
+            let a0 = a_s[base + kk * a4 + ty * (TM / 4u)];
+            r0c0 += a0.x * b0; r1c0 += a0.y * b0; r2c0 += a0.z * b0; r3c0 += a0.w * b0;
+            if (EPILOGUE == 4u) { sum0 += a0; }
+            if (TN == 8u) {
+                let b1 = b_s[base + kk * b4 + tx * 2u + 1u];
+                r0c1 += a0.x * b1; r1c1 += a0.y * b1; r2c1 += a0.z * b1; r3c1 += a0.w * b1;
+                if (TM == 8u) {
+                    let a1 = a_s[base + kk * a4 + ty * 2u + 1u];
+                    r4c1 += a1.x * b1; r5c1 += a1.y * b1; r6c1 += a1.z * b1; r7c1 += a1.w * b1;
                 }
+            }
+            if (TM == 8u) {
+                let a1 = a_s[base + kk * a4 + ty * 2u + 1u];
+                r4c0 += a1.x * b0; r5c0 += a1.y * b0; r6c0 += a1.z * b0; r7c0 += a1.w * b0;
+                if (EPILOGUE == 4u) { sum1 += a1; }
             }
         }
         workgroupBarrier();
     }
+    let acc = array<vec4<f32>, 16>(r0c0, r0c1, r1c0, r1c1, r2c0, r2c1, r3c0, r3c1,
+                                   r4c0, r4c1, r5c0, r5c1, r6c0, r6c1, r7c0, r7c1);
+    let row_sum = array<vec4<f32>, 2>(sum0, sum1);
 
     for (var r = 0u; r < TM; r++) {
         let i = row0 + ty * TM + r;

@@ -169,10 +169,15 @@ impl Demo {
         };
         config.validate().map_err(field_err)?;
         let backend: Box<dyn Backend> = match &inner.adapter {
-            Some(adapter) => Box::new(
-                GpuBackend::new(GpuContext::new(adapter).await.map_err(err)?, &arch, &opt)
-                    .map_err(err)?,
-            ),
+            Some(adapter) => {
+                let ctx = GpuContext::new(adapter).await.map_err(err)?;
+                // WebGPU does not say what kind of device it is; the page's adapter label does
+                // (a software rasterizer wants the GEMM's largest tiles: see GemmTuning).
+                if inner.backend_label.to_lowercase().contains("swiftshader") {
+                    ctx.tuning.lock().map_err(err)?.software = true;
+                }
+                Box::new(GpuBackend::new(ctx, &arch, &opt).map_err(err)?)
+            }
             None => Box::new(CpuBackend::new(&arch, &opt)),
         };
         inner.trainer = Some(Trainer::new(config, backend, &inner.data).map_err(err)?);

@@ -93,6 +93,7 @@ impl GpuContext {
         let tuning = GemmTuning {
             device: GemmTuning::device_key(&info),
             enabled: tuning_wanted(info.device_type),
+            software: info.device_type == wgpu::DeviceType::Cpu,
             ..Default::default()
         };
         Ok(GpuContext {

@@ -205,7 +205,7 @@ impl GemmKernels {
         }
         let max = ctx.limits.max_compute_invocations_per_workgroup;
         if !tuning.enabled {
-            return Ok(shape.default_variant(max));
+            return Ok(tuning.rule_of_thumb(shape, max));
         }
         #[cfg(not(target_arch = "wasm32"))]
         let start = std::time::Instant::now();
@@ -217,7 +217,7 @@ impl GemmKernels {
         let best = timings
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(shape.default_variant(max), |(v, _)| *v);
+            .map_or(tuning.rule_of_thumb(shape, max), |(v, _)| *v);
         tuning.choices.insert(key.clone(), best);
         tuning.timings.insert(key, timings);
         tuning.changed = true;

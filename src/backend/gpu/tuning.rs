@@ -117,9 +117,25 @@ pub struct GemmTuning {
     /// Run every shape with this variant, whatever was chosen (for tests that cover each one).
     #[serde(skip)]
     pub force: Option<Variant>,
+    /// The adapter is a software rasterizer (lavapipe, SwiftShader): the rule of thumb then
+    /// takes the largest tile, since a CPU gains nothing from many workgroups (measured on
+    /// SwiftShader: 128x128/8x8 2.3x faster than 32x32/4x4 on B1's first product).
+    #[serde(skip)]
+    pub software: bool,
 }
 
 impl GemmTuning {
+    /// The variant for `shape` where nothing was timed: the largest tile on a software
+    /// rasterizer, else [`Shape::default_variant`].
+    pub fn rule_of_thumb(&self, shape: Shape, max_invocations: u32) -> Variant {
+        if self.software {
+            if let Some(v) = VARIANTS.iter().find(|v| v.invocations() <= max_invocations) {
+                return *v;
+            }
+        }
+        shape.default_variant(max_invocations)
+    }
+
     /// The choices as the JSON the program caches.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("tuning serialises")
