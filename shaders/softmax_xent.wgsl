@@ -9,9 +9,11 @@
 //   stats[4s + 0] += sum_r loss[r]    stats[4s + 1] += sum_r hit[r]    stats[4s + 2] += B
 //   (s = step.split: 0 train, 1 test)
 //
-// Invocation t takes rows t, t + 256, ...; a tree in workgroup memory then adds the 256
-// partial sums, always in the same order, so the sums repeat exactly run to run. The stats stay
-// on the GPU until the trainer reads them, once per epoch.
+// Invocation t takes rows t, t + 256, ...; `workgroup_sum` then adds the 256 partial sums in a
+// fixed order, so the sums repeat exactly run to run: with subgroup operations where the device
+// has them (reduce_subgroup.wgsl), else by a tree in workgroup memory (reduce_plain.wgsl); the
+// host puts one of the two in front of this file. The stats stay on the GPU until the trainer
+// reads them, once per epoch.
 // Bindings (group 0): 0 z f32[B*10], 1 labels u32[N], 2 dz f32[B*10] (rw), 3 stats f32[8] (rw),
 //                     4 order u32[].
 
@@ -24,11 +26,8 @@
 override CLASSES: u32 = 10u;
 const WG: u32 = 256u;
 
-var<workgroup> loss_part: array<f32, WG>;
-var<workgroup> hit_part: array<f32, WG>;
-
 @compute @workgroup_size(WG)
-fn softmax_xent(@builtin(local_invocation_index) t: u32) {
+fn softmax_xent(@builtin(local_invocation_index) t: u32, sg: Subgroup) {
     var loss = 0.0;
     var hits = 0.0;
     for (var r = t; r < step.batch; r += WG) {
@@ -55,19 +54,11 @@ fn softmax_xent(@builtin(local_invocation_index) t: u32) {
             }
         }
     }
-    loss_part[t] = loss;
-    hit_part[t] = hits;
-    for (var width = WG / 2u; width > 0u; width /= 2u) {
-        workgroupBarrier();
-        if (t < width) {
-            loss_part[t] += loss_part[t + width];
-            hit_part[t] += hit_part[t + width];
-        }
-    }
+    let total = workgroup_sum(vec2<f32>(loss, hits), t, sg);
     if (t == 0u) {
         let s = 4u * step.split;
-        stats[s] += loss_part[0];
-        stats[s + 1u] += hit_part[0];
+        stats[s] += total.x;
+        stats[s + 1u] += total.y;
         stats[s + 2u] += f32(step.batch);
     }
 }

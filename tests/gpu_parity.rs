@@ -57,13 +57,18 @@ fn main() -> ExitCode {
     let adapter = first_adapter();
     let missing = match &adapter {
         Some(a) => {
-            eprintln!("GPU tests on {:?}", a.get_info().name);
+            eprintln!(
+                "GPU tests on {:?} (subgroup reductions: {})",
+                a.get_info().name,
+                a.features().contains(wgpu::Features::SUBGROUP)
+            );
             None
         }
         None => Some("no GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe"),
     };
     // Every test twice: kernels as the program runs them natively (trusted modules, no runtime
-    // bounds checks) and with naga's checks, as in a browser.
+    // bounds checks, subgroup reductions where the adapter has them) and with naga's checks and
+    // the plain reductions, as in a browser.
     let mut trials: Vec<_> = [("trusted", false), ("checked", true)]
         .into_iter()
         .flat_map(|(mode, checked)| {
@@ -72,8 +77,9 @@ fn main() -> ExitCode {
                 let adapter = adapter.clone();
                 common::gated(&format!("{mode}::{name}"), missing, move || {
                     let adapter = adapter.expect("no GPU adapter (Vulkan, Metal, DX12)");
-                    let ctx = block_on(GpuContext::with_checks(&adapter, checked)).unwrap();
+                    let mut ctx = block_on(GpuContext::with_checks(&adapter, checked)).unwrap();
                     assert_eq!(ctx.checked, checked);
+                    ctx.subgroups &= !checked;
                     body(ctx)
                 })
             })

@@ -6,21 +6,41 @@ use gpumlp::backend::gpu::kernels;
 #[test]
 fn every_kernel_file_validates_with_naga() {
     assert_eq!(kernels::FILES.len(), 3);
-    for (file, _) in kernels::FILES {
-        let source = kernels::source(file);
+    // Each file as compiled without subgroup operations and with them (the reducing kernels
+    // differ; the subgroup version needs the device's SUBGROUP capability).
+    for ((file, _), subgroups) in kernels::FILES
+        .iter()
+        .flat_map(|f| [(*f, false), (*f, true)])
+    {
+        let source = kernels::source(file, subgroups);
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{file} does not parse:\n{}", e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{file} does not validate:\n{}", e.emit_to_string(&source)));
+        let capabilities = if subgroups {
+            naga::valid::Capabilities::SUBGROUP
+        } else {
+            naga::valid::Capabilities::empty()
+        };
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
+            .validate(&module)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{file} (subgroups {subgroups}) does not validate:\n{}",
+                    e.emit_to_string(&source)
+                )
+            });
         assert!(!module.entry_points.is_empty(), "{file} has no entry point");
         // Each file opens with its math and bindings (the project's convention).
         let body = kernels::FILES.iter().find(|(f, _)| *f == file).unwrap().1;
         assert!(
             body.starts_with(&format!("// {file}:")) && body.contains("Bindings"),
+            "{file} lacks its header"
+        );
+    }
+    for (file, body) in [kernels::REDUCE_PLAIN, kernels::REDUCE_SUBGROUP] {
+        assert!(
+            body.starts_with(&format!("// {file}:")),
             "{file} lacks its header"
         );
     }

@@ -59,6 +59,9 @@ pub struct GpuContext {
     /// proves every index before it encodes a dispatch (see `bounds`); `GPUMLP_CHECKED=1` turns
     /// them back on for debugging. The browser always keeps them (WebGPU has no trusted modules).
     pub checked: bool,
+    /// Whether reductions use subgroup operations (wgpu's SUBGROUP feature, requested natively
+    /// where the adapter has it); the plain path is used otherwise (the tests run both).
+    pub subgroups: bool,
     /// The GEMM variant chosen per shape on this adapter. Shared with clones of the context, so
     /// the program can save what the backend tuned.
     pub tuning: Arc<Mutex<GemmTuning>>,
@@ -76,10 +79,16 @@ impl GpuContext {
     /// Opens `adapter` with runtime bounds checks on or off (the tests run every kernel both ways).
     pub async fn with_checks(adapter: &wgpu::Adapter, checked: bool) -> Result<Self> {
         let limits = adapter.limits();
+        let features = if cfg!(target_arch = "wasm32") {
+            wgpu::Features::empty()
+        } else {
+            adapter.features() & wgpu::Features::SUBGROUP
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("gpumlp"),
                 required_limits: limits.clone(),
+                required_features: features,
                 ..Default::default()
             })
             .await
@@ -102,6 +111,7 @@ impl GpuContext {
             info,
             limits,
             checked: checked || cfg!(target_arch = "wasm32"),
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
             tuning: Arc::new(Mutex::new(tuning)),
         })
     }
@@ -123,7 +133,7 @@ impl GpuContext {
     ) -> wgpu::ComputePipeline {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(kernels::source(file).into()),
+            source: wgpu::ShaderSource::Wgsl(kernels::source(file, self.subgroups).into()),
         };
         let module = if self.checked {
             self.device.create_shader_module(desc)

@@ -1,5 +1,6 @@
 //! The WGSL kernels, gathered in one place. Each file of `shaders/` is one kernel family and is
-//! compiled with `shaders/common.wgsl` (the per-step uniform and the dispatch helper) in front.
+//! compiled with `shaders/common.wgsl` (the per-step uniform and the dispatch helper) in front,
+//! and, for the kernels that sum over a workgroup, one of the two `workgroup_sum` preludes.
 
 /// Shared declarations prepended to every kernel file.
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -17,11 +18,32 @@ pub const FILES: [(&str, &str); 3] = [
     ),
 ];
 
-/// The source the GPU compiles for `file`: the common prelude, then the file.
-pub fn source(file: &str) -> String {
+/// `workgroup_sum` with subgroup operations, and by a tree in workgroup memory.
+pub const REDUCE_SUBGROUP: (&str, &str) = (
+    "reduce_subgroup.wgsl",
+    include_str!("../../../shaders/reduce_subgroup.wgsl"),
+);
+pub const REDUCE_PLAIN: (&str, &str) = (
+    "reduce_plain.wgsl",
+    include_str!("../../../shaders/reduce_plain.wgsl"),
+);
+
+/// The kernel families that call `workgroup_sum`.
+const REDUCING: [&str; 1] = ["softmax_xent.wgsl"];
+
+/// The source the GPU compiles for `file`: the common prelude, the reduction where the file
+/// needs one (with subgroup operations when `subgroups`), then the file.
+pub fn source(file: &str, subgroups: bool) -> String {
     let (_, body) = FILES
         .iter()
         .find(|(name, _)| *name == file)
         .expect("a kernel file of FILES");
-    format!("{COMMON}\n{body}")
+    let reduce = if !REDUCING.contains(&file) {
+        ""
+    } else if subgroups {
+        REDUCE_SUBGROUP.1
+    } else {
+        REDUCE_PLAIN.1
+    };
+    format!("{COMMON}\n{reduce}\n{body}")
 }
