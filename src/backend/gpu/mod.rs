@@ -21,14 +21,16 @@
 //! every dispatch's indices are proven in range first by `bounds`.
 //!
 //! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `gemm` (the GEMM
-//! family and its tuner), `tuning` (the variants and the choices per shape), `kernels` (the
-//! WGSL sources). The two small kernels
-//! (softmax, optimizer) are set up here, where they are encoded.
+//! family and its tuner), `tuning` (the variants and the choices per shape), `softmax_xent` and
+//! `optimizer` (the two small kernel families), `kernels` (the WGSL sources); this file holds
+//! the buffers and the order of the dispatches.
 
 pub mod bounds;
 mod context;
 pub mod gemm;
 pub mod kernels;
+mod optimizer;
+mod softmax_xent;
 pub mod tuning;
 
 pub use context::{adapters, device_kind, runtime_dir_for_mesa, GpuContext};
@@ -42,16 +44,16 @@ use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Activation, Architecture, ParamLayout};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use bounds::Operand;
-use context::{entry, storage, uniform, words};
+use context::{uniform, words};
 use gemm::{DataSide, Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M};
+use optimizer::UpdateKernel;
+use softmax_xent::SoftmaxKernel;
 use wgpu::util::DeviceExt;
 
 /// Bytes between two steps' slots in the step table (WebGPU's dynamic-offset alignment).
 const SLOT: u64 = 256;
 /// Steps per submitted command buffer during an epoch.
 const STEPS_PER_SUBMIT: usize = 32;
-/// Workgroup size of the optimizer kernel, injected into optimizer.wgsl.
-const WG: u32 = 256;
 
 /// One step's slot of the step table; mirrors `Step` in common.wgsl.
 #[repr(C)]
@@ -91,18 +93,6 @@ impl StepSlot {
     }
 }
 
-/// Mirrors `Opt` in optimizer.wgsl: the optimizer's fixed settings, written once.
-#[repr(C)]
-#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct OptParams {
-    len: u32,
-    momentum: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    _pad: [u32; 3],
-}
-
 /// The GEMM epilogues that apply `activation` after a hidden layer, and its derivative in backward.
 fn activation_epilogues(activation: Activation) -> (Epilogue, Epilogue) {
     match activation {
@@ -136,69 +126,24 @@ struct BatchResources {
     softmax: [Option<wgpu::BindGroup>; 2],
 }
 
-/// Pipelines and layouts of the small kernels; the GEMMs have their own (`GemmKernels`).
+/// The kernel families a backend runs, built once.
 struct Kernels {
+    /// The step table's layout (group 1 of every kernel).
     step: wgpu::BindGroupLayout,
-    softmax_layout: wgpu::BindGroupLayout,
-    /// The optimizer's settings, parameters, gradients and its state buffers.
-    optimizer_layout: wgpu::BindGroupLayout,
-    softmax: wgpu::ComputePipeline,
-    /// The update rule of the backend's optimizer.
-    optimizer: wgpu::ComputePipeline,
     gemm: GemmKernels,
+    softmax: SoftmaxKernel,
+    /// The update rule of the backend's optimizer.
+    update: UpdateKernel,
 }
 
 impl Kernels {
     fn new(ctx: &GpuContext, optimizer: OptimizerKind) -> Self {
-        let device = &ctx.device;
-        let bgl = |label: &str, entries: &[wgpu::BindGroupLayoutEntry]| {
-            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(label),
-                entries,
-            })
-        };
-        let step = step_layout(device);
-        let softmax_layout = bgl(
-            "softmax_xent",
-            &[
-                storage(0, true),
-                storage(1, true),
-                storage(2, false),
-                storage(3, false),
-                storage(4, true),
-            ],
-        );
-        let optimizer_layout = {
-            let mut entries = vec![uniform(0, false), storage(1, false), storage(2, true)];
-            let states = optimizer.state_names().len() as u32;
-            entries.extend((3..3 + states).map(|b| storage(b, false)));
-            bgl("optimizer", &entries)
-        };
-        // The core crate's constants, injected rather than mirrored in WGSL.
-        let softmax = ctx.pipeline(
-            "softmax_xent.wgsl",
-            "softmax_xent",
-            &softmax_layout,
-            &step,
-            &[("CLASSES", CLASSES as f64)],
-        );
-        let optimizer = ctx.pipeline(
-            "optimizer.wgsl",
-            match optimizer {
-                OptimizerKind::Sgd => "sgd",
-                OptimizerKind::Adam => "adam",
-            },
-            &optimizer_layout,
-            &step,
-            &[("WG", WG as f64)],
-        );
+        let step = step_layout(&ctx.device);
         Kernels {
-            gemm: GemmKernels::new(device),
+            gemm: GemmKernels::new(&ctx.device),
+            softmax: SoftmaxKernel::new(ctx, &step),
+            update: UpdateKernel::new(ctx, &step, optimizer),
             step,
-            softmax_layout,
-            optimizer_layout,
-            softmax,
-            optimizer,
         }
     }
 }
@@ -275,28 +220,10 @@ impl GpuBackend {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let opt_params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("optimizer settings"),
-            contents: bytemuck::bytes_of(&OptParams {
-                len: layout.len as u32,
-                momentum: optimizer.momentum,
-                beta1: optimizer.beta1,
-                beta2: optimizer.beta2,
-                eps: optimizer.eps,
-                _pad: [0; 3],
-            }),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut lens = vec![words(&params), words(&grads)];
-        lens.extend(state.iter().map(words));
-        bounds::update(layout.len as u64, &lens)?;
-        let mut entries = vec![entry(0, &opt_params), entry(1, &params), entry(2, &grads)];
-        entries.extend((3..).zip(&state).map(|(i, b)| entry(i, b)));
-        let optimizer_bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("optimizer"),
-            layout: &kernels.optimizer_layout,
-            entries: &entries,
-        });
+        let optimizer_bind =
+            kernels
+                .update
+                .bind(&ctx, optimizer, layout.len, (&params, &grads, &state))?;
         let (steps, step_bind) = step_table(device, &kernels.step, 1);
         let batch = BatchResources::new(
             &ctx,
@@ -434,14 +361,6 @@ impl GpuBackend {
         self.ctx.queue.write_buffer(&self.steps, 0, &bytes);
     }
 
-    /// A 1-D dispatch of `n` invocations as a 2-D grid within the per-dimension limit.
-    fn dispatch_1d(&self, pass: &mut wgpu::ComputePass, n: usize) {
-        let groups = (n as u32).div_ceil(WG).max(1);
-        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let x = groups.min(max);
-        pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
-    }
-
     /// The layers, and softmax cross-entropy with the stats, for a batch of `batch` rows of
     /// `split` (the first layer reads them from the dataset).
     fn encode_forward(
@@ -455,15 +374,12 @@ impl GpuBackend {
         for call in &self.batch.forward {
             call.encode(pass, batch as u32, split as usize);
         }
-        pass.set_pipeline(&self.kernels.softmax);
-        pass.set_bind_group(
-            0,
+        self.kernels.softmax.encode(
+            pass,
             self.batch.softmax[split as usize]
                 .as_ref()
                 .expect("the split was uploaded"),
-            &[],
         );
-        pass.dispatch_workgroups(1, 1, 1);
     }
 
     /// The gradients of a training batch of `batch` rows (the first layer's weight gradient
@@ -480,9 +396,9 @@ impl GpuBackend {
 
     fn encode_update(&self, pass: &mut wgpu::ComputePass, slot: usize) {
         pass.set_bind_group(1, &self.step_bind, &[(slot as u64 * SLOT) as u32]);
-        pass.set_pipeline(&self.kernels.optimizer);
-        pass.set_bind_group(0, &self.optimizer_bind, &[]);
-        self.dispatch_1d(pass, self.layout.len);
+        self.kernels
+            .update
+            .encode(&self.ctx, pass, &self.optimizer_bind, self.layout.len);
     }
 
     /// Encodes `work` in one compute pass and submits it.
@@ -564,9 +480,8 @@ impl GpuBackend {
             }),
             ("softmax_xent", &|pass| {
                 pass.set_bind_group(1, &self.step_bind, &[0]);
-                pass.set_pipeline(&self.kernels.softmax);
-                pass.set_bind_group(0, self.batch.softmax[0].as_ref().expect("uploaded"), &[]);
-                pass.dispatch_workgroups(1, 1, 1);
+                let bind = self.batch.softmax[0].as_ref().expect("uploaded");
+                self.kernels.softmax.encode(pass, bind);
             }),
             ("optimizer", &|pass| self.encode_update(pass, 0)),
         ];
@@ -760,17 +675,9 @@ impl BatchResources {
         let dz_top = dz[layers - 1].clone();
         let softmax = data.map(|d| {
             d.map(|d| {
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("softmax_xent"),
-                    layout: &kernels.softmax_layout,
-                    entries: &[
-                        entry(0, &acts[layers]),
-                        entry(1, &d.labels),
-                        entry(2, &dz_top),
-                        entry(3, stats),
-                        entry(4, &d.order),
-                    ],
-                })
+                kernels
+                    .softmax
+                    .bind(ctx, (&acts[layers], &d.labels, &dz_top, stats, &d.order))
             })
         });
         Ok(BatchResources {
