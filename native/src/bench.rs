@@ -8,12 +8,12 @@
 use crate::cli::BenchArgs;
 use crate::devices;
 use crate::tuning::TuningCache;
+use crate::workload::{b1_step_seconds, BATCH};
 use anyhow::Result;
 use gpumlp::backend::cpu::matmul_row_major;
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
-use gpumlp::backend::{Backend, Split, StepHyper};
-use gpumlp::model::init_params;
-use gpumlp::{Architecture, CpuBackend, Dataset, OptimizerConfig, OptimizerKind};
+use gpumlp::backend::Backend;
+use gpumlp::{Architecture, CpuBackend, OptimizerConfig, OptimizerKind};
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -26,7 +26,6 @@ const B1_SHAPES: [(usize, usize, usize, bool, bool, &str); 5] = [
     (256, 128, 512, true, false, "weight grad layer 2"),
     (128, 256, 512, false, false, "input grad layer 2"),
 ];
-const BATCH: usize = 128;
 /// Timed steps of the training benchmark (one pass over 12,800 synthetic samples).
 const STEPS: usize = 100;
 /// Aim for at least this long per timing, so a measurement is not all launch overhead.
@@ -53,34 +52,6 @@ fn cpu_gemm_seconds(m: usize, k: usize, n: usize) -> Result<f64> {
         }
         Ok(())
     })
-}
-
-/// Trains `steps` steps of B1 on synthetic data after a warm-up of 2 (whose first step also
-/// compiles a GPU's pipelines); returns seconds per step, waiting for the device at the end.
-/// `auto` and `gpumlp devices` time each device this way.
-pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
-    let arch = Architecture::mlp(&[512, 256])?;
-    let n = steps.max(2) * BATCH;
-    let images: Vec<u8> = (0..n * 784)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    backend.upload(Split::Train, &Dataset::new("synthetic", images, labels)?)?;
-    backend.set_params(&init_params(&arch, 1))?;
-    let order: Vec<u32> = (0..n as u32).collect();
-    let mut epoch = |steps: usize| -> Result<()> {
-        let hypers: Vec<StepHyper> = (1..=steps as u64)
-            .map(|t| StepHyper { lr: 1e-3, t })
-            .collect();
-        backend.train(&order[..steps * BATCH], BATCH, &hypers, &mut |_| {})?;
-        // Reads back, so the device has finished.
-        pollster::block_on(backend.take_stats(Split::Train))?;
-        Ok(())
-    };
-    epoch(2)?;
-    let start = Instant::now();
-    epoch(steps)?;
-    Ok(start.elapsed().as_secs_f64() / steps as f64)
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

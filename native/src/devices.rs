@@ -8,10 +8,10 @@
 //! takes adapter N as `gpumlp devices` numbers them. Only the primary APIs (Vulkan, Metal, DX12)
 //! are considered; `WGPU_BACKEND` narrows them further.
 
-use crate::bench::b1_step_seconds;
 use crate::cli::Device;
 use crate::files::write_atomic;
 use crate::tuning::TuningCache;
+use crate::workload::b1_step_seconds;
 use anyhow::{anyhow, bail, Result};
 use gpumlp::backend::gpu::GemmTuning;
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};

@@ -12,6 +12,7 @@ pub mod plot;
 pub mod progress;
 pub mod train;
 pub mod tuning;
+pub mod workload;
 
 use cli::{Cli, Command};
 
