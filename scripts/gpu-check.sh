@@ -9,7 +9,7 @@
 # Prepare on the development machine, from the repository root:
 #   cargo build --release                                    # target/release/gpumlp travels
 #   mkdir -p .gpucheck && cp -r /usr/share/datasets/fashion-mnist .gpucheck/
-#   the Vulkan loader debs in .gl/ (recipe in /work/.library/device/README.md)
+#   mkdir -p .gl && (cd .gl && apt-get download libvulkan1)   # the Vulkan loader, for a machine without one
 #   echo /.gpucheck/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
 # then run there with carry [target/release/gpumlp, .gpucheck, .gl]:
 #   scripts/gpu-check.sh

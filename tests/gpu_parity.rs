@@ -190,11 +190,7 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
         b.forward(Split::Train, &batch()).unwrap();
         b.backward().unwrap();
     }
-    let logits = (
-        block_on(gpu.logits()).unwrap(),
-        block_on(cpu.logits()).unwrap(),
-    );
-    common::assert_close("logits", &logits.0, &logits.1, 1e-4, 1e-4);
+    same_logits("logits", &mut gpu, &mut cpu);
     let (g, c) = (
         block_on(gpu.grads()).unwrap(),
         block_on(cpu.grads()).unwrap(),
@@ -240,17 +236,7 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
             b.forward(Split::Train, &batch()).unwrap();
             b.backward().unwrap();
         }
-        let logits = (
-            block_on(gpu.logits()).unwrap(),
-            block_on(cpu.logits()).unwrap(),
-        );
-        common::assert_close(
-            &format!("{variant} logits"),
-            &logits.0,
-            &logits.1,
-            1e-4,
-            1e-4,
-        );
+        same_logits(&format!("{variant} logits"), &mut gpu, &mut cpu);
         let (g, c) = (
             block_on(gpu.grads()).unwrap(),
             block_on(cpu.grads()).unwrap(),
@@ -263,17 +249,7 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
         let rows: Vec<u32> = (0..150).map(|i| (i * 7) % 300).collect();
         gpu.forward(Split::Train, &rows).unwrap();
         cpu.forward(Split::Train, &rows).unwrap();
-        let logits = (
-            block_on(gpu.logits()).unwrap(),
-            block_on(cpu.logits()).unwrap(),
-        );
-        common::assert_close(
-            &format!("{variant} logits, 150 rows"),
-            &logits.0,
-            &logits.1,
-            1e-4,
-            1e-4,
-        );
+        same_logits(&format!("{variant} logits, 150 rows"), &mut gpu, &mut cpu);
     }
     ctx.tuning.lock().unwrap().force = None;
 }
@@ -284,6 +260,15 @@ fn variant_of(label: &str) -> gpu::Variant {
         .iter()
         .find(|v| label.starts_with(&v.to_string()))
         .unwrap()
+}
+
+/// The last forward's logits agree (1e-4 + 1e-4 of the CPU's).
+fn same_logits(what: &str, gpu: &mut GpuBackend, cpu: &mut CpuBackend) {
+    let (g, c) = (
+        block_on(gpu.logits()).unwrap(),
+        block_on(cpu.logits()).unwrap(),
+    );
+    common::assert_close(what, &g, &c, 1e-4, 1e-4);
 }
 
 fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {

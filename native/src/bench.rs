@@ -12,7 +12,6 @@ use crate::workload::{b1_step_seconds, BATCH};
 use anyhow::Result;
 use gpumlp::backend::cpu::matmul_row_major;
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
-use gpumlp::backend::Backend;
 use gpumlp::{Architecture, CpuBackend, OptimizerConfig, OptimizerKind};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -69,10 +68,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str(), "runtime_checks": ctx.checked}),
             ctx.kind() == "software-gpu",
         ),
-        None => (
-            serde_json::to_value(CpuBackend::new(&arch, &adam).device())?,
-            false,
-        ),
+        None => (serde_json::to_value(devices::cpu_device())?, false),
     };
     println!(
         "device: {} ({}, {}{})",

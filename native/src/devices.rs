@@ -145,20 +145,20 @@ struct Verdict {
     cpu_step_seconds: f64,
 }
 
-fn cpu_name() -> String {
+/// What the CPU backend reports about itself (its thread count), without building a model.
+pub fn cpu_device() -> gpumlp::DeviceInfo {
     CpuBackend::new(
         &Architecture::mlp(&[1]).expect("a valid architecture"),
         &OptimizerConfig::new(OptimizerKind::Sgd),
     )
     .device()
-    .name
 }
 
 /// `ctx` if it trains B1 faster than the CPU backend, else None: measured once per machine
 /// (GPU, driver and CPU thread count), then read from the cache. Says which and why.
 fn faster_than_cpu(ctx: GpuContext) -> Option<GpuContext> {
     let path = crate::data::cache_dir().join("device-choice.json");
-    let (gpu, cpu) = (GemmTuning::device_key(&ctx.info), cpu_name());
+    let (gpu, cpu) = (GemmTuning::device_key(&ctx.info), cpu_device().name);
     let cached = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str::<Verdict>(&text).ok())
@@ -217,11 +217,7 @@ fn faster_than_cpu(ctx: GpuContext) -> Option<GpuContext> {
 
 /// `gpumlp devices`: every adapter and the CPU backend, each with the time of a B1 step.
 pub fn run(json_out: bool) -> Result<()> {
-    let cpu = CpuBackend::new(
-        &Architecture::mlp(&[1])?,
-        &OptimizerConfig::new(OptimizerKind::Sgd),
-    )
-    .device();
+    let cpu = cpu_device();
     let adapters = adapters();
     let cpu_step = b1_step(None)?;
     let mut steps = Vec::new();

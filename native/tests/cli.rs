@@ -7,6 +7,26 @@ mod common;
 use common::*;
 use std::path::Path;
 
+/// `dir/m.st`: a model trained on the built-in sample with `--hidden hidden` for `epochs`.
+fn sample_model(dir: &Path, hidden: &str, epochs: &str) -> std::path::PathBuf {
+    let model = dir.join("m.st");
+    assert_ok(&gpumlp(
+        &[
+            "train",
+            "--data",
+            "mnist-sample",
+            "--hidden",
+            hidden,
+            "--epochs",
+            epochs,
+            "--save",
+            s(&model),
+        ],
+        dir,
+    ));
+    model
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -192,21 +212,7 @@ fn resuming_after_an_epoch_gives_the_uninterrupted_result() {
 #[test]
 fn resuming_warns_of_a_result_not_saved_and_of_a_stretched_schedule() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("m.st");
-    assert_ok(&gpumlp(
-        &[
-            "train",
-            "--data",
-            "mnist-sample",
-            "--hidden",
-            "8",
-            "--epochs",
-            "1",
-            "--save",
-            s(&model),
-        ],
-        tmp.path(),
-    ));
+    let model = sample_model(tmp.path(), "8", "1");
     let before = std::fs::read(&model).unwrap();
     // Cosine over 1 epoch ended at a rate of 0; stretched to 3 epochs it starts epoch 2 high.
     let out = gpumlp(
@@ -344,21 +350,7 @@ fn classes_of_originals(model: &Path, n: usize) -> Vec<u64> {
 #[test]
 fn predict_reads_drawn_digits_of_any_size_and_polarity() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("m.st");
-    assert_ok(&gpumlp(
-        &[
-            "train",
-            "--data",
-            "mnist-sample",
-            "--hidden",
-            "64",
-            "--epochs",
-            "3",
-            "--save",
-            s(&model),
-        ],
-        tmp.path(),
-    ));
+    let model = sample_model(tmp.path(), "64", "3");
     let sample = gpumlp::dataset::mnist_sample();
     let n = 20;
     let mut files = Vec::new();
@@ -717,21 +709,7 @@ fn bad_checkpoints_are_refused_for_eval_and_resume() {
 #[test]
 fn predict_refuses_files_that_are_not_images() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("m.st");
-    assert_ok(&gpumlp(
-        &[
-            "train",
-            "--data",
-            "mnist-sample",
-            "--hidden",
-            "8",
-            "--epochs",
-            "1",
-            "--save",
-            s(&model),
-        ],
-        tmp.path(),
-    ));
+    let model = sample_model(tmp.path(), "8", "1");
     let fake = tmp.path().join("digit.png");
     std::fs::write(&fake, "this is text, not a PNG").unwrap();
     assert_refused(

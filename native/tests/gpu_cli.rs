@@ -30,18 +30,7 @@ fn main() -> ExitCode {
     ];
     let trials = tests
         .into_iter()
-        .map(|(name, body)| {
-            let trial = libtest_mimic::Trial::test(name, move || {
-                body();
-                Ok(())
-            });
-            match missing {
-                Some(reason) if std::env::var_os("CI").is_none() => trial
-                    .with_ignored_flag(true)
-                    .with_kind(format!("ignored: {reason}")),
-                _ => trial,
-            }
-        })
+        .map(|(name, body)| gated(name, missing, body))
         .collect();
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -3,6 +3,8 @@
 //! package is missing the test is reported as ignored, with the reason, in the test summary, and
 //! fails under CI (CI=true).
 
+mod common;
+
 use gpumlp_native::data::{load, DataSource};
 use std::path::Path;
 use std::process::ExitCode;
@@ -13,19 +15,11 @@ fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let missing = (!Path::new(FOLDER).is_dir())
         .then_some("no /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist");
-    let trial = libtest_mimic::Trial::test(
+    let trial = common::gated(
         "debians_fashion_mnist_loads_with_the_published_counts",
-        || {
-            debians_fashion_mnist_loads_with_the_published_counts();
-            Ok(())
-        },
+        missing,
+        debians_fashion_mnist_loads_with_the_published_counts,
     );
-    let trial = match missing {
-        Some(reason) if std::env::var_os("CI").is_none() => trial
-            .with_ignored_flag(true)
-            .with_kind(format!("ignored: {reason}")),
-        _ => trial,
-    };
     libtest_mimic::run(&args, vec![trial]).exit_code()
 }
 

@@ -392,13 +392,7 @@ impl GemmCall {
         let shape = self.shape(batch);
         let variant = kernels.choose(ctx, step, tuning, shape)?;
         let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-        let groups = (shape.n.div_ceil(variant.bn), shape.m.div_ceil(variant.bm));
-        let max = ctx.limits.max_compute_workgroups_per_dimension;
-        if groups.0 > max || groups.1 > max {
-            return Err(Error::Gpu(format!(
-                "a {shape} product needs more than {max} workgroups per dimension"
-            )));
-        }
+        let groups = workgroups(ctx, shape, variant)?;
         self.chosen.push((batch, pipeline, groups));
         Ok(())
     }
@@ -421,6 +415,19 @@ impl GemmCall {
         );
         pass.dispatch_workgroups(*x, *y, 1);
     }
+}
+
+/// The grid (x over columns, y over rows of tiles) of `variant` on `shape`, refused where a
+/// dimension passes the device's limit.
+fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Result<(u32, u32)> {
+    let groups = (shape.n.div_ceil(variant.bn), shape.m.div_ceil(variant.bm));
+    let max = ctx.limits.max_compute_workgroups_per_dimension;
+    if groups.0 > max || groups.1 > max {
+        return Err(Error::Gpu(format!(
+            "a {shape} product needs more than {max} workgroups per dimension"
+        )));
+    }
+    Ok(groups)
 }
 
 /// One product alone on synthetic operands: what the tuner times and `gpumlp bench` reports.
@@ -501,17 +508,7 @@ impl GemmBench {
         reps: usize,
     ) -> Result<()> {
         let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-        let groups = (
-            self.shape.n.div_ceil(variant.bn),
-            self.shape.m.div_ceil(variant.bm),
-        );
-        let max = ctx.limits.max_compute_workgroups_per_dimension;
-        if groups.0 > max || groups.1 > max {
-            return Err(Error::Gpu(format!(
-                "a {} product needs more than {max} workgroups per dimension",
-                self.shape
-            )));
-        }
+        let groups = workgroups(ctx, self.shape, variant)?;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -545,28 +542,19 @@ impl GemmBench {
         #[cfg(target_arch = "wasm32")]
         {
             let _ = (ctx, kernels, step, variant);
-            return Err(Error::Gpu("GEMM timing needs a native build".into()));
+            Err(Error::Gpu("GEMM timing needs a native build".into()))
         }
         #[cfg(not(target_arch = "wasm32"))]
-        self.time_natively(ctx, kernels, step, variant)
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    fn time_natively(
-        &self,
-        ctx: &GpuContext,
-        kernels: &GemmKernels,
-        step: &wgpu::BindGroupLayout,
-        variant: Variant,
-    ) -> Result<f64> {
-        let clock = std::time::Instant::now;
-        let start = clock();
-        self.run(ctx, kernels, step, variant, 1)?;
-        let once = start.elapsed().as_secs_f64().max(1e-6);
-        let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
-        let start = clock();
-        self.run(ctx, kernels, step, variant, reps)?;
-        Ok(start.elapsed().as_secs_f64() / reps as f64)
+        {
+            let clock = std::time::Instant::now;
+            let start = clock();
+            self.run(ctx, kernels, step, variant, 1)?;
+            let once = start.elapsed().as_secs_f64().max(1e-6);
+            let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
+            let start = clock();
+            self.run(ctx, kernels, step, variant, reps)?;
+            Ok(start.elapsed().as_secs_f64() / reps as f64)
+        }
     }
 }
 

@@ -280,15 +280,7 @@ impl GpuBackend {
                     }
                 }
             }
-            self.batch = BatchResources::new(
-                &self.ctx,
-                &self.kernels,
-                &self.arch,
-                &self.layout,
-                [self.data[0].as_ref(), self.data[1].as_ref()],
-                (&self.params, &self.grads, &self.stats),
-                batch,
-            )?;
+            self.rebind(batch)?;
         }
         let mut tuning = self
             .ctx
@@ -310,6 +302,21 @@ impl GpuBackend {
                 batch as u32,
             )?;
         }
+        Ok(())
+    }
+
+    /// Makes the batch buffers for `capacity` rows and binds the network's products and the
+    /// softmax to them and to the uploaded datasets.
+    fn rebind(&mut self, capacity: usize) -> Result<()> {
+        self.batch = BatchResources::new(
+            &self.ctx,
+            &self.kernels,
+            &self.arch,
+            &self.layout,
+            [self.data[0].as_ref(), self.data[1].as_ref()],
+            (&self.params, &self.grads, &self.stats),
+            capacity,
+        )?;
         Ok(())
     }
 
@@ -762,16 +769,7 @@ impl Backend for GpuBackend {
             len: data.len(),
         });
         // The first layer's products and the softmax read the datasets: bind them again.
-        self.batch = BatchResources::new(
-            &self.ctx,
-            &self.kernels,
-            &self.arch,
-            &self.layout,
-            [self.data[0].as_ref(), self.data[1].as_ref()],
-            (&self.params, &self.grads, &self.stats),
-            self.batch.capacity,
-        )?;
-        Ok(())
+        self.rebind(self.batch.capacity)
     }
 
     fn len(&self, split: Split) -> usize {

@@ -119,7 +119,8 @@ pub struct GemmTuning {
     pub force: Option<Variant>,
     /// The adapter is a software rasterizer (lavapipe, SwiftShader): the rule of thumb then
     /// takes the largest tile, since a CPU gains nothing from many workgroups (measured on
-    /// SwiftShader: 128x128/8x8 2.3x faster than 32x32/4x4 on B1's first product).
+    /// SwiftShader, `gpumlp bench --tune` on its Vulkan driver with checks on: 128x128/8x8 took
+    /// 78 ms on B1's first product, 32x32/4x4 176 ms).
     #[serde(skip)]
     pub software: bool,
 }
