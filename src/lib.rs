@@ -8,12 +8,14 @@
 //! - [`config`]: a training run's settings, parsed and checked once for every front end;
 //! - [`backend`]: the `Backend` seam, the multi-threaded CPU backend and the wgpu/WGSL GPU backend;
 //! - [`optim`], [`train`]: optimizers, schedules and the training loop;
+//! - [`collective`]: what the training loop needs from the other ranks of a data-parallel run;
 //! - [`checkpoint`]: safetensors checkpoints that resume exactly;
 //! - [`inference`]: class probabilities from a trained model;
 //! - [`preprocess`]: turning a photo or drawing of a digit into an MNIST-like 28x28 image.
 
 pub mod backend;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
 pub mod dataset;
 pub mod error;
@@ -26,6 +28,7 @@ pub mod train;
 
 pub use backend::{Backend, CpuBackend, DeviceInfo, Split, Stats};
 pub use checkpoint::Checkpoint;
+pub use collective::{Collective, SingleProcess};
 pub use config::TrainConfig;
 pub use dataset::{Dataset, Splits};
 pub use error::{Error, Result, Setting};

@@ -6,9 +6,16 @@
 //! Each epoch's order is a permutation drawn from `(seed, epoch)` alone, so a run resumed from the
 //! checkpoint of epoch k continues exactly as the uninterrupted run would have. Timing is the
 //! caller's business (the core crate also runs in the browser, where clocks differ).
+//!
+//! A run may be one rank of several ([`Collective`]): each rank then trains on its share of every
+//! global batch, the ranks' gradients are summed before each update, the epoch's stats and the
+//! test set's evaluation are summed over the ranks' shares, and the ranks check at each epoch's
+//! end that they still hold the same parameters. Alone, a run takes its steps in spans without
+//! waiting for the device; in a group, each step waits for the sum of gradients.
 
 use crate::backend::{Backend, Split, Stats, StepHyper};
 use crate::checkpoint::{Checkpoint, TrainingState};
+use crate::collective::{fingerprint, share, Collective, SingleProcess};
 use crate::config::TrainConfig;
 use crate::dataset::Splits;
 use crate::error::{Error, Result};
@@ -51,6 +58,8 @@ pub struct Trainer {
     /// Optimizer steps completed.
     pub step: u64,
     train_len: usize,
+    /// The ranks this run trains with ([`SingleProcess`] when alone).
+    group: Box<dyn Collective>,
     /// The epoch under way when it is trained a slice at a time.
     current: Option<EpochInProgress>,
 }
@@ -65,7 +74,18 @@ struct EpochInProgress {
 impl Trainer {
     /// A fresh run: parameters initialised from the seed, optimizer state zero, data uploaded.
     /// The backend must have been built for the run's architecture and optimizer.
-    pub fn new(config: TrainConfig, mut backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
+    pub fn new(config: TrainConfig, backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
+        Self::in_group(config, backend, data, Box::new(SingleProcess))
+    }
+
+    /// A fresh run as one rank of `group`: every rank must call this with the same settings and
+    /// data. Each rank uploads the whole training set and its share of the test set.
+    pub fn in_group(
+        config: TrainConfig,
+        mut backend: Box<dyn Backend>,
+        data: &Splits,
+        group: Box<dyn Collective>,
+    ) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
         if *backend.layout() != ParamLayout::new(&arch) || *backend.optimizer() != config.optimizer
@@ -84,8 +104,21 @@ impl Trainer {
         let n = backend.layout().len;
         let states = config.optimizer.kind.state_names().len();
         backend.set_state(&vec![vec![0.0; n]; states])?;
+        let ranks = group.ranks();
+        if ranks > config.batch.min(data.test.len()) {
+            return Err(Error::Config(format!(
+                "{ranks} ranks cannot share a batch of {} samples and a test set of {}: run fewer ranks",
+                config.batch,
+                data.test.len()
+            )));
+        }
         backend.upload(Split::Train, &data.train)?;
-        backend.upload(Split::Test, &data.test)?;
+        if ranks == 1 {
+            backend.upload(Split::Test, &data.test)?;
+        } else {
+            let mine: Vec<usize> = share(data.test.len(), group.rank(), ranks).collect();
+            backend.upload(Split::Test, &data.test.select(&mine))?;
+        }
         Ok(Trainer {
             config,
             backend,
@@ -93,6 +126,7 @@ impl Trainer {
             epoch: 0,
             step: 0,
             train_len: data.train.len(),
+            group,
             current: None,
         })
     }
@@ -104,6 +138,17 @@ impl Trainer {
         backend: Box<dyn Backend>,
         data: &Splits,
     ) -> Result<Self> {
+        Self::resume_in_group(ckpt, epochs, backend, data, Box::new(SingleProcess))
+    }
+
+    /// [`Trainer::resume`] as one rank of `group`, whatever the number of ranks that saved it.
+    pub fn resume_in_group(
+        ckpt: &Checkpoint,
+        epochs: usize,
+        backend: Box<dyn Backend>,
+        data: &Splits,
+        group: Box<dyn Collective>,
+    ) -> Result<Self> {
         let state = ckpt.training.as_ref().ok_or_else(|| {
             Error::checkpoint(
                 &ckpt.name,
@@ -112,7 +157,7 @@ impl Trainer {
         })?;
         let mut config = state.config.clone();
         config.epochs = epochs;
-        let mut trainer = Trainer::new(config, backend, data)?;
+        let mut trainer = Trainer::in_group(config, backend, data, group)?;
         trainer.backend.set_params(&ckpt.params)?;
         trainer.backend.set_state(&state.optimizer_state)?;
         trainer.epoch = state.epoch;
@@ -138,16 +183,16 @@ impl Trainer {
         &mut self,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<EpochResult> {
-        self.advance(usize::MAX, progress)?;
+        self.advance(usize::MAX, progress).await?;
         self.finish_epoch().await
     }
 
     /// Trains at most `max_steps` more steps of the current epoch (starting one if none is under
-    /// way) without waiting for the device, and says whether all its steps are done; the epoch
-    /// then ends with [`Trainer::finish_epoch`]. A caller that must stay responsive (the page)
-    /// trains this way, yielding between calls; the steps, and so the results, are exactly
-    /// those of [`Trainer::train_epoch`].
-    pub fn advance(
+    /// way) and says whether all its steps are done; the epoch then ends with
+    /// [`Trainer::finish_epoch`]. Alone, it hands the steps to the device without waiting for
+    /// them. A caller that must stay responsive (the page) trains this way, yielding between
+    /// calls; the steps, and so the results, are exactly those of [`Trainer::train_epoch`].
+    pub async fn advance(
         &mut self,
         max_steps: usize,
         progress: &mut dyn FnMut(usize, usize),
@@ -157,15 +202,23 @@ impl Trainer {
         let current = self.current.as_mut().expect("begin_epoch ran");
         let (start, total) = (current.done, current.hypers.len());
         let end = start.saturating_add(max_steps).min(total);
-        if end > start {
+        if end > start && self.group.ranks() == 1 {
             let rows = &current.order[start * batch..(end * batch).min(current.order.len())];
             self.backend
                 .train(rows, batch, &current.hypers[start..end], &mut |done| {
                     progress(start + done, total)
                 })?;
-            current.done = end;
-            self.step += (end - start) as u64;
         }
+        if self.group.ranks() > 1 {
+            for step in start..end {
+                let rows =
+                    &current.order[step * batch..((step + 1) * batch).min(current.order.len())];
+                shared_step(&mut *self.backend, &*self.group, rows, current.hypers[step]).await?;
+                progress(step + 1, total);
+            }
+        }
+        current.done = end;
+        self.step += (end - start) as u64;
         Ok(end == total)
     }
 
@@ -188,6 +241,10 @@ impl Trainer {
             .last()
             .map_or(self.config.optimizer.lr, |h| h.lr);
         let train = self.backend.take_stats(Split::Train).await?;
+        let train = self.sum_stats(train)?;
+        if self.group.ranks() > 1 {
+            self.check_same_params().await?;
+        }
         self.current = None;
         self.epoch += 1;
         Ok(EpochResult {
@@ -232,9 +289,37 @@ impl Trainer {
         Ok(())
     }
 
-    /// Loss and accuracy on the test set.
+    /// Loss and accuracy on the test set (in a group, each rank evaluates its share).
     pub async fn evaluate(&mut self) -> Result<Stats> {
-        self.backend.evaluate(Split::Test).await
+        let mine = self.backend.evaluate(Split::Test).await?;
+        self.sum_stats(mine)
+    }
+
+    /// The ranks' stats summed (exactly: the counts stay below 2^53).
+    fn sum_stats(&self, mine: Stats) -> Result<Stats> {
+        let mut values = [mine.loss_sum, mine.correct as f64, mine.count as f64];
+        self.group.sum_f64(&mut values)?;
+        Ok(Stats {
+            loss_sum: values[0],
+            correct: values[1] as u64,
+            count: values[2] as u64,
+        })
+    }
+
+    /// Fails on every rank unless every rank holds bit-identical parameters.
+    async fn check_same_params(&mut self) -> Result<()> {
+        let mine = fingerprint(&self.backend.params().await?);
+        let all = self.group.gather_u64(mine)?;
+        match all.iter().position(|&h| h != all[0]) {
+            None => Ok(()),
+            Some(rank) => Err(Error::Config(format!(
+                "after epoch {} rank {rank}'s parameters differ from rank 0's (fingerprints {:016x} and {:016x}): \
+                 the ranks no longer train the same model",
+                self.epoch + 1,
+                all[rank],
+                all[0]
+            ))),
+        }
     }
 
     /// The model and everything needed to resume, as a checkpoint. In the middle of an epoch
@@ -260,4 +345,27 @@ impl Trainer {
             training,
         })
     }
+}
+
+/// One step as one rank of `group`: the gradient over this rank's share of the global batch
+/// `rows`, weighted by the share's size, summed over the ranks, then the update every rank makes
+/// alike. The weights make the sum the gradient of the global batch's mean loss.
+async fn shared_step(
+    backend: &mut dyn Backend,
+    group: &dyn Collective,
+    rows: &[u32],
+    hyper: StepHyper,
+) -> Result<()> {
+    let mine = &rows[share(rows.len(), group.rank(), group.ranks())];
+    let mut grads = if mine.is_empty() {
+        // A short last batch can leave a rank nothing: it adds zero.
+        vec![0.0; backend.layout().len]
+    } else {
+        let mut grads = backend.gradient(mine).await?;
+        let weight = mine.len() as f32 / rows.len() as f32;
+        grads.iter_mut().for_each(|g| *g *= weight);
+        grads
+    };
+    group.sum_f32(&mut grads)?;
+    backend.apply_gradient(&grads, hyper)
 }

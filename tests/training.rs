@@ -249,7 +249,7 @@ fn training_in_slices_equals_whole_epochs() {
     let mut sliced = trainer(small_config(2), &data);
     let mut sliced_results = Vec::new();
     while !sliced.finished() {
-        if sliced.advance(7, &mut |_, _| {}).unwrap() {
+        if block_on(sliced.advance(7, &mut |_, _| {})).unwrap() {
             sliced_results.push(block_on(sliced.finish_epoch()).unwrap());
         } else {
             let (done, total) = sliced.epoch_progress();
@@ -265,7 +265,7 @@ fn training_in_slices_equals_whole_epochs() {
     assert_eq!(sliced_results, whole_results);
     assert_eq!(checkpoint_bytes(&mut sliced), checkpoint_bytes(&mut whole));
     assert!(
-        sliced.advance(1, &mut |_, _| {}).is_err(),
+        block_on(sliced.advance(1, &mut |_, _| {})).is_err(),
         "training past the last epoch must be refused"
     );
 }

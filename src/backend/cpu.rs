@@ -427,6 +427,21 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>> {
+        let result = self.forward_rows(Split::Train, rows).map(|()| {
+            self.backward_rows();
+            self.grads.clone()
+        });
+        ready(result)
+    }
+
+    fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()> {
+        super::check_len("the gradient", grads, &self.layout)?;
+        self.grads.copy_from_slice(grads);
+        self.update_params(hyper);
+        Ok(())
+    }
+
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
         ready(Ok(std::mem::take(&mut self.stats[split as usize])))
     }

@@ -120,6 +120,13 @@ pub trait Backend {
         progress: &mut dyn FnMut(usize),
     ) -> Result<()>;
 
+    /// Forward and backward over rows `rows` of the training set: the gradient of their mean
+    /// loss, read back (stats accumulate as in `train`). With [`Backend::apply_gradient`] this is
+    /// one step taken in two halves, so that data-parallel ranks can sum their gradients between.
+    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>>;
+    /// One optimizer update with `grads` (laid out like the parameters) as the gradient.
+    fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()>;
+
     /// Returns the stats accumulated for `split` since the last call and starts afresh.
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>>;
 

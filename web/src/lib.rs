@@ -197,6 +197,7 @@ impl Demo {
             .ok_or_else(|| err("configure a run first"))?;
         if !trainer
             .advance(max_steps as usize, &mut |_, _| {})
+            .await
             .map_err(err)?
         {
             return Ok(Vec::new());

@@ -870,6 +870,24 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
+    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>> {
+        match self
+            .forward_rows(Split::Train, rows)
+            .and_then(|()| Inspect::backward(self))
+        {
+            Ok(()) => Box::pin(self.ctx.read_f32(&self.grads, 0, self.layout.len)),
+            Err(e) => super::ready(Err(e)),
+        }
+    }
+
+    fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()> {
+        super::check_len("the gradient", grads, &self.layout)?;
+        self.ctx
+            .queue
+            .write_buffer(&self.grads, 0, bytemuck::cast_slice(grads));
+        Inspect::update(self, hyper)
+    }
+
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
         let read = self.ctx.read_f32(&self.stats, 4 * split as usize, 3);
         self.reset_stats(split);
