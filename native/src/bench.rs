@@ -7,6 +7,7 @@
 
 use crate::cli::BenchArgs;
 use crate::devices;
+use crate::ranks::Job;
 use crate::tuning::TuningCache;
 use crate::workload::{b1_step_seconds, BATCH};
 use anyhow::Result;
@@ -54,7 +55,7 @@ fn cpu_gemm_seconds(m: usize, k: usize, n: usize) -> Result<f64> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let gpu = devices::open_gpu(&args.device.device)?;
+    let gpu = devices::open_gpu(&args.device.device, &Job::alone())?;
     let cache = gpu.as_ref().map(TuningCache::load);
     if args.tune && gpu.is_none() {
         anyhow::bail!(

@@ -7,9 +7,14 @@
 //! than the CPU backend, so it is used only when asked for with `--device software`. `--device N`
 //! takes adapter N as `gpumlp devices` numbers them. Only the primary APIs (Vulkan, Metal, DX12)
 //! are considered; `WGPU_BACKEND` narrows them further.
+//!
+//! In a job of several ranks ([`Job`]) each rank on a machine takes its own adapter of the kind
+//! asked for (the local rank's, modulo their number), and `auto` takes a GPU wherever there is
+//! one, untimed: ranks timing devices at once would measure each other.
 
 use crate::cli::Device;
 use crate::files::write_atomic;
+use crate::ranks::Job;
 use crate::tuning::TuningCache;
 use crate::workload::b1_step_seconds;
 use anyhow::{anyhow, bail, Result};
@@ -26,24 +31,17 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
     pollster::block_on(gpumlp::backend::gpu::adapters())
 }
 
-/// Rank for `auto`: lower is better; None for adapters `auto` never takes.
-fn auto_rank(t: wgpu::DeviceType) -> Option<u8> {
-    match t {
-        wgpu::DeviceType::DiscreteGpu => Some(0),
-        wgpu::DeviceType::IntegratedGpu => Some(1),
-        _ => None,
-    }
-}
-
-/// The adapter `device` selects, or None for the CPU backend.
-fn select(device: &Device, adapters: &[wgpu::Adapter]) -> Result<Option<usize>> {
+/// The adapter `device` selects, or None for the CPU backend; of several adapters of the
+/// kind asked for, the `local_rank`-th (modulo their number).
+fn select(device: &Device, adapters: &[wgpu::Adapter], local_rank: usize) -> Result<Option<usize>> {
     let find = |wanted: &[wgpu::DeviceType]| {
-        adapters
+        let matching: Vec<usize> = adapters
             .iter()
             .enumerate()
             .filter(|(_, a)| wanted.contains(&a.get_info().device_type))
             .map(|(i, _)| i)
-            .next()
+            .collect();
+        (!matching.is_empty()).then(|| matching[local_rank % matching.len()])
     };
     use wgpu::DeviceType::*;
     let none = |flag: &str, what: &str| {
@@ -51,12 +49,7 @@ fn select(device: &Device, adapters: &[wgpu::Adapter]) -> Result<Option<usize>> 
     };
     Ok(match device {
         Device::Cpu => None,
-        Device::Auto => adapters
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| Some((auto_rank(a.get_info().device_type)?, i)))
-            .min()
-            .map(|(_, i)| i),
+        Device::Auto => find(&[DiscreteGpu]).or_else(|| find(&[IntegratedGpu])),
         Device::Gpu => Some(
             find(&[DiscreteGpu])
                 .or_else(|| find(&[IntegratedGpu]))
@@ -80,17 +73,17 @@ fn select(device: &Device, adapters: &[wgpu::Adapter]) -> Result<Option<usize>> 
     })
 }
 
-/// Opens the GPU `device` asks for, or None for the CPU backend.
-pub fn open_gpu(device: &Device) -> Result<Option<GpuContext>> {
+/// Opens the GPU `device` asks for (this rank's, in a job), or None for the CPU backend.
+pub fn open_gpu(device: &Device, job: &Job) -> Result<Option<GpuContext>> {
     if *device == Device::Cpu {
         return Ok(None);
     }
     let adapters = adapters();
-    let Some(index) = select(device, &adapters)? else {
+    let Some(index) = select(device, &adapters, job.local_rank)? else {
         return Ok(None);
     };
     match pollster::block_on(GpuContext::new(&adapters[index])) {
-        Ok(context) if *device == Device::Auto => Ok(faster_than_cpu(context)),
+        Ok(context) if *device == Device::Auto && job.ranks == 1 => Ok(faster_than_cpu(context)),
         Ok(context) => Ok(Some(context)),
         // `auto` promises to train somewhere: fall back to the CPU, and say so.
         Err(e) if *device == Device::Auto => {
@@ -107,8 +100,9 @@ pub fn open(
     device: &Device,
     arch: &Architecture,
     optimizer: &OptimizerConfig,
+    job: &Job,
 ) -> Result<(Box<dyn Backend>, Option<TuningCache>)> {
-    Ok(match open_gpu(device)? {
+    Ok(match open_gpu(device, job)? {
         Some(context) => {
             let cache = TuningCache::load(&context);
             (
@@ -229,7 +223,7 @@ pub fn run(json_out: bool) -> Result<()> {
     }
     // `auto`: its adapter, if that one is measured faster than the CPU.
     let chosen =
-        select(&Device::Auto, &adapters)?.filter(|&i| steps[i].is_some_and(|s| s < cpu_step));
+        select(&Device::Auto, &adapters, 0)?.filter(|&i| steps[i].is_some_and(|s| s < cpu_step));
     let step_text =
         |s: Option<f64>| s.map_or("not measured".into(), |s| format!("{:.2} ms", s * 1e3));
     let mut rows = Vec::new();

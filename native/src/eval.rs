@@ -4,6 +4,7 @@ use crate::cli::{EvalArgs, PredictArgs};
 use crate::data;
 use crate::devices;
 use crate::files::read;
+use crate::ranks::Job;
 use anyhow::{anyhow, Result};
 use gpumlp::backend::{argmax, Split};
 use gpumlp::idx::CLASSES;
@@ -42,7 +43,12 @@ pub fn eval(args: EvalArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     }
     // Nothing is trained: the optimizer only decides which state buffers the backend keeps.
     let optimizer = OptimizerConfig::new(OptimizerKind::Sgd);
-    let (mut backend, tuning) = devices::open(&args.device.device, &ckpt.architecture, &optimizer)?;
+    let (mut backend, tuning) = devices::open(
+        &args.device.device,
+        &ckpt.architecture,
+        &optimizer,
+        &Job::alone(),
+    )?;
     backend.set_params(&ckpt.params)?;
     backend.upload(Split::Test, &data.test)?;
     let stats = block_on(backend.evaluate(Split::Test))?;

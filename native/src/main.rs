@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use gpumlp_native::cli::Cli;
+use gpumlp_native::ranks::Job;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -27,12 +28,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match gpumlp_native::run(cli) {
+    let job = match Job::start() {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            return ExitCode::from(2);
+        }
+    };
+    match gpumlp_native::run(cli, &job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let rank = if job.ranks > 1 {
+                format!("rank {}: ", job.rank)
+            } else {
+                String::new()
+            };
             // `{:#}` joins the chain of causes into one line.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
-            ExitCode::from(2)
+            eprintln!("error: {rank}{}", format!("{e:#}").replace('\n', " "));
+            job.fail(2)
         }
     }
 }

@@ -2,10 +2,14 @@
 //! loop with progress on stderr, and the outputs: checkpoint and metrics after every epoch (each
 //! written atomically, so an interrupted run leaves whole files to resume from), the plot at the
 //! end, and the summary on stdout.
+//!
+//! As one rank of a data-parallel job ([`Job`]) every rank trains; rank 0 alone prints and
+//! writes the outputs.
 
 use crate::cli::TrainArgs;
 use crate::data;
 use crate::files::{check_writable, write_atomic};
+use crate::ranks::Job;
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
 use gpumlp::{Checkpoint, OptimizerConfig, TrainConfig, Trainer};
@@ -13,13 +17,14 @@ use pollster::block_on;
 use serde_json::json;
 use std::time::Instant;
 
-pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
+pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Result<()> {
+    let lead = job.leads();
     for (flag, path) in [
         ("--save", &args.save),
         ("--metrics", &args.metrics),
         ("--plot", &args.plot),
     ] {
-        if let Some(path) = path {
+        if let (Some(path), true) = (path, lead) {
             check_writable(flag, path)?;
         }
     }
@@ -33,7 +38,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
     let arch = config.architecture()?;
-    let (backend, tuning) = devices::open(&args.device.device, &arch, &config.optimizer)?;
+    let (backend, tuning) = devices::open(&args.device.device, &arch, &config.optimizer, job)?;
 
     if let Some(state) = resume.as_ref().and_then(|c| c.training.as_ref()) {
         if state.epoch >= config.epochs {
@@ -46,37 +51,48 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
     }
     let source = data::choose(&args.data, resume.as_ref())?;
     let data = data::load(&source, notice)?;
-    if let (Some(ckpt), Some(state)) = (&resume, resume.as_ref().and_then(|c| c.training.as_ref()))
-    {
+    if let (Some(ckpt), Some(state), true) = (
+        &resume,
+        resume.as_ref().and_then(|c| c.training.as_ref()),
+        lead,
+    ) {
         resume_notes(&args, ckpt, state, &config);
     }
+    let group = job.collective();
     let mut trainer = match &resume {
-        Some(ckpt) => Trainer::resume(ckpt, config.epochs, backend, &data)?,
-        None => Trainer::new(config, backend, &data)?,
+        Some(ckpt) => Trainer::resume_in_group(ckpt, config.epochs, backend, &data, group)?,
+        None => Trainer::in_group(config, backend, &data, group)?,
     };
     let device = trainer.backend.device();
-    eprintln!(
-        "training {} on {} ({} train / {} test) with {} on {}, epochs {}..{}",
-        arch,
-        data.name,
-        data.train.len(),
-        data.test.len(),
-        trainer.config.optimizer,
-        device.name,
-        trainer.epoch + 1,
-        trainer.config.epochs
-    );
+    let rank_devices = job.gather_text(&device.name);
+    let on = devices_text(&rank_devices);
+    if lead {
+        eprintln!(
+            "training {} on {} ({} train / {} test) with {} on {on}, epochs {}..{}",
+            arch,
+            data.name,
+            data.train.len(),
+            data.test.len(),
+            trainer.config.optimizer,
+            trainer.epoch + 1,
+            trainer.config.epochs
+        );
+    }
 
     let mut metrics = String::new();
     let mut points = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = None;
     while !trainer.finished() {
-        let bar = progress::epoch_bar(
-            trainer.epoch + 1,
-            trainer.config.epochs,
-            trainer.steps_per_epoch(),
-        );
+        let bar = if lead {
+            progress::epoch_bar(
+                trainer.epoch + 1,
+                trainer.config.epochs,
+                trainer.steps_per_epoch(),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         let start = Instant::now();
         let epoch = block_on(trainer.train_epoch(&mut |done, _| bar.set_position(done as u64)))?;
         let seconds = start.elapsed().as_secs_f64();
@@ -88,6 +104,9 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
         train_seconds += seconds;
         samples += data.train.len();
         let rate = data.train.len() as f64 / seconds;
+        if !lead {
+            continue;
+        }
         eprintln!(
             "epoch {:>3}/{}  loss {:.4}  train {:6.2}%  test loss {:.4}  test {:6.2}%  lr {:.2e}  {:.2} s  {:.0} samples/s",
             epoch.epoch,
@@ -127,6 +146,9 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
         });
         last = Some((epoch, test));
     }
+    if !lead {
+        return Ok(());
+    }
     if let Some(path) = &args.plot {
         let title = format!("{arch} on {}", data.name);
         plot::write(path, &title, &points)?;
@@ -143,7 +165,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
         data.test.len(),
         train_seconds,
         rate,
-        device.name
+        on
     );
     if let Some(path) = &args.save {
         println!("saved {}", path.display());
@@ -161,6 +183,8 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
                 "train_seconds": train_seconds,
                 "samples_per_second": rate,
                 "device": device,
+                "ranks": job.ranks,
+                "rank_devices": rank_devices,
                 "data": { "name": data.name, "train": data.train.len(), "test": data.test.len() },
                 "config": {
                     "hidden": c.hidden, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
@@ -231,6 +255,17 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
     let mut c = saved.clone();
     c.epochs = args.epochs.unwrap_or(c.epochs);
     Ok(c)
+}
+
+/// The device the run trains on, or what its ranks train on: "CPU (1 threads) x 2 ranks".
+fn devices_text(rank_devices: &[String]) -> String {
+    match rank_devices {
+        [one] => one.clone(),
+        [first, rest @ ..] if rest.iter().all(|d| d == first) => {
+            format!("{first} x {} ranks", rank_devices.len())
+        }
+        all => format!("{} ranks: {}", all.len(), all.join(", ")),
+    }
 }
 
 /// "1 epoch", "20 epochs".
