@@ -55,15 +55,35 @@ pub fn share(len: usize, rank: usize, ranks: usize) -> Range<usize> {
     start..start + base + usize::from(rank < extra)
 }
 
-/// A 64-bit fingerprint of `values`' exact bits (FNV-1a), to check that ranks hold the same
-/// parameters without sending them.
-pub fn fingerprint(values: &[f32]) -> u64 {
-    values
-        .iter()
-        .flat_map(|v| v.to_bits().to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |h, byte| {
+/// A 64-bit fingerprint of exact bytes (FNV-1a), for ranks to check that they hold the same
+/// thing without sending it.
+#[derive(Clone, Copy, Debug)]
+pub struct Fingerprint(u64);
+
+impl Default for Fingerprint {
+    fn default() -> Self {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fingerprint {
+    /// The fingerprint of what was added so far, then `bytes`.
+    pub fn add(self, bytes: &[u8]) -> Self {
+        Fingerprint(bytes.iter().fold(self.0, |h, &byte| {
             (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        }))
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// The fingerprint of `values`' exact bits.
+pub fn fingerprint(values: &[f32]) -> u64 {
+    Fingerprint::default()
+        .add(bytemuck::cast_slice(values))
+        .value()
 }
 
 #[cfg(test)]

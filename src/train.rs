@@ -15,7 +15,7 @@
 
 use crate::backend::{Backend, Split, Stats, StepHyper};
 use crate::checkpoint::{Checkpoint, TrainingState};
-use crate::collective::{fingerprint, share, Collective, SingleProcess};
+use crate::collective::{fingerprint, share, Collective, Fingerprint, SingleProcess};
 use crate::config::TrainConfig;
 use crate::dataset::Splits;
 use crate::error::{Error, Result};
@@ -79,12 +79,24 @@ impl Trainer {
     }
 
     /// A fresh run as one rank of `group`: every rank must call this with the same settings and
-    /// data. Each rank uploads the whole training set and its share of the test set.
+    /// data (they check that they did). Each rank uploads the whole training set and its share
+    /// of the test set.
     pub fn in_group(
+        config: TrainConfig,
+        backend: Box<dyn Backend>,
+        data: &Splits,
+        group: Box<dyn Collective>,
+    ) -> Result<Self> {
+        Self::start(config, backend, data, group, None)
+    }
+
+    /// A run from its first epoch, or from where `resumed` left it.
+    fn start(
         config: TrainConfig,
         mut backend: Box<dyn Backend>,
         data: &Splits,
         group: Box<dyn Collective>,
+        resumed: Option<(&[f32], &TrainingState)>,
     ) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
@@ -100,10 +112,20 @@ impl Trainer {
                 data.name
             )));
         }
-        backend.set_params(&init_params(&arch, config.seed))?;
-        let n = backend.layout().len;
-        let states = config.optimizer.kind.state_names().len();
-        backend.set_state(&vec![vec![0.0; n]; states])?;
+        let (mut epoch, mut step) = (0, 0);
+        match resumed {
+            Some((params, state)) => {
+                backend.set_params(params)?;
+                backend.set_state(&state.optimizer_state)?;
+                (epoch, step) = (state.epoch, state.step);
+            }
+            None => {
+                backend.set_params(&init_params(&arch, config.seed))?;
+                let n = backend.layout().len;
+                let states = config.optimizer.kind.state_names().len();
+                backend.set_state(&vec![vec![0.0; n]; states])?;
+            }
+        }
         let ranks = group.ranks();
         if ranks > config.batch.min(data.test.len()) {
             return Err(Error::Config(format!(
@@ -118,13 +140,14 @@ impl Trainer {
         } else {
             let mine: Vec<usize> = share(data.test.len(), group.rank(), ranks).collect();
             backend.upload(Split::Test, &data.test.select(&mine))?;
+            same_start(&*group, &config, data, resumed)?;
         }
         Ok(Trainer {
             config,
             backend,
             data_name: data.name.clone(),
-            epoch: 0,
-            step: 0,
+            epoch,
+            step,
             train_len: data.train.len(),
             group,
             current: None,
@@ -157,12 +180,7 @@ impl Trainer {
         })?;
         let mut config = state.config.clone();
         config.epochs = epochs;
-        let mut trainer = Trainer::in_group(config, backend, data, group)?;
-        trainer.backend.set_params(&ckpt.params)?;
-        trainer.backend.set_state(&state.optimizer_state)?;
-        trainer.epoch = state.epoch;
-        trainer.step = state.step;
-        Ok(trainer)
+        Self::start(config, backend, data, group, Some((&ckpt.params, state)))
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -368,4 +386,39 @@ async fn shared_step(
     };
     group.sum_f32(&mut grads)?;
     backend.apply_gradient(&grads, hyper)
+}
+
+/// Fails on every rank unless every rank starts the same run: the same settings, the same data
+/// to the byte, and the same checkpoint if resuming. Ranks that started apart would train
+/// different models, or wait for each other in different steps.
+fn same_start(
+    group: &dyn Collective,
+    config: &TrainConfig,
+    data: &Splits,
+    resumed: Option<(&[f32], &TrainingState)>,
+) -> Result<()> {
+    let settings = serde_json::to_vec(config).map_err(|e| Error::Config(e.to_string()))?;
+    let mut print = Fingerprint::default().add(&settings);
+    for set in [&data.train, &data.test] {
+        print = print
+            .add(&(set.len() as u64).to_le_bytes())
+            .add(&set.images)
+            .add(&set.labels);
+    }
+    if let Some((params, state)) = resumed {
+        print = print
+            .add(&state.step.to_le_bytes())
+            .add(bytemuck::cast_slice(params));
+        for buffer in &state.optimizer_state {
+            print = print.add(bytemuck::cast_slice(buffer));
+        }
+    }
+    let all = group.gather_u64(print.value())?;
+    match all.iter().position(|&p| p != all[0]) {
+        None => Ok(()),
+        Some(rank) => Err(Error::Config(format!(
+            "rank {rank} starts another run than rank 0 (other settings, data or checkpoint): \
+             every rank must be given the same"
+        ))),
+    }
 }

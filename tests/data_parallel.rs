@@ -6,7 +6,7 @@ mod common;
 
 use gpumlp::collective::Collective;
 use gpumlp::train::EpochResult;
-use gpumlp::{CpuBackend, Stats, TrainConfig, Trainer};
+use gpumlp::{CpuBackend, Splits, Stats, TrainConfig, Trainer};
 use pollster::block_on;
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -17,6 +17,8 @@ struct Threads {
     ranks: usize,
     barrier: Arc<Barrier>,
     slots: Arc<Mutex<Vec<Vec<f64>>>>,
+    /// Gets its sums of f32 slightly off in the first value (a fault to be caught).
+    faulty: bool,
 }
 
 impl Threads {
@@ -29,6 +31,7 @@ impl Threads {
                 ranks,
                 barrier: barrier.clone(),
                 slots: slots.clone(),
+                faulty: false,
             })
             .collect()
     }
@@ -55,6 +58,9 @@ impl Collective for Threads {
         for (i, v) in values.iter_mut().enumerate() {
             *v = all.iter().fold(0.0f32, |s, r| s + r[i] as f32);
         }
+        if self.faulty {
+            values[0] += 1e-3;
+        }
         Ok(())
     }
     fn sum_f64(&self, values: &mut [f64]) -> gpumlp::Result<()> {
@@ -74,6 +80,14 @@ impl Collective for Threads {
     }
 }
 
+/// A rank's error (its run, if it had one, is too long to print).
+fn error_of(result: gpumlp::Result<Run>) -> String {
+    match result {
+        Ok(_) => panic!("the rank trained to the end"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn config(epochs: usize) -> TrainConfig {
     TrainConfig {
         hidden: vec![32],
@@ -87,18 +101,26 @@ fn config(epochs: usize) -> TrainConfig {
 /// What one rank saw: each epoch's result and test stats, and the final parameters.
 type Run = (Vec<(EpochResult, Stats)>, Vec<f32>);
 
-/// Trains `configs[r]` on rank `r` of a group of threads (all the same unless a test wants a
-/// rank to differ); returns every rank's run, or its first error.
+/// Trains `configs[r]` on rank `r` of a group of threads, all on the same data.
 fn train_ranks(configs: Vec<TrainConfig>) -> Vec<gpumlp::Result<Run>> {
     let data = common::small_sample(1000, 300);
-    let group = Threads::group(configs.len());
+    train_ranks_on(configs.into_iter().map(|c| (c, data.clone())).collect())
+}
+
+/// Trains `ranks[r]`'s settings and data on rank `r` of a group of threads (all the same unless
+/// a test wants a rank to differ); returns every rank's run, or its first error.
+fn train_ranks_on(ranks: Vec<(TrainConfig, Splits)>) -> Vec<gpumlp::Result<Run>> {
+    train_group(Threads::group(ranks.len()), ranks)
+}
+
+fn train_group(group: Vec<Threads>, ranks: Vec<(TrainConfig, Splits)>) -> Vec<gpumlp::Result<Run>> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = group
             .into_iter()
-            .zip(configs)
-            .map(|(ranks, config)| {
-                let data = &data;
+            .zip(ranks)
+            .map(|(ranks, (config, data))| {
                 scope.spawn(move || {
+                    let data = &data;
                     let arch = config.architecture()?;
                     let backend = Box::new(CpuBackend::new(&arch, &config.optimizer));
                     let mut t = Trainer::in_group(config, backend, data, Box::new(ranks))?;
@@ -155,10 +177,11 @@ fn ranks_are_deterministic_and_share_uneven_batches() {
 
 #[test]
 fn ranks_that_diverge_stop_together() {
-    let mut other = config(1);
-    other.optimizer.lr *= 2.0;
-    for result in train_ranks(vec![config(1), other]) {
-        let err = result.unwrap_err().to_string();
+    let data = common::small_sample(1000, 300);
+    let mut group = Threads::group(2);
+    group[1].faulty = true;
+    for result in train_group(group, vec![(config(1), data); 2]) {
+        let err = error_of(result);
         assert!(
             err.contains("rank 1's parameters differ from rank 0's"),
             "{err}"
@@ -171,7 +194,25 @@ fn more_ranks_than_a_batch_holds_are_refused() {
     let mut tiny = config(1);
     tiny.batch = 2;
     for result in train_ranks(vec![tiny; 3]) {
-        let err = result.unwrap_err().to_string();
+        let err = error_of(result);
         assert!(err.contains("3 ranks cannot share a batch of 2"), "{err}");
+    }
+}
+
+#[test]
+fn ranks_given_other_data_or_settings_are_refused_before_training() {
+    let data = common::small_sample(1000, 300);
+    let mut other = data.clone();
+    other.train.labels[999] = (other.train.labels[999] + 1) % 10;
+    let mut seed = config(1);
+    seed.seed += 1;
+    for second in [(config(1), other), (seed, data.clone())] {
+        for result in train_ranks_on(vec![(config(1), data.clone()), second]) {
+            let err = error_of(result);
+            assert!(
+                err.contains("rank 1 starts another run than rank 0"),
+                "{err}"
+            );
+        }
     }
 }
