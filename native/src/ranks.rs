@@ -14,6 +14,18 @@
 
 use anyhow::{bail, Result};
 use gpumlp::collective::{Collective, SingleProcess};
+use serde::Serialize;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// What this rank's all-reduces moved and how long they took (its own part of each sum), for
+/// the summary: `bytes` is what it contributed, summed over the calls.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Traffic {
+    pub calls: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
 
 /// Environment variables by which launchers tell a process its rank (Open MPI, MPICH/Hydra and
 /// Intel MPI, PMIx as Slurm's `srun --mpi=pmix` sets it, MVAPICH).
@@ -40,6 +52,8 @@ pub struct Job {
     /// Rank among the ranks on this machine, and their number (one device each).
     pub local_rank: usize,
     pub local_ranks: usize,
+    /// Filled in by the collectives the trainer runs.
+    traffic: Rc<Cell<Traffic>>,
     #[cfg(feature = "mpi")]
     mpi: Option<mpi_job::Mpi>,
 }
@@ -52,6 +66,7 @@ impl Job {
             ranks: 1,
             local_rank: 0,
             local_ranks: 1,
+            traffic: Rc::default(),
             #[cfg(feature = "mpi")]
             mpi: None,
         }
@@ -95,9 +110,14 @@ impl Job {
     pub fn collective(&self) -> Box<dyn Collective> {
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
-            return Box::new(mpi.group());
+            return Box::new(mpi.group(self.traffic.clone()));
         }
         Box::new(SingleProcess)
+    }
+
+    /// The all-reduces of this rank's collectives so far.
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.get()
     }
 
     /// Every rank's `text`, in rank order (rank 0 needs them for the summary).
@@ -109,8 +129,8 @@ impl Job {
         vec![text.to_string()]
     }
 
-    /// Ends this process after `message` (the error already printed): alone it returns the
-    /// exit status; in a job of several ranks it aborts them all with that status.
+    /// The exit status of a process whose error is printed: alone it is returned; in a job of
+    /// several ranks they are all aborted with it (the others may be waiting for this one).
     pub fn fail(&self, status: u8) -> std::process::ExitCode {
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
@@ -149,13 +169,16 @@ fn share_cores(local_ranks: usize) {
 
 #[cfg(feature = "mpi")]
 mod mpi_job {
-    use super::Job;
+    use super::{Job, Traffic};
     use anyhow::{anyhow, Result};
     use gpumlp::collective::Collective;
     use mpi::collective::SystemOperation;
     use mpi::environment::Universe;
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::*;
+    use std::cell::Cell;
+    use std::rc::Rc;
+    use std::time::Instant;
 
     /// MPI, initialised; finalised when dropped (at the end of `main`).
     pub struct Mpi {
@@ -178,6 +201,7 @@ mod mpi_job {
             ranks,
             local_rank,
             local_ranks,
+            traffic: Rc::default(),
             mpi: Some(Mpi {
                 _universe: universe,
                 world,
@@ -186,9 +210,10 @@ mod mpi_job {
     }
 
     impl Mpi {
-        pub fn group(&self) -> Group {
+        pub fn group(&self, traffic: Rc<Cell<Traffic>>) -> Group {
             Group {
                 world: self.world.duplicate(),
+                traffic,
             }
         }
 
@@ -217,6 +242,22 @@ mod mpi_job {
     /// with the program's.
     pub struct Group {
         world: SimpleCommunicator,
+        traffic: Rc<Cell<Traffic>>,
+    }
+
+    impl Group {
+        /// Sums `values` over the ranks, counting the traffic.
+        fn sum<T: Equivalence + Copy>(&self, values: &mut [T]) {
+            let start = Instant::now();
+            let mine = values.to_vec();
+            self.world
+                .all_reduce_into(&mine[..], values, SystemOperation::sum());
+            let mut t = self.traffic.get();
+            t.calls += 1;
+            t.bytes += std::mem::size_of_val(values) as u64;
+            t.seconds += start.elapsed().as_secs_f64();
+            self.traffic.set(t);
+        }
     }
 
     impl Collective for Group {
@@ -227,15 +268,11 @@ mod mpi_job {
             self.world.size() as usize
         }
         fn sum_f32(&self, values: &mut [f32]) -> gpumlp::Result<()> {
-            let mine = values.to_vec();
-            self.world
-                .all_reduce_into(&mine[..], values, SystemOperation::sum());
+            self.sum(values);
             Ok(())
         }
         fn sum_f64(&self, values: &mut [f64]) -> gpumlp::Result<()> {
-            let mine = values.to_vec();
-            self.world
-                .all_reduce_into(&mine[..], values, SystemOperation::sum());
+            self.sum(values);
             Ok(())
         }
         fn gather_u64(&self, value: u64) -> gpumlp::Result<Vec<u64>> {

@@ -170,6 +170,17 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     if let Some(path) = &args.save {
         println!("saved {}", path.display());
     }
+    if job.ranks > 1 {
+        let t = job.traffic();
+        eprintln!(
+            "note: rank 0 summed {:.1} MB over {} ranks in {} all-reduces taking {:.2} s, {:.0}% of its training time",
+            t.bytes as f64 / 1e6,
+            job.ranks,
+            t.calls,
+            t.seconds,
+            100.0 * t.seconds / train_seconds
+        );
+    }
     if args.json {
         let c = &trainer.config;
         println!(
@@ -185,6 +196,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
                 "device": device,
                 "ranks": job.ranks,
                 "rank_devices": rank_devices,
+                "allreduce": job.traffic(),
                 "data": { "name": data.name, "train": data.train.len(), "test": data.test.len() },
                 "config": {
                     "hidden": c.hidden, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),

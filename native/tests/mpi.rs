@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         .output()
         .is_ok_and(|o| o.status.success());
     let missing = if !cfg!(feature = "mpi") {
-        Some("built without MPI: cargo test --release --workspace --all-features")
+        Some("built without MPI: cargo test --release --workspace --features mpi")
     } else if !has_mpirun {
         Some("no mpirun: apt-get install openmpi-bin libopenmpi-dev libclang-dev")
     } else {
