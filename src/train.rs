@@ -220,18 +220,21 @@ impl Trainer {
         let current = self.current.as_mut().expect("begin_epoch ran");
         let (start, total) = (current.done, current.hypers.len());
         let end = start.saturating_add(max_steps).min(total);
-        if end > start && self.group.ranks() == 1 {
-            let rows = &current.order[start * batch..(end * batch).min(current.order.len())];
-            self.backend
-                .train(rows, batch, &current.hypers[start..end], &mut |done| {
-                    progress(start + done, total)
-                })?;
-        }
-        if self.group.ranks() > 1 {
+        let order = &current.order;
+        let rows = |from: usize, to: usize| &order[from * batch..(to * batch).min(order.len())];
+        if self.group.ranks() == 1 {
+            if end > start {
+                self.backend.train(
+                    rows(start, end),
+                    batch,
+                    &current.hypers[start..end],
+                    &mut |done| progress(start + done, total),
+                )?;
+            }
+        } else {
             for step in start..end {
-                let rows =
-                    &current.order[step * batch..((step + 1) * batch).min(current.order.len())];
-                shared_step(&mut *self.backend, &*self.group, rows, current.hypers[step]).await?;
+                let (rows, hyper) = (rows(step, step + 1), current.hypers[step]);
+                shared_step(&mut *self.backend, &*self.group, rows, hyper).await?;
                 progress(step + 1, total);
             }
         }

@@ -66,7 +66,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let adam = OptimizerConfig::new(OptimizerKind::Adam);
     let (device, software) = match &gpu {
         Some(ctx) => (
-            json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str(), "runtime_checks": ctx.checked}),
+            json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str(), "runtime_checks": ctx.checked, "timer": ctx.timer()}),
             ctx.kind() == "software-gpu",
         ),
         None => (serde_json::to_value(devices::cpu_device())?, false),
@@ -77,9 +77,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         device["kind"].as_str().unwrap_or("?"),
         device["backend"].as_str().unwrap_or("?"),
         match &gpu {
-            Some(ctx) if ctx.checked => ", runtime bounds checks on",
-            Some(_) => ", trusted kernels",
-            None => "",
+            Some(ctx) => format!(
+                ", {}, kernels timed by {}",
+                if ctx.checked {
+                    "runtime bounds checks on"
+                } else {
+                    "trusted kernels"
+                },
+                ctx.timer()
+            ),
+            None => String::new(),
         }
     );
     let size = args

@@ -62,6 +62,9 @@ pub struct GpuContext {
     /// Whether reductions use subgroup operations (wgpu's SUBGROUP feature, requested natively
     /// where the adapter has it); the plain path is used otherwise (the tests run both).
     pub subgroups: bool,
+    /// Whether passes can be timed by the GPU itself (wgpu's TIMESTAMP_QUERY, requested
+    /// natively where the adapter has it): see [`GpuContext::time_pass`].
+    pub timestamps: bool,
     /// The GEMM variant chosen per shape on this adapter. Shared with clones of the context, so
     /// the program can save what the backend tuned.
     pub tuning: Arc<Mutex<GemmTuning>>,
@@ -82,7 +85,7 @@ impl GpuContext {
         let features = if cfg!(target_arch = "wasm32") {
             wgpu::Features::empty()
         } else {
-            adapter.features() & wgpu::Features::SUBGROUP
+            adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY)
         };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -112,6 +115,7 @@ impl GpuContext {
             limits,
             checked: checked || cfg!(target_arch = "wasm32"),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
+            timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             tuning: Arc::new(Mutex::new(tuning)),
         })
     }
@@ -186,17 +190,90 @@ impl GpuContext {
         Ok(())
     }
 
+    /// How [`GpuContext::time_pass`] measures, in words for `gpumlp bench`.
+    pub fn timer(&self) -> &'static str {
+        if self.timestamps {
+            "GPU timestamps"
+        } else {
+            "wall clock"
+        }
+    }
+
+    /// Runs `work` in one compute pass, waits for it, and returns the seconds it took: between
+    /// timestamps the GPU writes at the pass's start and end where the adapter has
+    /// TIMESTAMP_QUERY (the pass alone), else the wall clock around submission and wait (which
+    /// adds the submission's and the wake-up's latency). Natively only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn time_pass(
+        &self,
+        label: &str,
+        work: impl FnOnce(&mut wgpu::ComputePass),
+    ) -> Result<f64> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) });
+        let begin = |encoder: &mut wgpu::CommandEncoder, writes| {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(label),
+                timestamp_writes: writes,
+            });
+            work(&mut pass);
+        };
+        if !self.timestamps {
+            let start = std::time::Instant::now();
+            begin(&mut encoder, None);
+            self.wait(self.queue.submit([encoder.finish()]))?;
+            return Ok(start.elapsed().as_secs_f64());
+        }
+        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some(label),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        begin(
+            &mut encoder,
+            Some(wgpu::ComputePassTimestampWrites {
+                query_set: &queries,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
+        );
+        encoder.resolve_query_set(&queries, 0..2, &resolved, 0);
+        self.queue.submit([encoder.finish()]);
+        let ticks: Vec<u64> = pollster::block_on(self.read::<u64>(&resolved, 0, 2))?;
+        let period_ns = self.queue.get_timestamp_period() as f64;
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * period_ns * 1e-9)
+    }
+
     /// Copies `len` f32 from `buffer` at element `offset` back to the CPU: the backend's one
-    /// readback path. The copy is submitted at once; the future resolves when the GPU has mapped
-    /// it (natively this call waits for the device; in the browser the map completes when
-    /// control returns to the event loop).
+    /// readback path (see [`GpuContext::read`]).
     pub(crate) fn read_f32(
         &self,
         buffer: &wgpu::Buffer,
         offset: usize,
         len: usize,
     ) -> impl std::future::Future<Output = Result<Vec<f32>>> + 'static {
-        let size = 4 * len.max(1) as u64;
+        self.read::<f32>(buffer, offset, len)
+    }
+
+    /// Copies `len` values of `T` from `buffer` at element `offset` back to the CPU. The copy is
+    /// submitted at once; the future resolves when the GPU has mapped it (natively this call
+    /// waits for the device; in the browser the map completes when control returns to the
+    /// event loop).
+    pub(crate) fn read<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = Result<Vec<T>>> + 'static {
+        let width = std::mem::size_of::<T>() as u64;
+        let size = width * len.max(1) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size,
@@ -209,7 +286,7 @@ impl GpuContext {
                 label: Some("readback"),
             });
         if len > 0 {
-            encoder.copy_buffer_to_buffer(buffer, 4 * offset as u64, &staging, 0, size);
+            encoder.copy_buffer_to_buffer(buffer, width * offset as u64, &staging, 0, size);
         }
         self.queue.submit([encoder.finish()]);
         let (tx, rx) = futures_channel::oneshot::channel();
@@ -232,7 +309,7 @@ impl GpuContext {
                 ))
             };
             rx.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))?;
-            let data = bytemuck::pod_collect_to_vec::<u8, f32>(
+            let data = bytemuck::pod_collect_to_vec::<u8, T>(
                 &staging.get_mapped_range(..).map_err(|e| lost(&e))?,
             );
             staging.unmap();

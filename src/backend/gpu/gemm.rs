@@ -498,40 +498,10 @@ impl GemmBench {
         })
     }
 
-    /// Runs the product `reps` times with `variant` in one pass and waits for the device.
-    pub(crate) fn run(
-        &self,
-        ctx: &GpuContext,
-        kernels: &GemmKernels,
-        step: &wgpu::BindGroupLayout,
-        variant: Variant,
-        reps: usize,
-    ) -> Result<()> {
-        let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-        let groups = workgroups(ctx, self.shape, variant)?;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("bench"),
-            });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("bench"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &self.bind, &[]);
-            pass.set_bind_group(1, &self.step_bind, &[0]);
-            for _ in 0..reps {
-                pass.dispatch_workgroups(groups.0, groups.1, 1);
-            }
-        }
-        ctx.wait(ctx.queue.submit([encoder.finish()]))
-    }
-
-    /// Seconds per product with `variant`: one warm-up run (which also compiles), then enough
-    /// repetitions to take about 2 ms, timed with the wall clock around the wait. Natively only:
-    /// a browser can neither wait for the GPU nor read a clock this way.
+    /// Seconds per product with `variant`: one warm-up run (after the pipeline is compiled),
+    /// then enough repetitions in one pass to take about 2 ms, timed as
+    /// [`GpuContext::time_pass`] can (GPU timestamps, else the wall clock around the wait).
+    /// Natively only: a browser can neither wait for the GPU nor read a clock this way.
     pub(crate) fn seconds_per_product(
         &self,
         ctx: &GpuContext,
@@ -546,14 +516,21 @@ impl GemmBench {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let clock = std::time::Instant::now;
-            let start = clock();
-            self.run(ctx, kernels, step, variant, 1)?;
-            let once = start.elapsed().as_secs_f64().max(1e-6);
+            let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
+            let groups = workgroups(ctx, self.shape, variant)?;
+            let run = |reps: usize| {
+                ctx.time_pass("gemm timing", |pass| {
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &self.bind, &[]);
+                    pass.set_bind_group(1, &self.step_bind, &[0]);
+                    for _ in 0..reps {
+                        pass.dispatch_workgroups(groups.0, groups.1, 1);
+                    }
+                })
+            };
+            let once = run(1)?.max(1e-6);
             let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
-            let start = clock();
-            self.run(ctx, kernels, step, variant, reps)?;
-            Ok(start.elapsed().as_secs_f64() / reps as f64)
+            Ok(run(reps)? / reps as f64)
         }
     }
 }

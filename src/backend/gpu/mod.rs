@@ -462,8 +462,9 @@ impl GpuBackend {
 
     /// Seconds per training step of each kernel family (the GEMMs, the softmax, the optimizer)
     /// at `batch` rows, each family's dispatches of a step run alone `reps` times in one pass,
-    /// timed with the wall clock around the wait: what `gpumlp bench` reports. Needs a training
-    /// set uploaded and trained on (its order buffer holds the rows read). Natively only.
+    /// timed as [`GpuContext::time_pass`] can (GPU timestamps, else the wall clock): what
+    /// `gpumlp bench` reports. Needs a training set uploaded and trained on (its order buffer
+    /// holds the rows read). Natively only.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn family_seconds(
         &mut self,
@@ -494,11 +495,9 @@ impl GpuBackend {
         ];
         let mut out = Vec::new();
         for (name, encode) in families {
-            let run = |reps: usize| -> Result<f64> {
-                let start = std::time::Instant::now();
-                let index = self.submit(name, |pass| (0..reps).for_each(|_| encode(pass)));
-                self.ctx.wait(index)?;
-                Ok(start.elapsed().as_secs_f64())
+            let run = |reps: usize| {
+                self.ctx
+                    .time_pass(name, |pass| (0..reps).for_each(|_| encode(pass)))
             };
             run(1)?;
             out.push((name, run(reps)? / reps as f64));
