@@ -8,6 +8,8 @@
 #
 # Prepare on the development machine, from the repository root:
 #   cargo build --release                                    # target/release/gpumlp travels
+#   (plain, without --features mpi, so it needs no MPI library there; the tests' build is the
+#   MPI one: run this after them)
 #   mkdir -p .gpucheck && cp -r /usr/share/datasets/fashion-mnist .gpucheck/
 #   mkdir -p .gl && (cd .gl && apt-get download libvulkan1)   # the Vulkan loader, for a machine without one
 #   echo /.gpucheck/ >> .git/info/exclude; echo /.gl/ >> .git/info/exclude
