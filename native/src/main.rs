@@ -44,8 +44,10 @@ fn main() -> ExitCode {
                 String::new()
             };
             // `{:#}` joins the chain of causes into one line.
-            eprintln!("error: {rank}{}", format!("{e:#}").replace('\n', " "));
-            job.fail(2)
+            job.fail(&format!(
+                "error: {rank}{}",
+                format!("{e:#}").replace('\n', " ")
+            ))
         }
     }
 }

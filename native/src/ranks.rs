@@ -129,16 +129,24 @@ impl Job {
         vec![text.to_string()]
     }
 
-    /// The exit status of a process whose error is printed: alone it is returned; in a job of
-    /// several ranks they are all aborted with it (the others may be waiting for this one).
-    pub fn fail(&self, status: u8) -> std::process::ExitCode {
+    /// Prints `error` (one line) and ends with exit status 2: alone by returning it; in a job of
+    /// several ranks by aborting them all (the others may be waiting for this one). A rank
+    /// other than 0 waits a moment first: when every rank fails alike (a bad flag), rank 0's
+    /// abort ends it before it repeats the same line.
+    pub fn fail(&self, error: &str) -> std::process::ExitCode {
+        use std::io::Write;
+        if self.ranks > 1 && !self.leads() {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        // One write, so lines from ranks sharing a terminal do not interleave.
+        let _ = std::io::stderr().write_all(format!("{error}\n").as_bytes());
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
             if self.ranks > 1 {
-                mpi.abort(status);
+                mpi.abort(2);
             }
         }
-        std::process::ExitCode::from(status)
+        std::process::ExitCode::from(2)
     }
 
     /// Refuses commands that make no sense on several ranks at once.
@@ -233,8 +241,8 @@ mod mpi_job {
                 .collect()
         }
 
-        pub fn abort(&self, status: u8) -> ! {
-            self.world.abort(status as i32)
+        pub fn abort(&self, status: i32) -> ! {
+            self.world.abort(status)
         }
     }
 

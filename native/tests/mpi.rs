@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
         (
             "two_ranks_train_what_one_process_trains_and_repeat_it_exactly",
             two_ranks_train_what_one_process_trains_and_repeat_it_exactly,
@@ -43,6 +43,10 @@ fn main() -> ExitCode {
         (
             "a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_any_ranks",
             a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_any_ranks,
+        ),
+        (
+            "bad_flags_and_single_process_commands_are_refused_on_every_rank",
+            bad_flags_and_single_process_commands_are_refused_on_every_rank,
         ),
     ];
     let trials = tests
@@ -350,4 +354,27 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_any_ranks() {
     };
     let (one, two) = (resume(1), resume(2));
     close("test loss", &one["test_loss"], &two["test_loss"], 1e-4);
+}
+
+fn bad_flags_and_single_process_commands_are_refused_on_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["train", "--data", "mnist-sample", "--epochs", "0"],
+            "error: rank 0: --epochs 0 is out of range",
+        ),
+        (
+            &["eval", "--model", "m.st"],
+            "only `gpumlp train` runs on several ranks",
+        ),
+    ];
+    for (args, needle) in cases {
+        let start = Instant::now();
+        let job = run(&mut mpirun(&[(2, args)], tmp.path()));
+        let err = stderr(&job);
+        assert_eq!(job.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
 }
