@@ -67,8 +67,8 @@ impl Default for Fingerprint {
 }
 
 impl Fingerprint {
-    /// The fingerprint of what was added so far, then `bytes`.
-    pub fn add(self, bytes: &[u8]) -> Self {
+    /// The fingerprint of what was fed so far, then `bytes`.
+    pub fn feed(self, bytes: &[u8]) -> Self {
         Fingerprint(bytes.iter().fold(self.0, |h, &byte| {
             (h ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
         }))
@@ -82,7 +82,7 @@ impl Fingerprint {
 /// The fingerprint of `values`' exact bits.
 pub fn fingerprint(values: &[f32]) -> u64 {
     Fingerprint::default()
-        .add(bytemuck::cast_slice(values))
+        .feed(bytemuck::cast_slice(values))
         .value()
 }
 

@@ -401,19 +401,19 @@ fn same_start(
     resumed: Option<(&[f32], &TrainingState)>,
 ) -> Result<()> {
     let settings = serde_json::to_vec(config).map_err(|e| Error::Config(e.to_string()))?;
-    let mut print = Fingerprint::default().add(&settings);
+    let mut print = Fingerprint::default().feed(&settings);
     for set in [&data.train, &data.test] {
         print = print
-            .add(&(set.len() as u64).to_le_bytes())
-            .add(&set.images)
-            .add(&set.labels);
+            .feed(&(set.len() as u64).to_le_bytes())
+            .feed(&set.images)
+            .feed(&set.labels);
     }
     if let Some((params, state)) = resumed {
         print = print
-            .add(&state.step.to_le_bytes())
-            .add(bytemuck::cast_slice(params));
+            .feed(&state.step.to_le_bytes())
+            .feed(bytemuck::cast_slice(params));
         for buffer in &state.optimizer_state {
-            print = print.add(bytemuck::cast_slice(buffer));
+            print = print.feed(bytemuck::cast_slice(buffer));
         }
     }
     let all = group.gather_u64(print.value())?;
