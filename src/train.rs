@@ -369,8 +369,8 @@ impl Trainer {
 }
 
 /// One step as one rank of `group`: the gradient over this rank's share of the global batch
-/// `rows`, weighted by the share's size, summed over the ranks, then the update every rank makes
-/// alike. The weights make the sum the gradient of the global batch's mean loss.
+/// `rows`, its loss divided by the global batch's size, summed over the ranks (which makes the
+/// gradient of the global batch's mean loss), then the update every rank makes alike.
 async fn shared_step(
     backend: &mut dyn Backend,
     group: &dyn Collective,
@@ -382,10 +382,7 @@ async fn shared_step(
         // A short last batch can leave a rank nothing: it adds zero.
         vec![0.0; backend.layout().len]
     } else {
-        let mut grads = backend.gradient(mine).await?;
-        let weight = mine.len() as f32 / rows.len() as f32;
-        grads.iter_mut().for_each(|g| *g *= weight);
-        grads
+        backend.gradient(mine, rows.len()).await?
     };
     group.sum_f32(&mut grads)?;
     backend.apply_gradient(&grads, hyper)

@@ -293,12 +293,13 @@ impl CpuBackend {
         Ok(())
     }
 
-    /// Gradients of the last forward batch's mean loss (see [`Inspect::backward`]).
-    fn backward_rows(&mut self) {
+    /// Gradients of the last forward batch's summed loss divided by `mean_over` (its own size
+    /// for the mean loss, see [`Inspect::backward`]; a global batch's for a rank's share).
+    fn backward_rows(&mut self, mean_over: usize) {
         let b = self.batch;
         let layers = self.arch.layers();
         // Top: dZ = (softmax - onehot) / B.
-        let scale = 1.0 / b as f32;
+        let scale = 1.0 / mean_over as f32;
         let top = &mut self.dz[layers - 1];
         for ((d, p), &y) in top
             .chunks_exact_mut(CLASSES)
@@ -420,16 +421,16 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         for (i, (indices, hyper)) in order.chunks(batch).zip(steps).enumerate() {
             self.forward_rows(Split::Train, indices)?;
-            self.backward_rows();
+            self.backward_rows(indices.len());
             self.update_params(*hyper);
             progress(i + 1);
         }
         Ok(())
     }
 
-    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>> {
+    fn gradient(&mut self, rows: &[u32], mean_over: usize) -> LocalFuture<'_, Result<Vec<f32>>> {
         let result = self.forward_rows(Split::Train, rows).map(|()| {
-            self.backward_rows();
+            self.backward_rows(mean_over);
             self.grads.clone()
         });
         ready(result)
@@ -463,7 +464,7 @@ impl Inspect for CpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
-        self.backward_rows();
+        self.backward_rows(self.batch);
         Ok(())
     }
 

@@ -120,10 +120,12 @@ pub trait Backend {
         progress: &mut dyn FnMut(usize),
     ) -> Result<()>;
 
-    /// Forward and backward over rows `rows` of the training set: the gradient of their mean
-    /// loss, read back (stats accumulate as in `train`). With [`Backend::apply_gradient`] this is
-    /// one step taken in two halves, so that data-parallel ranks can sum their gradients between.
-    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>>;
+    /// Forward and backward over rows `rows` of the training set: the gradient of their summed
+    /// loss divided by `mean_over` (the global batch they are a share of), read back (stats
+    /// accumulate as in `train`). With [`Backend::apply_gradient`] this is one step taken in two
+    /// halves: data-parallel ranks sum their shares' gradients between, which makes the mean
+    /// over the global batch.
+    fn gradient(&mut self, rows: &[u32], mean_over: usize) -> LocalFuture<'_, Result<Vec<f32>>>;
     /// One optimizer update with `grads` (laid out like the parameters) as the gradient.
     fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()>;
 

@@ -71,6 +71,8 @@ struct StepSlot {
 }
 
 impl StepSlot {
+    /// A step over `batch` rows of `split` from `order_offset` of its order, whose loss
+    /// gradient is the batch's mean (see [`StepSlot::mean_over`]).
     fn new(split: Split, order_offset: usize, batch: usize) -> Self {
         StepSlot {
             order_offset: order_offset as u32,
@@ -80,6 +82,13 @@ impl StepSlot {
             inv_batch: 1.0 / batch as f32,
             ..Default::default()
         }
+    }
+
+    /// Divides the loss gradient by `n` instead of the batch size: a data-parallel rank's share
+    /// of a global batch of `n` rows.
+    fn mean_over(mut self, n: usize) -> Self {
+        self.inv_batch = 1.0 / n as f32;
+        self
     }
 
     /// Fills in the optimizer's scalars for step `h` (the same values the CPU backend uses).
@@ -435,8 +444,9 @@ impl GpuBackend {
             .write_buffer(&self.stats, 16 * split as u64, &[0u8; 16]);
     }
 
-    /// Encodes a forward pass over rows `indices` of `split` (see [`Inspect::forward`]).
-    fn forward_rows(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+    /// Encodes a forward pass over rows `indices` of `split` (see [`Inspect::forward`]), its
+    /// loss gradient (which the softmax writes) divided by `mean_over`.
+    fn forward_rows(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
         super::check_batch(split, indices, self.len(split))?;
         self.prepare(indices.len())?;
         self.prove(split, indices.len(), indices.len())?;
@@ -446,7 +456,7 @@ impl GpuBackend {
         self.ctx
             .queue
             .write_buffer(&d.order, 0, bytemuck::cast_slice(indices));
-        let slot = StepSlot::new(split, 0, indices.len());
+        let slot = StepSlot::new(split, 0, indices.len()).mean_over(mean_over);
         self.write_slots(&[slot]);
         self.submit("forward", |pass| {
             self.encode_forward(pass, split, 0, indices.len())
@@ -869,9 +879,9 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn gradient(&mut self, rows: &[u32]) -> LocalFuture<'_, Result<Vec<f32>>> {
+    fn gradient(&mut self, rows: &[u32], mean_over: usize) -> LocalFuture<'_, Result<Vec<f32>>> {
         match self
-            .forward_rows(Split::Train, rows)
+            .forward_rows(Split::Train, rows, mean_over)
             .and_then(|()| Inspect::backward(self))
         {
             Ok(()) => Box::pin(self.ctx.read_f32(&self.grads, 0, self.layout.len)),
@@ -898,7 +908,7 @@ impl Backend for GpuBackend {
             self.reset_stats(split);
             let indices: Vec<u32> = (0..self.len(split) as u32).collect();
             for chunk in indices.chunks(super::EVAL_BATCH) {
-                self.forward_rows(split, chunk)?;
+                self.forward_rows(split, chunk, chunk.len())?;
             }
             self.take_stats(split).await
         })
@@ -907,7 +917,7 @@ impl Backend for GpuBackend {
 
 impl Inspect for GpuBackend {
     fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
-        self.forward_rows(split, indices)
+        self.forward_rows(split, indices, indices.len())
     }
 
     fn backward(&mut self) -> Result<()> {
