@@ -45,24 +45,18 @@ impl TrainConfig {
     /// Rejects settings that cannot train, naming the setting.
     pub fn validate(&self) -> Result<()> {
         self.architecture()?;
-        if self.batch == 0 || self.batch > MAX_BATCH {
-            return Err(Error::setting(
-                Setting::Batch,
-                format!(
-                    "{} is out of range: it must be between 1 and {MAX_BATCH}",
-                    self.batch
-                ),
-            ));
-        }
-        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
-            return Err(Error::setting(
-                Setting::Epochs,
-                format!(
-                    "{} is out of range: it must be between 1 and {MAX_EPOCHS}",
-                    self.epochs
-                ),
-            ));
-        }
+        let count = |setting: Setting, n: usize, max: usize| {
+            if (1..=max).contains(&n) {
+                Ok(())
+            } else {
+                Err(Error::setting(
+                    setting,
+                    format!("{n} is out of range: it must be between 1 and {max}"),
+                ))
+            }
+        };
+        count(Setting::Batch, self.batch, MAX_BATCH)?;
+        count(Setting::Epochs, self.epochs, MAX_EPOCHS)?;
         self.optimizer.validate()
     }
 }

@@ -65,6 +65,23 @@ impl std::fmt::Display for Setting {
     }
 }
 
+impl Setting {
+    /// The value of `all` whose name (its `Display`) is `s`; else an error listing the names:
+    /// the one `FromStr` of every named setting (optimizer, schedule, activation).
+    pub(crate) fn one_of<T: Copy + std::fmt::Display>(self, s: &str, all: &[T]) -> Result<T> {
+        if let Some(v) = all.iter().find(|v| v.to_string() == s) {
+            return Ok(*v);
+        }
+        let names: Vec<String> = all.iter().map(T::to_string).collect();
+        let list = match names.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        Err(Error::setting(self, format!("'{s}' is not {list}")))
+    }
+}
+
 impl Error {
     pub(crate) fn setting(setting: Setting, reason: impl Into<String>) -> Self {
         Error::Setting {

@@ -28,6 +28,8 @@ pub enum Activation {
 }
 
 impl Activation {
+    pub const ALL: [Activation; 1] = [Activation::Relu];
+
     /// `f(z)`.
     #[inline]
     pub fn apply(self, z: f32) -> f32 {
@@ -63,13 +65,7 @@ impl fmt::Display for Activation {
 impl FromStr for Activation {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "relu" => Ok(Activation::Relu),
-            other => Err(Error::setting(
-                Setting::Activation,
-                format!("'{other}' is not an activation this gpumlp knows (relu)"),
-            )),
-        }
+        Setting::Activation.one_of(s, &Self::ALL)
     }
 }
 

@@ -49,10 +49,7 @@ impl fmt::Display for OptimizerKind {
 impl FromStr for OptimizerKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.to_string() == s)
-            .ok_or_else(|| Error::setting(Setting::Optimizer, format!("'{s}' is not adam or sgd")))
+        Setting::Optimizer.one_of(s, &Self::ALL)
     }
 }
 
@@ -97,15 +94,7 @@ impl fmt::Display for Schedule {
 impl FromStr for Schedule {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.to_string() == s)
-            .ok_or_else(|| {
-                Error::setting(
-                    Setting::Schedule,
-                    format!("'{s}' is not constant, step or cosine"),
-                )
-            })
+        Setting::Schedule.one_of(s, &Self::ALL)
     }
 }
 
@@ -159,40 +148,36 @@ impl OptimizerConfig {
 
     /// Rejects settings that cannot train (non-finite or out-of-range values).
     pub fn validate(&self) -> Result<()> {
-        let check = |setting: Setting, v: f32, lo: f32, hi: f32, hi_open: bool| {
-            let ok = v.is_finite() && v >= lo && if hi_open { v < hi } else { v <= hi };
-            if ok {
+        // `inside` is whether a finite `v` lies in the interval written as `range`.
+        let check = |setting: Setting, v: f32, inside: bool, range: &str| {
+            if v.is_finite() && inside {
                 Ok(())
             } else {
-                let close = if hi_open { ")" } else { "]" };
                 Err(Error::setting(
                     setting,
-                    format!(
-                        "{v} is out of range: it must be a finite number in [{lo}, {hi}{close}"
-                    ),
+                    format!("{v} is out of range: it must be a finite number in {range}"),
                 ))
             }
         };
-        if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= 10.0) {
-            return Err(Error::setting(
-                Setting::LearningRate,
-                format!(
-                    "{} is out of range: it must be a finite number in (0, 10]",
-                    self.lr
-                ),
-            ));
-        }
-        check(Setting::Momentum, self.momentum, 0.0, 1.0, true)?;
-        check(Setting::Beta1, self.beta1, 0.0, 1.0, true)?;
-        check(Setting::Beta2, self.beta2, 0.0, 1.0, true)?;
-        check(Setting::WeightDecay, self.weight_decay, 0.0, 1.0, false)?;
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(Error::setting(
-                Setting::Eps,
-                format!("{} must be a finite positive number", self.eps),
-            ));
-        }
-        Ok(())
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        let lr = self.lr;
+        check(Setting::LearningRate, lr, lr > 0.0 && lr <= 10.0, "(0, 10]")?;
+        check(
+            Setting::Momentum,
+            self.momentum,
+            unit(self.momentum),
+            "[0, 1)",
+        )?;
+        check(Setting::Beta1, self.beta1, unit(self.beta1), "[0, 1)")?;
+        check(Setting::Beta2, self.beta2, unit(self.beta2), "[0, 1)")?;
+        let decay = self.weight_decay;
+        check(
+            Setting::WeightDecay,
+            decay,
+            (0.0..=1.0).contains(&decay),
+            "[0, 1]",
+        )?;
+        check(Setting::Eps, self.eps, self.eps > 0.0, "(0, inf)")
     }
 
     /// The scalars of step `t` (1-based) at learning rate `lr`: the one definition both

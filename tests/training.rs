@@ -287,6 +287,14 @@ fn settings_parse_and_display_as_users_write_them() {
     }
     let err = "adamw".parse::<OptimizerKind>().unwrap_err().to_string();
     assert!(err.starts_with("optimizer: 'adamw'"), "{err}");
+    assert_eq!(err, "optimizer: 'adamw' is not adam or sgd");
+    let err = "linear".parse::<Schedule>().unwrap_err().to_string();
+    assert_eq!(err, "schedule: 'linear' is not constant, step or cosine");
+    let err = "gelu"
+        .parse::<gpumlp::Activation>()
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "activation: 'gelu' is not relu");
     assert_eq!(
         OptimizerConfig::new(OptimizerKind::Sgd).to_string(),
         "sgd lr 0.05 momentum 0.9"

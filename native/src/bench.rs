@@ -109,7 +109,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     a_t,
                     b_t,
                 };
-                if args.tune {
+                // With --tune every candidate is timed, and the fastest is the one that runs.
+                let (variant, seconds) = if args.tune {
                     let candidates = probe.candidates(ctx, shape)?;
                     let listing: Vec<String> = candidates
                         .iter()
@@ -122,8 +123,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
                             .map(|(v, s)| json!({"variant": v.to_string(), "seconds": s, "gflops": flops / s / 1e9}))
                             .collect(),
                     );
-                }
-                let (variant, seconds) = probe.seconds(ctx, shape)?;
+                    candidates
+                        .into_iter()
+                        .min_by(|a, b| a.1.total_cmp(&b.1))
+                        .ok_or_else(|| anyhow::anyhow!("no GEMM variant fits this GPU"))?
+                } else {
+                    probe.seconds(ctx, shape)?
+                };
                 row["variant"] = json!(variant.to_string());
                 row["layout"] = json!(shape.to_string());
                 seconds

@@ -22,6 +22,15 @@ pub struct Operand {
 }
 
 impl Operand {
+    /// A row-major matrix with rows of `ld` elements from `offset`.
+    pub fn row_major(offset: u64, ld: u64) -> Self {
+        Operand {
+            offset,
+            ld,
+            transposed: false,
+        }
+    }
+
     /// The largest index an operand of `rows x cols` reaches (None for an empty one).
     fn last(self, rows: u64, cols: u64) -> Option<u64> {
         if rows == 0 || cols == 0 {
@@ -96,23 +105,17 @@ pub fn gemm(
         Some(b) => inside("GEMM operand B", b.last(k, n), buffers.b)?,
         None => from_data("GEMM operand B", n)?,
     }
-    let c = Operand {
-        offset: c_off,
-        ld: n,
-        transposed: false,
-    };
-    inside("GEMM output C", c.last(m, n), buffers.c)?;
+    inside(
+        "GEMM output C",
+        Operand::row_major(c_off, n).last(m, n),
+        buffers.c,
+    )?;
     match epilogue {
         EpilogueReach::None => Ok(()),
         EpilogueReach::Bias(off) => inside("GEMM bias", (n > 0).then(|| off + n - 1), buffers.aux),
         EpilogueReach::Mask(off) => inside(
             "GEMM mask",
-            Operand {
-                offset: off,
-                ld: n,
-                transposed: false,
-            }
-            .last(m, n),
+            Operand::row_major(off, n).last(m, n),
             buffers.aux,
         ),
         EpilogueReach::RowSums(off) => inside(
@@ -269,44 +272,22 @@ mod tests {
             err.contains("operand A") && err.contains(&a_len.to_string()),
             "{err}"
         );
-        // A bias past aux, a mask past aux, row sums past C.
-        let bias = g(
-            (4, 8, 4),
-            t(0, 4, false),
-            t(0, 8, false),
-            0,
-            EpilogueReach::Bias(93),
-            big,
-        );
-        assert!(bias.is_err());
-        let bias = g(
-            (4, 8, 4),
-            t(0, 4, false),
-            t(0, 8, false),
-            0,
-            EpilogueReach::Bias(92),
-            big,
-        );
-        assert!(bias.is_ok());
-        let mask = g(
-            (4, 8, 4),
-            t(0, 4, false),
-            t(0, 8, false),
-            0,
-            EpilogueReach::Mask(69),
-            big,
-        );
-        assert!(mask.is_err());
+        // A bias past aux, a mask past aux, row sums past C, on a 4 x 8 product.
+        let small = |epilogue, buffers| {
+            g(
+                (4, 8, 4),
+                t(0, 4, false),
+                t(0, 8, false),
+                0,
+                epilogue,
+                buffers,
+            )
+        };
+        assert!(small(EpilogueReach::Bias(93), big).is_err());
+        assert!(small(EpilogueReach::Bias(92), big).is_ok());
+        assert!(small(EpilogueReach::Mask(69), big).is_err());
         let sums = GemmBuffers { c: 40, ..big };
-        let rows = g(
-            (4, 8, 4),
-            t(0, 4, false),
-            t(0, 8, false),
-            0,
-            EpilogueReach::RowSums(37),
-            sums,
-        );
-        assert!(rows.is_err());
+        assert!(small(EpilogueReach::RowSums(37), sums).is_err());
         // Indices past u32 are refused even where a buffer would be that large.
         let huge = GemmBuffers {
             a: u64::MAX,

@@ -420,7 +420,7 @@ impl GemmCall {
 /// The grid (x over columns, y over rows of tiles) of `variant` on `shape`, refused where a
 /// dimension passes the device's limit.
 fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Result<(u32, u32)> {
-    let groups = (shape.n.div_ceil(variant.bn), shape.m.div_ceil(variant.bm));
+    let groups = shape.grid(variant);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     if groups.0 > max || groups.1 > max {
         return Err(Error::Gpu(format!(

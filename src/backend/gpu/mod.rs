@@ -615,11 +615,7 @@ impl BatchResources {
             .collect();
         let datasets = data.map(|d| d.map(|d| (&d.images, &d.order)));
         // Row-major `[rows, cols]` read as is, or read transposed.
-        let plain = |offset: usize, ld: usize| Operand {
-            offset: offset as u64,
-            ld: ld as u64,
-            transposed: false,
-        };
+        let plain = |offset: usize, ld: usize| Operand::row_major(offset as u64, ld as u64);
         let transposed = |offset: usize, ld: usize| Operand {
             transposed: true,
             ..plain(offset, ld)

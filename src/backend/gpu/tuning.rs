@@ -72,9 +72,15 @@ impl fmt::Display for Shape {
 }
 
 impl Shape {
+    /// The grid of `variant`'s workgroups over this shape: x over columns, y over rows of tiles.
+    pub fn grid(&self, variant: Variant) -> (u32, u32) {
+        (self.n.div_ceil(variant.bn), self.m.div_ceil(variant.bm))
+    }
+
     /// Workgroups of `variant` over this shape.
     fn workgroups(&self, variant: Variant) -> u64 {
-        self.n.div_ceil(variant.bn) as u64 * self.m.div_ceil(variant.bm) as u64
+        let (x, y) = self.grid(variant);
+        x as u64 * y as u64
     }
 
     /// The rule of thumb where nothing was timed: the largest tile that still gives 64
