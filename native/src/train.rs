@@ -18,13 +18,15 @@ use serde_json::json;
 use std::time::Instant;
 
 pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Result<()> {
+    // Rank 0 alone prints and writes, so it alone checks the output paths.
     let lead = job.leads();
-    for (flag, path) in [
+    let outputs = [
         ("--save", &args.save),
         ("--metrics", &args.metrics),
         ("--plot", &args.plot),
-    ] {
-        if let (Some(path), true) = (path, lead) {
+    ];
+    for (flag, path) in outputs.into_iter().filter(|_| lead) {
+        if let Some(path) = path {
             check_writable(flag, path)?;
         }
     }
@@ -40,7 +42,11 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     let arch = config.architecture()?;
     let (backend, tuning) = devices::open(&args.device.device, &arch, &config.optimizer, job)?;
 
-    if let Some(state) = resume.as_ref().and_then(|c| c.training.as_ref()) {
+    // The checkpoint resumed and its training state.
+    let saved = resume
+        .as_ref()
+        .and_then(|c| Some((c, c.training.as_ref()?)));
+    if let Some((_, state)) = saved {
         if state.epoch >= config.epochs {
             bail!(
                 "--resume {}: the run already did {} epochs; ask for more with --epochs",
@@ -51,11 +57,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     }
     let source = data::choose(&args.data, resume.as_ref())?;
     let data = data::load(&source, notice)?;
-    if let (Some(ckpt), Some(state), true) = (
-        &resume,
-        resume.as_ref().and_then(|c| c.training.as_ref()),
-        lead,
-    ) {
+    if let Some((ckpt, state)) = saved.filter(|_| lead) {
         resume_notes(&args, ckpt, state, &config);
     }
     let group = job.collective();

@@ -136,9 +136,17 @@ fn metrics_without_times(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn close(what: &str, a: &serde_json::Value, b: &serde_json::Value, tolerance: f64) {
-    let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-    assert!((a - b).abs() <= tolerance, "{what}: {a} vs {b}");
+/// Asserts that two `--json` summaries' `key` differ by at most `tolerance`.
+fn close(key: &str, a: &serde_json::Value, b: &serde_json::Value, tolerance: f64) {
+    let (a, b) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+    assert!((a - b).abs() <= tolerance, "{key}: {a} vs {b}");
+}
+
+/// Asserts that two runs' summaries agree: losses within `loss`, test accuracy within `accuracy`.
+fn same_results(a: &serde_json::Value, b: &serde_json::Value, loss: f64, accuracy: f64) {
+    close("test_loss", a, b, loss);
+    close("train_loss", a, b, loss);
+    close("test_accuracy", a, b, accuracy);
 }
 
 fn two_ranks_train_what_one_process_trains_and_repeat_it_exactly() {
@@ -176,14 +184,7 @@ fn two_ranks_train_what_one_process_trains_and_repeat_it_exactly() {
 
     // What one process trains with the same global batch, to float rounding.
     let (one, two) = (json(&alone), &pairs[0].0);
-    close("test loss", &one["test_loss"], &two["test_loss"], 1e-4);
-    close("train loss", &one["train_loss"], &two["train_loss"], 1e-4);
-    close(
-        "test accuracy",
-        &one["test_accuracy"],
-        &two["test_accuracy"],
-        2.0 / 500.0,
-    );
+    same_results(&one, two, 1e-4, 2.0 / 500.0);
 }
 
 fn two_ranks_on_a_software_gpu_agree_with_two_on_the_cpu() {
@@ -199,14 +200,7 @@ fn two_ranks_on_a_software_gpu_agree_with_two_on_the_cpu() {
         json(&pair)
     });
     assert_eq!(gpu["device"]["kind"], "software-gpu");
-    close("test loss", &cpu["test_loss"], &gpu["test_loss"], 1e-3);
-    close("train loss", &cpu["train_loss"], &gpu["train_loss"], 1e-3);
-    close(
-        "test accuracy",
-        &cpu["test_accuracy"],
-        &gpu["test_accuracy"],
-        3.0 / 500.0,
-    );
+    same_results(&cpu, &gpu, 1e-3, 3.0 / 500.0);
 }
 
 fn a_rank_given_corrupt_data_ends_the_job_with_its_error() {
@@ -360,7 +354,7 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_any_ranks() {
         summary
     };
     let (one, two) = (resume(1), resume(2));
-    close("test loss", &one["test_loss"], &two["test_loss"], 1e-4);
+    close("test_loss", &one, &two, 1e-4);
 }
 
 fn bad_flags_and_single_process_commands_are_refused_on_every_rank() {

@@ -3,6 +3,10 @@
 
 use gpumlp::dataset::{self, Dataset, Splits};
 
+mod gated;
+#[allow(unused_imports)] // not every test file gates its tests
+pub use gated::gated;
+
 /// The first `train` and `test` digits of the built-in sample's splits: real data, small enough
 /// for quick runs.
 pub fn small_sample(train: usize, test: usize) -> Splits {
@@ -40,25 +44,5 @@ pub fn quiet_mesa() {
     if let Some(dir) = gpumlp::backend::gpu::runtime_dir_for_mesa() {
         // SAFETY: called at the start of main, before the harness starts any thread.
         unsafe { std::env::set_var("XDG_RUNTIME_DIR", dir) };
-    }
-}
-
-/// A test that runs where `missing` is None. Where something it needs is missing it is reported
-/// as ignored, the reason shown beside its name, except under CI (CI=true), where it runs and
-/// fails: CI must install everything the tests need.
-pub fn gated(
-    name: &str,
-    missing: Option<&str>,
-    body: impl FnOnce() + Send + 'static,
-) -> libtest_mimic::Trial {
-    let trial = libtest_mimic::Trial::test(name, move || {
-        body();
-        Ok(())
-    });
-    match missing {
-        Some(reason) if std::env::var_os("CI").is_none() => trial
-            .with_ignored_flag(true)
-            .with_kind(format!("ignored: {reason}")),
-        _ => trial,
     }
 }

@@ -7,23 +7,18 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+#[path = "../../tests/common/gated.rs"]
+mod gated;
+
 fn main() -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
     let missing = missing();
-    let trial = libtest_mimic::Trial::test(
+    let reason = (!missing.is_empty()).then(|| format!("needs {}", missing.join(", ")));
+    let trial = gated::gated(
         "the_demo_trains_draws_and_loads_native_models_in_chromium",
-        || {
-            the_demo_trains_draws_and_loads_native_models_in_chromium();
-            Ok(())
-        },
+        reason.as_deref(),
+        the_demo_trains_draws_and_loads_native_models_in_chromium,
     );
-    let trial = if !missing.is_empty() && std::env::var_os("CI").is_none() {
-        trial
-            .with_ignored_flag(true)
-            .with_kind(format!("ignored: needs {}", missing.join(", ")))
-    } else {
-        trial
-    };
     libtest_mimic::run(&args, vec![trial]).exit_code()
 }
 
