@@ -86,15 +86,18 @@ impl Shape {
     /// The rule of thumb where nothing was timed: the largest tile that still gives 64
     /// workgroups (enough to keep a big GPU's multiprocessors busy), else the smallest tile.
     pub fn default_variant(&self, max_invocations: u32) -> Variant {
-        let fitting = VARIANTS
-            .iter()
+        let fitting: Vec<Variant> = VARIANTS
+            .into_iter()
+            .filter(|v| v.invocations() <= max_invocations)
+            .collect();
+        let smallest = fitting
+            .last()
             .copied()
-            .filter(|v| v.invocations() <= max_invocations);
+            .unwrap_or(VARIANTS[VARIANTS.len() - 1]);
         fitting
-            .clone()
+            .into_iter()
             .find(|v| self.workgroups(*v) >= 64)
-            .or_else(|| fitting.last())
-            .unwrap_or(VARIANTS[VARIANTS.len() - 1])
+            .unwrap_or(smallest)
     }
 }
 
