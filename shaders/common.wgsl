@@ -7,9 +7,8 @@
 struct Step {
     order_offset: u32,   // first entry of `order` that this batch uses
     batch: u32,          // rows in this batch, B
-    train: u32,          // 1: also compute the loss gradient for backward
     split: u32,          // 0 train, 1 test: which running stats the batch adds to
-    inv_batch: f32,      // 1 / B
+    inv_batch: f32,      // 1 / mean_over: B for the mean loss, a global batch for a rank's share
     lr: f32,             // learning rate of this step (after the schedule)
     decay: f32,          // 1 - lr * weight_decay (decoupled weight decay)
     adam_step: f32,      // lr / (1 - beta1^t), Adam's bias-corrected step size

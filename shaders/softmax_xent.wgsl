@@ -5,7 +5,8 @@
 //   loss[r]  = log(sum_c exp(z[r, c] - max)) - (z[r, y[r]] - max)
 //   hit[r]   = (argmax_c z[r, c] == y[r])    (first maximum on ties, as on the CPU)
 //   y[r]     = labels[order[o + r]]          (o = step.order_offset: the batch's own labels)
-//   dz[r, c] = (p[r, c] - [c == y[r]]) / B   (only when step.train: the mean loss's gradient)
+//   dz[r, c] = (p[r, c] - [c == y[r]]) * step.inv_batch   (the loss gradient backward starts from:
+//              1 / B for the mean loss, 1 / the global batch for a data-parallel rank's share)
 //   stats[4s + 0] += sum_r loss[r]    stats[4s + 1] += sum_r hit[r]    stats[4s + 2] += B
 //   (s = step.split: 0 train, 1 test)
 //
@@ -47,11 +48,9 @@ fn softmax_xent(@builtin(local_invocation_index) t: u32, sg: Subgroup) {
         let label = labels[order[step.order_offset + r]];
         loss += log(sum) - (z[base + label] - max_z);
         hits += select(0.0, 1.0, best == label);
-        if (step.train == 1u) {
-            for (var c = 0u; c < CLASSES; c++) {
-                let p = exp(z[base + c] - max_z) / sum;
-                dz[base + c] = (p - select(0.0, 1.0, c == label)) * step.inv_batch;
-            }
+        for (var c = 0u; c < CLASSES; c++) {
+            let p = exp(z[base + c] - max_z) / sum;
+            dz[base + c] = (p - select(0.0, 1.0, c == label)) * step.inv_batch;
         }
     }
     let total = workgroup_sum(vec2<f32>(loss, hits), t, sg);

@@ -2,12 +2,11 @@
 //! or a grid of 48 is far too little work to be worth a GPU). What `gpumlp predict` and the
 //! browser demo's drawing canvas and digit grid run.
 
-use crate::backend::{Backend, CpuBackend, Split};
+use crate::backend::{Backend, CpuBackend, Split, Tensor};
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::Architecture;
-use crate::optim::{OptimizerConfig, OptimizerKind};
 
 /// Class probabilities of `images` (784 pixels each) under the model `architecture` with
 /// `params`, `[n, 10]` row-major.
@@ -17,15 +16,14 @@ pub fn probabilities(
     images: &[u8],
 ) -> Result<Vec<f32>> {
     let n = images.len() / PIXELS;
-    // The optimizer is never used: SGD's single state buffer is the least to allocate.
-    let mut cpu = CpuBackend::new(architecture, &OptimizerConfig::new(OptimizerKind::Sgd));
-    cpu.set_params(params)?;
+    let mut cpu = CpuBackend::new(architecture);
+    cpu.write(Tensor::Params, params)?;
     // Labels are unknown; zeros only feed the loss, which nobody reads here.
     cpu.upload(
         Split::Test,
         &Dataset::new("images", images.to_vec(), vec![0; n])?,
     )?;
-    cpu.forward_rows(Split::Test, &(0..n as u32).collect::<Vec<_>>())?;
+    cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>(), n)?;
     Ok(cpu
         .output()
         .chunks_exact(CLASSES)

@@ -26,7 +26,7 @@ pub mod optim;
 pub mod preprocess;
 pub mod train;
 
-pub use backend::{Backend, CpuBackend, DeviceInfo, Split, Stats};
+pub use backend::{Backend, CpuBackend, DeviceInfo, Span, Split, Stats, Tensor};
 pub use checkpoint::Checkpoint;
 pub use collective::{Collective, SingleProcess};
 pub use config::TrainConfig;

@@ -13,7 +13,7 @@
 //! end that they still hold the same parameters. Alone, a run takes its steps in spans without
 //! waiting for the device; in a group, each step waits for the sum of gradients.
 
-use crate::backend::{Backend, Split, Stats, StepHyper};
+use crate::backend::{Backend, Span, Split, Stats, StepHyper, Tensor};
 use crate::checkpoint::{Checkpoint, TrainingState};
 use crate::collective::{fingerprint, share, Collective, Fingerprint, SingleProcess};
 use crate::config::TrainConfig;
@@ -58,6 +58,8 @@ pub struct Trainer {
     /// Optimizer steps completed.
     pub step: u64,
     train_len: usize,
+    /// Samples of the test set this backend holds (in a group, this rank's share).
+    test_len: usize,
     /// The ranks this run trains with ([`SingleProcess`] when alone).
     group: Box<dyn Collective>,
     /// The epoch under way when it is trained a slice at a time.
@@ -72,8 +74,8 @@ struct EpochInProgress {
 }
 
 impl Trainer {
-    /// A fresh run: parameters initialised from the seed, optimizer state zero, data uploaded.
-    /// The backend must have been built for the run's architecture and optimizer.
+    /// A fresh run: parameters initialised from the seed, the run's optimizer attached with its
+    /// state zero, data uploaded. The backend must have been built for the run's architecture.
     pub fn new(config: TrainConfig, backend: Box<dyn Backend>, data: &Splits) -> Result<Self> {
         Self::in_group(config, backend, data, Box::new(SingleProcess))
     }
@@ -100,10 +102,9 @@ impl Trainer {
     ) -> Result<Self> {
         config.validate()?;
         let arch = config.architecture()?;
-        if *backend.layout() != ParamLayout::new(&arch) || *backend.optimizer() != config.optimizer
-        {
+        if *backend.layout() != ParamLayout::new(&arch) {
             return Err(Error::Config(
-                "the backend was built for another architecture or optimizer".into(),
+                "the backend was built for another architecture".into(),
             ));
         }
         if data.train.is_empty() || data.test.is_empty() {
@@ -113,18 +114,26 @@ impl Trainer {
             )));
         }
         let (mut epoch, mut step) = (0, 0);
+        backend.attach_optimizer(&config.optimizer)?;
         match resumed {
             Some((params, state)) => {
-                backend.set_params(params)?;
-                backend.set_state(&state.optimizer_state)?;
+                backend.write(Tensor::Params, params)?;
+                let names = config.optimizer.kind.state_names();
+                if state.optimizer_state.len() != names.len() {
+                    return Err(Error::Config(format!(
+                        "{} keeps {} state buffers ({}), {} were given",
+                        config.optimizer.kind,
+                        names.len(),
+                        names.join(", "),
+                        state.optimizer_state.len()
+                    )));
+                }
+                for (k, buffer) in state.optimizer_state.iter().enumerate() {
+                    backend.write(Tensor::State(k), buffer)?;
+                }
                 (epoch, step) = (state.epoch, state.step);
             }
-            None => {
-                backend.set_params(&init_params(&arch, config.seed))?;
-                let n = backend.layout().len;
-                let states = config.optimizer.kind.state_names().len();
-                backend.set_state(&vec![vec![0.0; n]; states])?;
-            }
+            None => backend.write(Tensor::Params, &init_params(&arch, config.seed))?,
         }
         let ranks = group.ranks();
         if ranks > config.batch.min(data.test.len()) {
@@ -135,13 +144,15 @@ impl Trainer {
             )));
         }
         backend.upload(Split::Train, &data.train)?;
-        if ranks == 1 {
+        let test_len = if ranks == 1 {
             backend.upload(Split::Test, &data.test)?;
+            data.test.len()
         } else {
             let mine: Vec<usize> = share(data.test.len(), group.rank(), ranks).collect();
             backend.upload(Split::Test, &data.test.select(&mine))?;
             same_start(&*group, &config, data, resumed)?;
-        }
+            mine.len()
+        };
         Ok(Trainer {
             config,
             backend,
@@ -149,6 +160,7 @@ impl Trainer {
             epoch,
             step,
             train_len: data.train.len(),
+            test_len,
             group,
             current: None,
         })
@@ -216,26 +228,20 @@ impl Trainer {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<bool> {
         self.begin_epoch()?;
-        let batch = self.config.batch;
         let current = self.current.as_mut().expect("begin_epoch ran");
         let (start, total) = (current.done, current.hypers.len());
         let end = start.saturating_add(max_steps).min(total);
-        let order = &current.order;
-        let rows = |from: usize, to: usize| &order[from * batch..(to * batch).min(order.len())];
+        let span = Span::new(&current.order, self.config.batch, &current.hypers)?
+            .steps_between(start, end);
         if self.group.ranks() == 1 {
-            if end > start {
-                self.backend.train(
-                    rows(start, end),
-                    batch,
-                    &current.hypers[start..end],
-                    &mut |done| progress(start + done, total),
-                )?;
+            if !span.is_empty() {
+                self.backend
+                    .train(span, &mut |done| progress(start + done, total))?;
             }
         } else {
-            for step in start..end {
-                let (rows, hyper) = (rows(step, step + 1), current.hypers[step]);
-                shared_step(&mut *self.backend, &*self.group, rows, hyper).await?;
-                progress(step + 1, total);
+            for (i, step) in span.steps().enumerate() {
+                shared_step(&mut *self.backend, &*self.group, step.rows, step.hyper).await?;
+                progress(start + i + 1, total);
             }
         }
         current.done = end;
@@ -312,7 +318,7 @@ impl Trainer {
 
     /// Loss and accuracy on the test set (in a group, each rank evaluates its share).
     pub async fn evaluate(&mut self) -> Result<Stats> {
-        let mine = self.backend.evaluate(Split::Test).await?;
+        let mine = self.backend.evaluate(Split::Test, self.test_len).await?;
         self.sum_stats(mine)
     }
 
@@ -329,7 +335,7 @@ impl Trainer {
 
     /// Fails on every rank unless every rank holds bit-identical parameters.
     async fn check_same_params(&mut self) -> Result<()> {
-        let mine = fingerprint(&self.backend.params().await?);
+        let mine = fingerprint(&self.backend.read(Tensor::Params).await?);
         let all = self.group.gather_u64(mine)?;
         match all.iter().position(|&h| h != all[0]) {
             None => Ok(()),
@@ -346,17 +352,21 @@ impl Trainer {
     /// The model and everything needed to resume, as a checkpoint. In the middle of an epoch
     /// (between `advance` calls) it holds the model only: a run resumes at epoch boundaries.
     pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
-        let params = self.backend.params().await?;
+        let params = self.backend.read(Tensor::Params).await?;
         let architecture = self.config.architecture()?;
         let training = if self.current.is_some() {
             None
         } else {
+            let mut optimizer_state = Vec::new();
+            for k in 0..self.config.optimizer.kind.state_names().len() {
+                optimizer_state.push(self.backend.read(Tensor::State(k)).await?);
+            }
             Some(TrainingState {
                 config: self.config.clone(),
                 epoch: self.epoch,
                 step: self.step,
                 data: self.data_name.clone(),
-                optimizer_state: self.backend.state().await?,
+                optimizer_state,
             })
         };
         Ok(Checkpoint {
@@ -382,10 +392,13 @@ async fn shared_step(
         // A short last batch can leave a rank nothing: it adds zero.
         vec![0.0; backend.layout().len]
     } else {
-        backend.gradient(mine, rows.len()).await?
+        backend.forward(Split::Train, mine, rows.len())?;
+        backend.backward()?;
+        backend.read(Tensor::Grads).await?
     };
     group.sum_f32(&mut grads)?;
-    backend.apply_gradient(&grads, hyper)
+    backend.write(Tensor::Grads, &grads)?;
+    backend.update(hyper)
 }
 
 /// Fails on every rank unless every rank starts the same run: the same settings, the same data

@@ -22,8 +22,7 @@ fn tensor(bytes: &[u8], name: &str) -> Vec<f32> {
 /// Resumes `ckpt` to 3 epochs on the CPU; returns the test accuracy and the new checkpoint.
 fn resume_to_3(ckpt: &Checkpoint) -> (f64, Checkpoint) {
     let data = dataset::mnist_sample();
-    let config = &ckpt.training.as_ref().unwrap().config;
-    let backend = CpuBackend::new(&ckpt.architecture, &config.optimizer);
+    let backend = CpuBackend::new(&ckpt.architecture);
     let mut t = Trainer::resume(ckpt, 3, Box::new(backend), &data).unwrap();
     block_on(t.train_epoch(&mut |_, _| {})).unwrap();
     let test = block_on(t.evaluate()).unwrap();

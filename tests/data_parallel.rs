@@ -122,14 +122,14 @@ fn train_group(group: Vec<Threads>, ranks: Vec<(TrainConfig, Splits)>) -> Vec<gp
                 scope.spawn(move || {
                     let data = &data;
                     let arch = config.architecture()?;
-                    let backend = Box::new(CpuBackend::new(&arch, &config.optimizer));
+                    let backend = Box::new(CpuBackend::new(&arch));
                     let mut t = Trainer::in_group(config, backend, data, Box::new(ranks))?;
                     let mut epochs = Vec::new();
                     while !t.finished() {
                         let e = block_on(t.train_epoch(&mut |_, _| {}))?;
                         epochs.push((e, block_on(t.evaluate())?));
                     }
-                    Ok((epochs, block_on(t.backend.params())?))
+                    Ok((epochs, block_on(t.backend.read(gpumlp::Tensor::Params))?))
                 })
             })
             .collect();

@@ -10,7 +10,7 @@
 mod common;
 
 use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
-use gpumlp::backend::{Backend, Inspect, Split, StepHyper};
+use gpumlp::backend::{Backend, Span, Split, StepHyper, Tensor};
 use gpumlp::model::init_params;
 use gpumlp::{
     Architecture, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 
 type Body = fn(GpuContext);
 
-const TESTS: [(&str, Body); 7] = [
+const TESTS: [(&str, Body); 8] = [
     (
         "every_gemm_variant_gives_the_cpus_logits_and_gradients",
         every_gemm_variant_gives_the_cpus_logits_and_gradients,
@@ -48,6 +48,10 @@ const TESTS: [(&str, Body); 7] = [
     (
         "state_and_readbacks_round_trip_and_wrong_lengths_are_refused",
         state_and_readbacks_round_trip_and_wrong_lengths_are_refused,
+    ),
+    (
+        "backward_and_update_after_a_span_of_steps_match_the_cpu",
+        backward_and_update_after_a_span_of_steps_match_the_cpu,
     ),
 ];
 
@@ -165,14 +169,29 @@ fn pair_for(
 ) -> (CpuBackend, GpuBackend) {
     let data = common::small_sample(300, 100);
     let params = init_params(arch, 11);
-    let mut cpu = CpuBackend::new(arch, opt);
-    let mut gpu = GpuBackend::new(ctx, arch, opt).unwrap();
+    let mut cpu = CpuBackend::new(arch);
+    let mut gpu = GpuBackend::new(ctx, arch).unwrap();
     for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
-        b.set_params(&params).unwrap();
+        b.attach_optimizer(opt).unwrap();
+        b.write(Tensor::Params, &params).unwrap();
         b.upload(Split::Train, &data.train).unwrap();
         b.upload(Split::Test, &data.test).unwrap();
     }
     (cpu, gpu)
+}
+
+/// Writes every optimizer state buffer.
+fn set_state(b: &mut dyn Backend, state: &[Vec<f32>]) {
+    for (k, values) in state.iter().enumerate() {
+        b.write(Tensor::State(k), values).unwrap();
+    }
+}
+
+/// Reads every state buffer of `kind`.
+fn state_of(b: &mut dyn Backend, kind: OptimizerKind) -> Vec<Vec<f32>> {
+    (0..kind.state_names().len())
+        .map(|k| block_on(b.read(Tensor::State(k))).unwrap())
+        .collect()
 }
 
 fn adam() -> OptimizerConfig {
@@ -186,14 +205,14 @@ fn batch() -> Vec<u32> {
 
 fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
     let (mut cpu, mut gpu) = pair(ctx, &adam());
-    for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
-        b.forward(Split::Train, &batch()).unwrap();
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.forward(Split::Train, &batch(), 37).unwrap();
         b.backward().unwrap();
     }
     same_logits("logits", &mut gpu, &mut cpu);
     let (g, c) = (
-        block_on(gpu.grads()).unwrap(),
-        block_on(cpu.grads()).unwrap(),
+        block_on(gpu.read(Tensor::Grads)).unwrap(),
+        block_on(cpu.read(Tensor::Grads)).unwrap(),
     );
     assert!(
         c.iter().filter(|x| x.abs() > 1e-6).count() > c.len() / 10,
@@ -215,8 +234,8 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
     );
     // Evaluation over the whole test set, in chunks, agrees too.
     let (ge, ce) = (
-        block_on(gpu.evaluate(Split::Test)).unwrap(),
-        block_on(cpu.evaluate(Split::Test)).unwrap(),
+        block_on(gpu.evaluate(Split::Test, 100)).unwrap(),
+        block_on(cpu.evaluate(Split::Test, 100)).unwrap(),
     );
     assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
 }
@@ -232,14 +251,14 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
         let variant = &format!("{variant} on {arch}")[..];
         ctx.tuning.lock().unwrap().force = Some(variant_of(variant));
         let (mut cpu, mut gpu) = pair_for(&arch, ctx.clone(), &adam());
-        for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
-            b.forward(Split::Train, &batch()).unwrap();
+        for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+            b.forward(Split::Train, &batch(), 37).unwrap();
             b.backward().unwrap();
         }
         same_logits(&format!("{variant} logits"), &mut gpu, &mut cpu);
         let (g, c) = (
-            block_on(gpu.grads()).unwrap(),
-            block_on(cpu.grads()).unwrap(),
+            block_on(gpu.read(Tensor::Grads)).unwrap(),
+            block_on(cpu.read(Tensor::Grads)).unwrap(),
         );
         for e in &gpu.layout().entries.clone() {
             let what = format!("{variant} {}", e.name);
@@ -247,8 +266,8 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
         }
         // A batch of 150 crosses a 128-row tile; evaluation uses chunks of up to 1,000 rows.
         let rows: Vec<u32> = (0..150).map(|i| (i * 7) % 300).collect();
-        gpu.forward(Split::Train, &rows).unwrap();
-        cpu.forward(Split::Train, &rows).unwrap();
+        gpu.forward(Split::Train, &rows, rows.len()).unwrap();
+        cpu.forward(Split::Train, &rows, rows.len()).unwrap();
         same_logits(&format!("{variant} logits, 150 rows"), &mut gpu, &mut cpu);
     }
     ctx.tuning.lock().unwrap().force = None;
@@ -265,8 +284,8 @@ fn variant_of(label: &str) -> gpu::Variant {
 /// The last forward's logits agree (1e-4 + 1e-4 of the CPU's).
 fn same_logits(what: &str, gpu: &mut GpuBackend, cpu: &mut CpuBackend) {
     let (g, c) = (
-        block_on(gpu.logits()).unwrap(),
-        block_on(cpu.logits()).unwrap(),
+        block_on(gpu.read(Tensor::Logits)).unwrap(),
+        block_on(cpu.read(Tensor::Logits)).unwrap(),
     );
     common::assert_close(what, &g, &c, 1e-4, 1e-4);
 }
@@ -283,24 +302,21 @@ fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {
         let second: Vec<f32> = (0..n).map(|i| 1e-6 + (i % 89) as f32 * 1e-7).collect();
         let state = [first, second][..kind.state_names().len()].to_vec();
         let hyper = StepHyper { lr: 0.01, t: 7 };
-        for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
-            b.set_state(&state).unwrap();
-            b.forward(Split::Train, &batch()).unwrap();
+        for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+            set_state(b, &state);
+            b.forward(Split::Train, &batch(), 37).unwrap();
             b.backward().unwrap();
             b.update(hyper).unwrap();
         }
-        let gpu_params = block_on(gpu.params()).unwrap();
+        let gpu_params = block_on(gpu.read(Tensor::Params)).unwrap();
         common::assert_close(
             &format!("{kind:?} parameters"),
             &gpu_params,
-            &block_on(cpu.params()).unwrap(),
+            &block_on(cpu.read(Tensor::Params)).unwrap(),
             1e-6,
             1e-4,
         );
-        let (gs, cs) = (
-            block_on(gpu.state()).unwrap(),
-            block_on(cpu.state()).unwrap(),
-        );
+        let (gs, cs) = (state_of(&mut gpu, kind), state_of(&mut cpu, kind));
         assert_eq!(gs.len(), kind.state_names().len());
         for ((name, g), c) in kind.state_names().iter().zip(&gs).zip(&cs) {
             common::assert_close(&format!("{kind:?} {name}"), g, c, 1e-9, 1e-3);
@@ -330,12 +346,14 @@ fn a_short_training_run_ends_within_a_point_of_the_cpu(ctx: GpuContext) {
             train.push(block_on(t.train_epoch(&mut |_, _| {})).unwrap().train);
         }
         let test = block_on(t.evaluate()).unwrap();
-        (train, test, block_on(t.backend.params()).unwrap())
+        (
+            train,
+            test,
+            block_on(t.backend.read(Tensor::Params)).unwrap(),
+        )
     };
-    let opt = &config.optimizer;
-    let (cpu_train, cpu_test, cpu_params) = run(Box::new(CpuBackend::new(&arch, opt)));
-    let (gpu_train, gpu_test, gpu_params) =
-        run(Box::new(GpuBackend::new(ctx, &arch, opt).unwrap()));
+    let (cpu_train, cpu_test, cpu_params) = run(Box::new(CpuBackend::new(&arch)));
+    let (gpu_train, gpu_test, gpu_params) = run(Box::new(GpuBackend::new(ctx, &arch).unwrap()));
     eprintln!(
         "test accuracy: cpu {} gpu {}",
         cpu_test.accuracy(),
@@ -371,14 +389,15 @@ fn dispatches_past_65535_workgroups_cover_every_parameter(ctx: GpuContext) {
     // one-dimensional dispatch needs a second grid row.
     let arch = Architecture::mlp(&[8192, 2100]).unwrap();
     let opt = OptimizerConfig::new(OptimizerKind::Sgd);
-    let mut gpu = GpuBackend::new(ctx, &arch, &opt).unwrap();
+    let mut gpu = GpuBackend::new(ctx, &arch).unwrap();
+    gpu.attach_optimizer(&opt).unwrap();
     let n = gpu.layout().len;
     assert!(n > 65_535 * 256, "{n} parameters fit one row");
     // SGD with zero gradient and unit velocity: every parameter moves by exactly -lr * momentum.
-    gpu.set_params(&vec![0.0; n]).unwrap();
-    gpu.set_state(&[vec![1.0; n]]).unwrap();
+    gpu.write(Tensor::Params, &vec![0.0; n]).unwrap();
+    gpu.write(Tensor::State(0), &vec![1.0; n]).unwrap();
     gpu.update(StepHyper { lr: 0.5, t: 1 }).unwrap();
-    let p = block_on(gpu.params()).unwrap();
+    let p = block_on(gpu.read(Tensor::Params)).unwrap();
     let want = -0.5 * opt.momentum;
     for i in [0, 65_535 * 256 - 1, 65_535 * 256, n - 1] {
         assert_eq!(p[i], want, "parameter {i} was not updated");
@@ -389,7 +408,7 @@ fn dispatches_past_65535_workgroups_cover_every_parameter(ctx: GpuContext) {
 fn data_beyond_the_storage_binding_limit_is_refused_clearly(mut ctx: GpuContext) {
     // Pretend the device binds at most 1 MiB: 2,000 images (1.5 MiB) cannot be resident.
     ctx.limits.max_storage_buffer_binding_size = 1 << 20;
-    let mut gpu = GpuBackend::new(ctx, &arch(), &adam()).unwrap();
+    let mut gpu = GpuBackend::new(ctx, &arch()).unwrap();
     let data = common::small_sample(2000, 10);
     let err = gpu
         .upload(Split::Train, &data.train)
@@ -402,7 +421,10 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly(mut ctx: GpuContext)
     // A batch whose activations would not fit is refused the same way, not a validation panic.
     gpu.upload(Split::Test, &data.test).unwrap();
     let huge: Vec<u32> = (0..5000).map(|i| i % 10).collect();
-    let err = gpu.forward(Split::Test, &huge).unwrap_err().to_string();
+    let err = gpu
+        .forward(Split::Test, &huge, huge.len())
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("batch of 5000") && err.contains("smaller batch"),
         "{err}"
@@ -413,27 +435,68 @@ fn state_and_readbacks_round_trip_and_wrong_lengths_are_refused(ctx: GpuContext)
     let (mut cpu, mut gpu) = pair(ctx, &adam());
     let n = cpu.layout().len;
     let state = vec![vec![0.25; n], vec![0.5; n]];
-    for b in [&mut cpu as &mut dyn Inspect, &mut gpu] {
-        b.set_state(&state).unwrap();
-        b.forward(Split::Train, &batch()).unwrap();
-        assert!(b.set_state(&state[..1]).is_err(), "adam keeps two buffers");
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        set_state(b, &state);
+        b.forward(Split::Train, &batch(), 37).unwrap();
         assert!(
-            b.set_params(&[0.0; 3]).is_err(),
+            b.write(Tensor::State(2), &state[0]).is_err(),
+            "adam keeps two buffers"
+        );
+        assert!(
+            b.write(Tensor::Params, &[0.0; 3]).is_err(),
             "three values are not a model"
         );
+        assert!(
+            b.write(Tensor::Logits, &state[0]).is_err(),
+            "logits are read only"
+        );
     }
-    assert_eq!(block_on(gpu.state()).unwrap(), state);
+    assert_eq!(state_of(&mut gpu, OptimizerKind::Adam), state);
     let want = block_on(cpu.take_stats(Split::Train)).unwrap();
     let got = block_on(gpu.take_stats(Split::Train)).unwrap();
     assert_eq!((got.count, got.correct), (want.count, want.correct));
     assert_eq!(
-        block_on(gpu.params()).unwrap(),
-        block_on(cpu.params()).unwrap(),
+        block_on(gpu.read(Tensor::Params)).unwrap(),
+        block_on(cpu.read(Tensor::Params)).unwrap(),
         "the parameters as set"
     );
     assert_eq!(
         block_on(gpu.take_stats(Split::Train)).unwrap().count,
         0,
         "taking the stats starts them afresh"
+    );
+}
+
+/// After a span of steps (the GPU's own encoding of many steps at once), `backward` and
+/// `update` act on the span's last step, as the CPU's do: the GPU's record of its last forward
+/// follows the span.
+fn backward_and_update_after_a_span_of_steps_match_the_cpu(ctx: GpuContext) {
+    let (mut cpu, mut gpu) = pair(ctx, &adam());
+    // Three steps of 40 rows, the last one short (20 rows).
+    let order: Vec<u32> = (0..100).map(|i| (i * 29 + 3) % 300).collect();
+    let hypers: Vec<StepHyper> = (1..=3).map(|t| StepHyper { lr: 0.01, t }).collect();
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.train(Span::new(&order, 40, &hypers).unwrap(), &mut |_| {})
+            .unwrap();
+        b.backward().unwrap();
+    }
+    same_logits("the last step's logits", &mut gpu, &mut cpu);
+    assert_eq!(block_on(gpu.read(Tensor::Logits)).unwrap().len(), 20 * 10);
+    common::assert_close(
+        "gradient of the span's last step",
+        &block_on(gpu.read(Tensor::Grads)).unwrap(),
+        &block_on(cpu.read(Tensor::Grads)).unwrap(),
+        1e-5,
+        1e-3,
+    );
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.update(StepHyper { lr: 0.01, t: 4 }).unwrap();
+    }
+    common::assert_close(
+        "parameters after the span and one more update",
+        &block_on(gpu.read(Tensor::Params)).unwrap(),
+        &block_on(cpu.read(Tensor::Params)).unwrap(),
+        1e-5,
+        1e-3,
     );
 }

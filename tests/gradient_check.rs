@@ -4,14 +4,14 @@
 
 mod common;
 
-use gpumlp::backend::{Backend, Inspect, Split};
+use gpumlp::backend::{Backend, Split, Tensor};
 use gpumlp::model::{init_params, Architecture};
-use gpumlp::{CpuBackend, OptimizerConfig, OptimizerKind};
+use gpumlp::CpuBackend;
 use pollster::block_on;
 
 fn mean_loss(backend: &mut CpuBackend, batch: &[u32]) -> f64 {
     block_on(backend.take_stats(Split::Train)).unwrap();
-    backend.forward(Split::Train, batch).unwrap();
+    backend.forward(Split::Train, batch, batch.len()).unwrap();
     block_on(backend.take_stats(Split::Train)).unwrap().loss()
 }
 
@@ -19,7 +19,7 @@ fn mean_loss(backend: &mut CpuBackend, batch: &[u32]) -> f64 {
 fn gradients_match_central_differences() {
     let data = common::small_sample(16, 1);
     let arch = Architecture::mlp(&[6, 5]).unwrap();
-    let mut backend = CpuBackend::new(&arch, &OptimizerConfig::new(OptimizerKind::Sgd));
+    let mut backend = CpuBackend::new(&arch);
     backend.upload(Split::Train, &data.train).unwrap();
     let mut params = init_params(&arch, 7);
     // Non-zero biases so every unit's kink is away from typical pre-activations.
@@ -29,11 +29,11 @@ fn gradients_match_central_differences() {
             *p = 0.1 * ((i % 3) as f32 - 1.0);
         }
     }
-    backend.set_params(&params).unwrap();
+    backend.write(Tensor::Params, &params).unwrap();
     let batch: Vec<u32> = (0..8).collect();
-    backend.forward(Split::Train, &batch).unwrap();
+    backend.forward(Split::Train, &batch, batch.len()).unwrap();
     backend.backward().unwrap();
-    let analytic = block_on(backend.grads()).unwrap();
+    let analytic = block_on(backend.read(Tensor::Grads)).unwrap();
 
     let eps = 1e-3f32;
     let mut numeric = vec![0.0f32; params.len()];
@@ -45,10 +45,10 @@ fn gradients_match_central_differences() {
         }
         let saved = params[i];
         params[i] = saved + eps;
-        backend.set_params(&params).unwrap();
+        backend.write(Tensor::Params, &params).unwrap();
         let up = mean_loss(&mut backend, &batch);
         params[i] = saved - eps;
-        backend.set_params(&params).unwrap();
+        backend.write(Tensor::Params, &params).unwrap();
         let down = mean_loss(&mut backend, &batch);
         params[i] = saved;
         numeric[i] = ((up - down) / (2.0 * eps as f64)) as f32;

@@ -9,23 +9,14 @@ use crate::cli::BenchArgs;
 use crate::devices;
 use crate::ranks::Job;
 use crate::tuning::TuningCache;
-use crate::workload::{b1_step_seconds, BATCH};
+use crate::workload::{self, b1_step_seconds, BATCH};
 use anyhow::Result;
 use gpumlp::backend::cpu::matmul_row_major;
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
-use gpumlp::{Architecture, CpuBackend, OptimizerConfig, OptimizerKind};
+use gpumlp::CpuBackend;
 use serde_json::{json, Value};
 use std::time::Instant;
 
-/// B1's five large products as (m, k, n, A transposed, B transposed), in the order a step
-/// runs them.
-const B1_SHAPES: [(usize, usize, usize, bool, bool, &str); 5] = [
-    (128, 784, 512, false, true, "forward layer 1"),
-    (128, 512, 256, false, true, "forward layer 2"),
-    (512, 128, 784, true, false, "weight grad layer 1"),
-    (256, 128, 512, true, false, "weight grad layer 2"),
-    (128, 256, 512, false, false, "input grad layer 2"),
-];
 /// Timed steps of the training benchmark (one pass over 12,800 synthetic samples).
 const STEPS: usize = 100;
 /// Aim for at least this long per timing, so a measurement is not all launch overhead.
@@ -62,8 +53,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "--tune: the CPU backend has no kernel variants to time; pick a GPU with --device"
         );
     }
-    let arch = Architecture::mlp(&[512, 256])?;
-    let adam = OptimizerConfig::new(OptimizerKind::Adam);
+    let arch = workload::architecture();
     let (device, software) = match &gpu {
         Some(ctx) => (
             json!({"name": ctx.info.name, "kind": ctx.kind(), "backend": ctx.info.backend.to_str(), "runtime_checks": ctx.checked, "timer": ctx.timer()}),
@@ -96,7 +86,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let probe = gpu.as_ref().map(GemmProbe::new);
     let mut gemms = Vec::new();
     let mut b1_gemm_seconds = 0.0;
-    let shapes = std::iter::once((size, size, size, false, false, "square")).chain(B1_SHAPES);
+    let shapes =
+        std::iter::once((size, size, size, false, false, "square")).chain(workload::GEMM_SHAPES);
     for (m, k, n, a_t, b_t, what) in shapes {
         let flops = 2.0 * (m * k * n) as f64;
         let mut row = json!({"m": m, "k": k, "n": n, "what": what});
@@ -154,14 +145,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     let (step, dispatches, encode, families) = match gpu {
         Some(ctx) => {
-            let mut backend = GpuBackend::new(ctx, &arch, &adam)?;
+            let mut backend = GpuBackend::new(ctx, &arch)?;
             let step = b1_step_seconds(&mut backend, STEPS)?;
             let encode = backend.encode_seconds_per_step();
             let families = backend.family_seconds(BATCH, 20)?;
             (step, Some(backend.dispatches_per_step()), encode, families)
         }
         None => (
-            b1_step_seconds(&mut CpuBackend::new(&arch, &adam), STEPS)?,
+            b1_step_seconds(&mut CpuBackend::new(&arch), STEPS)?,
             None,
             None,
             Vec::new(),

@@ -16,13 +16,12 @@ use crate::cli::Device;
 use crate::files::write_atomic;
 use crate::ranks::Job;
 use crate::tuning::TuningCache;
-use crate::workload::b1_step_seconds;
+use crate::workload::{self, b1_step_seconds};
 use anyhow::{anyhow, bail, Result};
 use gpumlp::backend::gpu::GemmTuning;
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
 use gpumlp::backend::Backend;
-use gpumlp::OptimizerKind;
-use gpumlp::{Architecture, CpuBackend, OptimizerConfig};
+use gpumlp::{Architecture, CpuBackend};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -94,23 +93,19 @@ pub fn open_gpu(device: &Device, job: &Job) -> Result<Option<GpuContext>> {
     }
 }
 
-/// The backend `device` asks for, built for `arch` and `optimizer`, and on a GPU its GEMM
-/// tuning cache (save it once the backend has run).
+/// The backend `device` asks for, built for `arch`, and on a GPU its GEMM tuning cache (save
+/// it once the backend has run).
 pub fn open(
     device: &Device,
     arch: &Architecture,
-    optimizer: &OptimizerConfig,
     job: &Job,
 ) -> Result<(Box<dyn Backend>, Option<TuningCache>)> {
     Ok(match open_gpu(device, job)? {
         Some(context) => {
             let cache = TuningCache::load(&context);
-            (
-                Box::new(GpuBackend::new(context, arch, optimizer)?),
-                Some(cache),
-            )
+            (Box::new(GpuBackend::new(context, arch)?), Some(cache))
         }
-        None => (Box::new(CpuBackend::new(arch, optimizer)), None),
+        None => (Box::new(CpuBackend::new(arch)), None),
     })
 }
 
@@ -119,14 +114,10 @@ const PROBE_STEPS: usize = 4;
 
 /// Seconds per B1 training step (784-512-256-10, batch 128, Adam) on `gpu`, or on the CPU.
 fn b1_step(gpu: Option<&GpuContext>) -> Result<f64> {
-    let arch = Architecture::mlp(&[512, 256])?;
-    let adam = OptimizerConfig::new(OptimizerKind::Adam);
+    let arch = workload::architecture();
     Ok(match gpu {
-        Some(ctx) => b1_step_seconds(
-            &mut GpuBackend::new(ctx.clone(), &arch, &adam)?,
-            PROBE_STEPS,
-        )?,
-        None => b1_step_seconds(&mut CpuBackend::new(&arch, &adam), PROBE_STEPS)?,
+        Some(ctx) => b1_step_seconds(&mut GpuBackend::new(ctx.clone(), &arch)?, PROBE_STEPS)?,
+        None => b1_step_seconds(&mut CpuBackend::new(&arch), PROBE_STEPS)?,
     })
 }
 
@@ -141,11 +132,7 @@ struct Verdict {
 
 /// What the CPU backend reports about itself (its thread count), without building a model.
 pub fn cpu_device() -> gpumlp::DeviceInfo {
-    CpuBackend::new(
-        &Architecture::mlp(&[1]).expect("a valid architecture"),
-        &OptimizerConfig::new(OptimizerKind::Sgd),
-    )
-    .device()
+    CpuBackend::new(&Architecture::mlp(&[1]).expect("a valid architecture")).device()
 }
 
 /// `ctx` if it trains B1 faster than the CPU backend, else None: measured once per machine

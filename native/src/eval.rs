@@ -6,11 +6,11 @@ use crate::devices;
 use crate::files::read;
 use crate::ranks::Job;
 use anyhow::{anyhow, Result};
-use gpumlp::backend::{argmax, Split};
+use gpumlp::backend::{argmax, Split, Tensor};
 use gpumlp::idx::CLASSES;
 use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
-use gpumlp::{Checkpoint, OptimizerConfig, OptimizerKind};
+use gpumlp::Checkpoint;
 use pollster::block_on;
 use serde_json::json;
 use std::path::Path;
@@ -41,17 +41,11 @@ pub fn eval(args: EvalArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
             data.name
         );
     }
-    // Nothing is trained: the optimizer only decides which state buffers the backend keeps.
-    let optimizer = OptimizerConfig::new(OptimizerKind::Sgd);
-    let (mut backend, tuning) = devices::open(
-        &args.device.device,
-        &ckpt.architecture,
-        &optimizer,
-        &Job::alone(),
-    )?;
-    backend.set_params(&ckpt.params)?;
+    let (mut backend, tuning) =
+        devices::open(&args.device.device, &ckpt.architecture, &Job::alone())?;
+    backend.write(Tensor::Params, &ckpt.params)?;
     backend.upload(Split::Test, &data.test)?;
-    let stats = block_on(backend.evaluate(Split::Test))?;
+    let stats = block_on(backend.evaluate(Split::Test, data.test.len()))?;
     if let Some(tuning) = tuning {
         tuning.save()?;
     }

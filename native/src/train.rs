@@ -40,7 +40,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
     let arch = config.architecture()?;
-    let (backend, tuning) = devices::open(&args.device.device, &arch, &config.optimizer, job)?;
+    let (backend, tuning) = devices::open(&args.device.device, &arch, job)?;
 
     // The checkpoint resumed and its training state.
     let saved = resume

@@ -12,7 +12,7 @@
 //! order, so a seed gives bit-identical results run after run.
 
 use super::parallel::*;
-use super::{ready, Backend, DeviceInfo, Inspect, LocalFuture, Split, Stats, StepHyper};
+use super::{ready, Backend, DeviceInfo, LocalFuture, Split, Stats, StepHyper, Tensor};
 use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
@@ -25,11 +25,11 @@ const UPDATE_CHUNK: usize = 1 << 15;
 pub struct CpuBackend {
     arch: Architecture,
     layout: ParamLayout,
-    optimizer: OptimizerConfig,
     params: Vec<f32>,
     grads: Vec<f32>,
-    /// The optimizer's state buffers, one per `optimizer.kind.state_names()`.
-    state: Vec<Vec<f32>>,
+    /// The optimizer attached for training, and its state buffers (one per
+    /// `kind.state_names()`).
+    optimizer: Option<(OptimizerConfig, Vec<Vec<f32>>)>,
     train: Dataset,
     test: Dataset,
     /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after ReLU, and the
@@ -42,13 +42,14 @@ pub struct CpuBackend {
     /// Labels of the last forward batch.
     labels: Vec<u8>,
     batch: usize,
+    /// What the last forward's loss gradient is divided by (see [`Backend::forward`]).
+    mean_over: usize,
     stats: [Stats; 2],
 }
 
 impl CpuBackend {
-    /// A backend for `arch` trained by `optimizer`, with zero parameters and state (set them
-    /// with [`Backend::set_params`] and [`Backend::set_state`]).
-    pub fn new(arch: &Architecture, optimizer: &OptimizerConfig) -> Self {
+    /// A backend for `arch` with zero parameters (set them with [`Backend::write`]).
+    pub fn new(arch: &Architecture) -> Self {
         let layout = ParamLayout::new(arch);
         let n = layout.len;
         let empty = Dataset {
@@ -58,10 +59,9 @@ impl CpuBackend {
         CpuBackend {
             arch: arch.clone(),
             layout,
-            optimizer: *optimizer,
             params: vec![0.0; n],
             grads: vec![0.0; n],
-            state: vec![vec![0.0; n]; optimizer.kind.state_names().len()],
+            optimizer: None,
             train: empty.clone(),
             test: empty,
             acts: vec![Vec::new(); arch.sizes.len()],
@@ -69,6 +69,7 @@ impl CpuBackend {
             dz: vec![Vec::new(); arch.layers()],
             labels: Vec::new(),
             batch: 0,
+            mean_over: 1,
             stats: [Stats::default(); 2],
         }
     }
@@ -241,11 +242,76 @@ fn softmax_xent_forward(logits: &[f32], labels: &[u8], probs: &mut [f32]) -> Vec
 }
 
 impl CpuBackend {
-    /// Forward pass over rows `indices` of `split` (see [`Inspect::forward`]).
-    pub(crate) fn forward_rows(&mut self, split: Split, indices: &[u32]) -> Result<()> {
+    /// The last forward's logits, `[batch, classes]` row-major.
+    pub(crate) fn output(&self) -> &[f32] {
+        &self.acts[self.arch.layers()]
+    }
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> DeviceInfo {
+        DeviceInfo {
+            name: format!("CPU ({} threads)", threads()),
+            kind: "cpu".into(),
+            backend: "rayon".into(),
+        }
+    }
+
+    fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        match split {
+            Split::Train => self.train = data.clone(),
+            Split::Test => self.test = data.clone(),
+        }
+        Ok(())
+    }
+
+    fn attach_optimizer(&mut self, optimizer: &OptimizerConfig) -> Result<()> {
+        let state = vec![vec![0.0; self.layout.len]; optimizer.kind.state_names().len()];
+        self.optimizer = Some((*optimizer, state));
+        Ok(())
+    }
+
+    fn write(&mut self, tensor: Tensor, values: &[f32]) -> Result<()> {
+        super::check_write(
+            tensor,
+            values,
+            &self.layout,
+            self.optimizer.as_ref().map(|o| &o.0),
+        )?;
+        let target = match tensor {
+            Tensor::Params => &mut self.params,
+            Tensor::Grads => &mut self.grads,
+            Tensor::State(k) => &mut self.optimizer.as_mut().expect("checked").1[k],
+            Tensor::Logits => unreachable!("refused by check_write"),
+        };
+        target.copy_from_slice(values);
+        Ok(())
+    }
+
+    fn read(&mut self, tensor: Tensor) -> LocalFuture<'_, Result<Vec<f32>>> {
+        ready(match tensor {
+            Tensor::Params => Ok(self.params.clone()),
+            Tensor::Grads => Ok(self.grads.clone()),
+            Tensor::Logits => Ok(self.output().to_vec()),
+            Tensor::State(k) => match &self.optimizer {
+                Some((_, state)) if k < state.len() => Ok(state[k].clone()),
+                Some((opt, _)) => Err(crate::Error::Config(format!(
+                    "{opt} keeps no state buffer {k}"
+                ))),
+                None => Err(super::no_optimizer()),
+            },
+        })
+    }
+
+    fn forward(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
         let b = indices.len();
         super::check_batch(split, indices, self.data(split).len())?;
         self.resize(b);
+        self.mean_over = mean_over.max(1);
         // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
         let data = match split {
             Split::Train => &self.train,
@@ -293,13 +359,16 @@ impl CpuBackend {
         Ok(())
     }
 
-    /// Gradients of the last forward batch's summed loss divided by `mean_over` (its own size
-    /// for the mean loss, see [`Inspect::backward`]; a global batch's for a rank's share).
-    fn backward_rows(&mut self, mean_over: usize) {
+    fn backward(&mut self) -> Result<()> {
         let b = self.batch;
+        if b == 0 {
+            return Err(crate::Error::Config(
+                "backward needs a forward first".into(),
+            ));
+        }
         let layers = self.arch.layers();
-        // Top: dZ = (softmax - onehot) / B.
-        let scale = 1.0 / mean_over as f32;
+        // Top: dZ = (softmax - onehot) / mean_over.
+        let scale = 1.0 / self.mean_over as f32;
         let top = &mut self.dz[layers - 1];
         for ((d, p), &y) in top
             .chunks_exact_mut(CLASSES)
@@ -335,17 +404,18 @@ impl CpuBackend {
                     .for_each(|(d, &a)| *d = f.backward_from_output(*d, a));
             }
         }
+        Ok(())
     }
 
-    /// One optimizer update from the gradient buffer.
-    fn update_params(&mut self, hyper: StepHyper) {
-        let opt = &self.optimizer;
+    fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;
+        let opt = &*opt;
         let s = opt.scalars(hyper.lr, hyper.t);
         let chunks = self
             .params
             .par_chunks_mut(UPDATE_CHUNK)
             .zip(self.grads.par_chunks(UPDATE_CHUNK));
-        match (opt.kind, self.state.as_mut_slice()) {
+        match (opt.kind, state.as_mut_slice()) {
             (OptimizerKind::Sgd, [vel]) => chunks
                 .zip(vel.par_chunks_mut(UPDATE_CHUNK))
                 .for_each(|((p, g), vel)| sgd_update(opt, &s, p, g, vel)),
@@ -355,129 +425,10 @@ impl CpuBackend {
                 .for_each(|(((p, g), m), v)| adam_update(opt, &s, p, g, m, v)),
             _ => unreachable!("state buffers are made from state_names"),
         }
-    }
-
-    /// The last forward's logits, `[batch, 10]` row-major.
-    pub(crate) fn output(&self) -> &[f32] {
-        &self.acts[self.arch.layers()]
-    }
-}
-
-impl Backend for CpuBackend {
-    fn device(&self) -> DeviceInfo {
-        DeviceInfo {
-            name: format!("CPU ({} threads)", threads()),
-            kind: "cpu".into(),
-            backend: "rayon".into(),
-        }
-    }
-
-    fn layout(&self) -> &ParamLayout {
-        &self.layout
-    }
-
-    fn optimizer(&self) -> &OptimizerConfig {
-        &self.optimizer
-    }
-
-    fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
-        match split {
-            Split::Train => self.train = data.clone(),
-            Split::Test => self.test = data.clone(),
-        }
-        Ok(())
-    }
-
-    fn len(&self, split: Split) -> usize {
-        self.data(split).len()
-    }
-
-    fn set_params(&mut self, params: &[f32]) -> Result<()> {
-        super::check_len("the parameters", params, &self.layout)?;
-        self.params.copy_from_slice(params);
-        Ok(())
-    }
-
-    fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
-        ready(Ok(self.params.clone()))
-    }
-
-    fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
-        super::check_state(state, &self.optimizer, &self.layout)?;
-        self.state = state.to_vec();
-        Ok(())
-    }
-
-    fn state(&mut self) -> LocalFuture<'_, Result<Vec<Vec<f32>>>> {
-        ready(Ok(self.state.clone()))
-    }
-
-    fn train(
-        &mut self,
-        order: &[u32],
-        batch: usize,
-        steps: &[StepHyper],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<()> {
-        for (i, (indices, hyper)) in order.chunks(batch).zip(steps).enumerate() {
-            self.forward_rows(Split::Train, indices)?;
-            self.backward_rows(indices.len());
-            self.update_params(*hyper);
-            progress(i + 1);
-        }
-        Ok(())
-    }
-
-    fn gradient(&mut self, rows: &[u32], mean_over: usize) -> LocalFuture<'_, Result<Vec<f32>>> {
-        let result = self.forward_rows(Split::Train, rows).map(|()| {
-            self.backward_rows(mean_over);
-            self.grads.clone()
-        });
-        ready(result)
-    }
-
-    fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()> {
-        super::check_len("the gradient", grads, &self.layout)?;
-        self.grads.copy_from_slice(grads);
-        self.update_params(hyper);
         Ok(())
     }
 
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
         ready(Ok(std::mem::take(&mut self.stats[split as usize])))
-    }
-
-    fn evaluate(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
-        self.stats[split as usize] = Stats::default();
-        let indices: Vec<u32> = (0..self.len(split) as u32).collect();
-        let result = indices
-            .chunks(super::EVAL_BATCH)
-            .try_for_each(|chunk| self.forward_rows(split, chunk))
-            .map(|()| std::mem::take(&mut self.stats[split as usize]));
-        ready(result)
-    }
-}
-
-impl Inspect for CpuBackend {
-    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()> {
-        self.forward_rows(split, indices)
-    }
-
-    fn backward(&mut self) -> Result<()> {
-        self.backward_rows(self.batch);
-        Ok(())
-    }
-
-    fn update(&mut self, hyper: StepHyper) -> Result<()> {
-        self.update_params(hyper);
-        Ok(())
-    }
-
-    fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
-        ready(Ok(self.output().to_vec()))
-    }
-
-    fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>> {
-        ready(Ok(self.grads.clone()))
     }
 }

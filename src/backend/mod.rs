@@ -1,15 +1,14 @@
 //! The seam between the training loop and the hardware.
 //!
-//! A [`Backend`] is built for one architecture and one optimizer. It owns the flat parameter
-//! buffer (laid out by [`ParamLayout`]), its gradient, the optimizer's named state buffers and the
-//! datasets uploaded once. The training loop hands it spans of steps (batch order and learning
-//! rates) and never waits for it: loss and accuracy accumulate inside the backend and are read
-//! with [`Backend::take_stats`] once per epoch. Everything read back from a backend comes through
-//! one asynchronous path (a GPU readback cannot block in a browser); the program blocks on those
+//! A [`Backend`] is built for one architecture. It owns the flat parameter buffer (laid out by
+//! [`ParamLayout`]), its gradient, the datasets uploaded once and, once an optimizer is attached
+//! for training, the optimizer's named state buffers. Training, data-parallel ranks, evaluation
+//! and the tests all speak the same step vocabulary: `forward`, `backward`, `update`, `read`,
+//! `write`. The training loop hands a backend spans of steps (batch order and learning rates)
+//! and never waits for it: loss and accuracy accumulate inside the backend and are read with
+//! [`Backend::take_stats`] once per epoch. Everything read back from a backend comes through one
+//! asynchronous path (a GPU readback cannot block in a browser); the program blocks on those
 //! futures at its edge, the page awaits them.
-//!
-//! [`Inspect`] opens one training step into its parts (forward, backward, update) for tests
-//! that compare backends part by part; training never uses it.
 
 pub mod cpu;
 pub mod gpu;
@@ -90,71 +89,185 @@ pub(crate) fn check_batch(split: Split, indices: &[u32], len: usize) -> Result<(
     Ok(())
 }
 
+/// One of the buffers a backend holds, read and written through [`Backend::read`] and
+/// [`Backend::write`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tensor {
+    /// The flat parameter buffer (`layout().len` values).
+    Params,
+    /// The gradient buffer, laid out like the parameters.
+    Grads,
+    /// The attached optimizer's state buffer `k` (its name is `state_names()[k]`), laid out
+    /// like the parameters.
+    State(usize),
+    /// The last forward's logits, `[rows, classes]` row-major (read only).
+    Logits,
+}
+
+/// Consecutive training steps: step `i` trains on the rows `order[i * batch..]` of the training
+/// set (the last batch may be short) with `hypers[i]`. The one place batches are cut into steps.
+#[derive(Clone, Copy, Debug)]
+pub struct Span<'a> {
+    order: &'a [u32],
+    batch: usize,
+    hypers: &'a [StepHyper],
+}
+
+/// One step of a [`Span`].
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    /// Where its rows start in the span's order.
+    pub offset: usize,
+    pub rows: &'a [u32],
+    pub hyper: StepHyper,
+}
+
+impl<'a> Span<'a> {
+    /// Steps of `batch` rows over `order`, one per value in `hypers`.
+    pub fn new(order: &'a [u32], batch: usize, hypers: &'a [StepHyper]) -> Result<Self> {
+        if batch == 0 || hypers.is_empty() || order.len().div_ceil(batch) != hypers.len() {
+            return Err(crate::Error::Config(format!(
+                "a span of {} steps cannot cut {} rows into batches of {batch}",
+                hypers.len(),
+                order.len()
+            )));
+        }
+        Ok(Span {
+            order,
+            batch,
+            hypers,
+        })
+    }
+
+    /// Steps `from..to` of the span.
+    pub fn steps_between(&self, from: usize, to: usize) -> Span<'a> {
+        let to = to.min(self.hypers.len());
+        let from = from.min(to);
+        Span {
+            order: &self.order[(from * self.batch).min(self.order.len())
+                ..(to * self.batch).min(self.order.len())],
+            batch: self.batch,
+            hypers: &self.hypers[from..to],
+        }
+    }
+
+    pub fn steps(&self) -> impl Iterator<Item = Step<'a>> + 'a {
+        let batch = self.batch;
+        self.order
+            .chunks(batch)
+            .zip(self.hypers)
+            .enumerate()
+            .map(move |(i, (rows, &hyper))| Step {
+                offset: i * batch,
+                rows,
+                hyper,
+            })
+    }
+
+    pub fn len(&self) -> usize {
+        self.hypers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hypers.is_empty()
+    }
+
+    /// Every row of every step, in order.
+    pub fn order(&self) -> &'a [u32] {
+        self.order
+    }
+
+    /// The rows of a full step (the largest batch of the span).
+    pub fn batch(&self) -> usize {
+        self.batch.min(self.order.len())
+    }
+}
+
+/// The seam: one step vocabulary that both backends speak alike. The required methods are the
+/// parts of a step (forward, backward, update) and the buffers read and written; a span of
+/// steps and an evaluation are built from them once, here. The GPU overrides [`Backend::train`]
+/// alone, to encode a span of steps with no readback.
 pub trait Backend {
     fn device(&self) -> DeviceInfo;
     fn layout(&self) -> &ParamLayout;
-    /// The optimizer this backend was built for (its state buffers are
-    /// `optimizer().kind.state_names()`).
-    fn optimizer(&self) -> &OptimizerConfig;
 
-    /// Makes `data` the dataset that batches of `split` are drawn from.
+    /// Makes `data` the dataset that rows of `split` are drawn from.
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()>;
-    /// Number of samples uploaded for `split`.
-    fn len(&self, split: Split) -> usize;
 
-    /// Replaces the parameters (`layout().len` values).
-    fn set_params(&mut self, params: &[f32]) -> Result<()>;
-    fn params(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
-    /// Replaces the optimizer state: one buffer of `layout().len` values per state name.
-    fn set_state(&mut self, state: &[Vec<f32>]) -> Result<()>;
-    fn state(&mut self) -> LocalFuture<'_, Result<Vec<Vec<f32>>>>;
+    /// Attaches `optimizer` for training, its state buffers zero (set them with
+    /// [`Backend::write`] to resume). Evaluation and inference need none.
+    fn attach_optimizer(&mut self, optimizer: &OptimizerConfig) -> Result<()>;
 
-    /// Trains `steps.len()` steps without waiting for the device: step `i` on the rows
-    /// `order[i * batch..]` of the training set (the last batch may be short) with `steps[i]`.
-    /// `progress(done)` follows the steps as they are handed to the device.
-    fn train(
-        &mut self,
-        order: &[u32],
-        batch: usize,
-        steps: &[StepHyper],
-        progress: &mut dyn FnMut(usize),
-    ) -> Result<()>;
+    /// Replaces `tensor`'s values (`layout().len` of them).
+    fn write(&mut self, tensor: Tensor, values: &[f32]) -> Result<()>;
+    /// Reads `tensor` back (the one way anything comes back from a backend).
+    fn read(&mut self, tensor: Tensor) -> LocalFuture<'_, Result<Vec<f32>>>;
 
-    /// Forward and backward over rows `rows` of the training set: the gradient of their summed
-    /// loss divided by `mean_over` (the global batch they are a share of), read back (stats
-    /// accumulate as in `train`). With [`Backend::apply_gradient`] this is one step taken in two
-    /// halves: data-parallel ranks sum their shares' gradients between, which makes the mean
-    /// over the global batch.
-    fn gradient(&mut self, rows: &[u32], mean_over: usize) -> LocalFuture<'_, Result<Vec<f32>>>;
-    /// One optimizer update with `grads` (laid out like the parameters) as the gradient.
-    fn apply_gradient(&mut self, grads: &[f32], hyper: StepHyper) -> Result<()>;
+    /// Forward pass over rows `rows` of `split`, keeping what backward needs; adds the rows' loss
+    /// and correct count to the running stats of `split`. The loss gradient that backward starts
+    /// from is the rows' summed loss divided by `mean_over`: their own count for their mean
+    /// loss, a global batch's size for a data-parallel rank's share of it.
+    fn forward(&mut self, split: Split, rows: &[u32], mean_over: usize) -> Result<()>;
+    /// Gradient of the last forward's loss (scaled as it said), overwriting the gradient buffer.
+    fn backward(&mut self) -> Result<()>;
+    /// One update of the attached optimizer from the gradient buffer.
+    fn update(&mut self, hyper: StepHyper) -> Result<()>;
 
     /// Returns the stats accumulated for `split` since the last call and starts afresh.
     fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>>;
 
-    /// Loss and accuracy over all of `split`, in fixed chunks of [`EVAL_BATCH`] so the result
-    /// never depends on who asks. Stats pending for `split` are discarded first.
-    fn evaluate(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>>;
+    /// Trains the steps of `span` (forward, backward, update each); `progress(done)` follows
+    /// them as they are handed to the device.
+    fn train(&mut self, span: Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
+        for (i, step) in span.steps().enumerate() {
+            self.forward(Split::Train, step.rows, step.rows.len())?;
+            self.backward()?;
+            self.update(step.hyper)?;
+            progress(i + 1);
+        }
+        Ok(())
+    }
+
+    /// Loss and accuracy over the `len` samples of `split`, in fixed chunks of [`EVAL_BATCH`]
+    /// so the result never depends on who asks. Stats pending for `split` are discarded first.
+    fn evaluate(&mut self, split: Split, len: usize) -> LocalFuture<'_, Result<Stats>> {
+        Box::pin(async move {
+            self.take_stats(split).await?;
+            let rows: Vec<u32> = (0..len as u32).collect();
+            for chunk in rows.chunks(EVAL_BATCH) {
+                self.forward(split, chunk, chunk.len())?;
+            }
+            self.take_stats(split).await
+        })
+    }
 }
 
-/// One training step taken apart, for tests that compare backends (logits, every gradient,
-/// one update) and for the gradient check. Training goes through [`Backend::train`] alone.
-pub trait Inspect: Backend {
-    /// Forward pass over rows `indices` of `split`, keeping what backward needs; adds the batch's
-    /// loss and correct count to the running stats of `split`.
-    fn forward(&mut self, split: Split, indices: &[u32]) -> Result<()>;
-    /// Gradient of the last forward batch's mean loss, overwriting the gradient buffer.
-    fn backward(&mut self) -> Result<()>;
-    /// One optimizer update from the gradient buffer.
-    fn update(&mut self, hyper: StepHyper) -> Result<()>;
-    /// The last forward's logits, `[batch, 10]` row-major.
-    fn logits(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
-    /// The gradient buffer, laid out like the parameters.
-    fn grads(&mut self) -> LocalFuture<'_, Result<Vec<f32>>>;
-}
-
-/// Checks that `values` holds one model's worth of parameters (or one state buffer).
-pub(crate) fn check_len(what: &str, values: &[f32], layout: &ParamLayout) -> Result<()> {
+/// Checks a write of `values` to `tensor`: a buffer the backend has (state only with an
+/// optimizer attached, logits never), and one model's worth of values.
+pub(crate) fn check_write(
+    tensor: Tensor,
+    values: &[f32],
+    layout: &ParamLayout,
+    optimizer: Option<&OptimizerConfig>,
+) -> Result<()> {
+    let what = match tensor {
+        Tensor::Params => "the parameters".to_string(),
+        Tensor::Grads => "the gradient".to_string(),
+        Tensor::Logits => return Err(crate::Error::Config("the logits cannot be written".into())),
+        Tensor::State(k) => {
+            let opt = optimizer.ok_or_else(no_optimizer)?;
+            let names = opt.kind.state_names();
+            let name = names.get(k).ok_or_else(|| {
+                crate::Error::Config(format!(
+                    "{} keeps {} state buffers ({}), not a buffer {k}",
+                    opt.kind,
+                    names.len(),
+                    names.join(", ")
+                ))
+            })?;
+            format!("optimizer state {name}")
+        }
+    };
     if values.len() == layout.len {
         Ok(())
     } else {
@@ -166,26 +279,9 @@ pub(crate) fn check_len(what: &str, values: &[f32], layout: &ParamLayout) -> Res
     }
 }
 
-/// Checks an optimizer state: one buffer per name of the optimizer, each as long as the model.
-pub(crate) fn check_state(
-    state: &[Vec<f32>],
-    opt: &OptimizerConfig,
-    layout: &ParamLayout,
-) -> Result<()> {
-    let names = opt.kind.state_names();
-    if state.len() != names.len() {
-        return Err(crate::Error::Config(format!(
-            "{} keeps {} state buffers ({}), {} were given",
-            opt.kind,
-            names.len(),
-            names.join(", "),
-            state.len()
-        )));
-    }
-    for (name, buffer) in names.iter().zip(state) {
-        check_len(&format!("optimizer state {name}"), buffer, layout)?;
-    }
-    Ok(())
+/// The error for an update or a state access with no optimizer attached.
+pub(crate) fn no_optimizer() -> crate::Error {
+    crate::Error::Config("no optimizer is attached: training needs one (attach_optimizer)".into())
 }
 
 /// A future that is already resolved (what the CPU backend returns).

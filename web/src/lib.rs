@@ -10,7 +10,7 @@
 //! running is refused with an error rather than interleaved.
 
 use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
-use gpumlp::backend::{argmax, Backend};
+use gpumlp::backend::{argmax, Backend, Tensor};
 use gpumlp::dataset::{split_sample, Dataset, Splits};
 use gpumlp::idx::CLASSES;
 use gpumlp::inference::probabilities;
@@ -176,9 +176,9 @@ impl Demo {
                 if inner.backend_label.to_lowercase().contains("swiftshader") {
                     ctx.tuning.lock().map_err(err)?.software = true;
                 }
-                Box::new(GpuBackend::new(ctx, &arch, &opt).map_err(err)?)
+                Box::new(GpuBackend::new(ctx, &arch).map_err(err)?)
             }
-            None => Box::new(CpuBackend::new(&arch, &opt)),
+            None => Box::new(CpuBackend::new(&arch)),
         };
         inner.trainer = Some(Trainer::new(config, backend, &inner.data).map_err(err)?);
         Ok(())
@@ -204,7 +204,7 @@ impl Demo {
         }
         let epoch = trainer.finish_epoch().await.map_err(err)?;
         let test = trainer.evaluate().await.map_err(err)?;
-        let params = trainer.backend.params().await.map_err(err)?;
+        let params = trainer.backend.read(Tensor::Params).await.map_err(err)?;
         inner.model = Some(Checkpoint {
             name: "trained".into(),
             architecture: trainer.config.architecture().map_err(err)?,

@@ -10,7 +10,7 @@
 
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
-use super::tuning::{GemmTuning, Shape, Variant, VARIANTS};
+use super::tuning::{GemmTuning, Shape, Variant};
 use crate::error::{Error, Result};
 use crate::idx::PIXELS;
 use crate::model::INPUT_SCALE;
@@ -142,7 +142,7 @@ impl GemmKernels {
     }
 
     /// The pipeline of `variant` for this layout and epilogue, compiled on first use.
-    fn pipeline(
+    pub(crate) fn pipeline(
         &self,
         ctx: &GpuContext,
         step: &wgpu::BindGroupLayout,
@@ -186,65 +186,6 @@ impl GemmKernels {
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
         Ok(pipeline)
     }
-
-    /// The variant for `shape`: the tuned choice, else timed now (tuning on), else the rule of
-    /// thumb.
-    fn choose(
-        &self,
-        ctx: &GpuContext,
-        step: &wgpu::BindGroupLayout,
-        tuning: &mut GemmTuning,
-        shape: Shape,
-    ) -> Result<Variant> {
-        if let Some(v) = tuning.force {
-            return Ok(v);
-        }
-        let key = shape.to_string();
-        if let Some(v) = tuning.choices.get(&key) {
-            return Ok(*v);
-        }
-        let max = ctx.limits.max_compute_invocations_per_workgroup;
-        if !tuning.enabled {
-            return Ok(tuning.rule_of_thumb(shape, max));
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        let start = std::time::Instant::now();
-        let timings = self.time_candidates(ctx, step, shape)?;
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            tuning.seconds += start.elapsed().as_secs_f64();
-        }
-        let best = timings
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(tuning.rule_of_thumb(shape, max), |(v, _)| *v);
-        tuning.choices.insert(key.clone(), best);
-        tuning.timings.insert(key, timings);
-        tuning.changed = true;
-        Ok(best)
-    }
-
-    /// Seconds per product of every candidate on `shape`, on synthetic operands: each timed as
-    /// a run of dispatches in one pass, after a warm-up, waiting for the device.
-    pub fn time_candidates(
-        &self,
-        ctx: &GpuContext,
-        step: &wgpu::BindGroupLayout,
-        shape: Shape,
-    ) -> Result<Vec<(Variant, f64)>> {
-        let bench = GemmBench::new(ctx, self, step, shape)?;
-        let mut out = Vec::new();
-        for variant in VARIANTS {
-            if variant.invocations() > ctx.limits.max_compute_invocations_per_workgroup {
-                continue;
-            }
-            out.push((
-                variant,
-                bench.seconds_per_product(ctx, self, step, variant)?,
-            ));
-        }
-        Ok(out)
-    }
 }
 
 /// The operands of a call: the buffers bound and how each is read.
@@ -260,12 +201,17 @@ pub(crate) struct GemmOperands<'a> {
     pub data: Option<(DataSide, [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2])>,
 }
 
-/// One product of the network with its bind group built once, and the pipeline chosen for each
-/// batch size it runs at.
+/// One product of the network with its bind group built once (a call reading a dataset bound
+/// again when another is uploaded), and the pipeline chosen for each batch size it runs at.
 pub(crate) struct GemmCall {
+    label: String,
+    /// The call's parameters, then A, B, C and aux: what every bind group holds.
+    buffers: [wgpu::Buffer; 5],
     /// Per split (train, test): a call reading the dataset has one for each uploaded split,
     /// the others the same bind group twice.
     binds: [Option<wgpu::BindGroup>; 2],
+    /// Which operand is read from the dataset, if any.
+    side: Option<DataSide>,
     params: GemmParams,
     layout: Layout,
     /// `(batch, pipeline, workgroups (x, y))`.
@@ -335,34 +281,67 @@ impl GemmCall {
         } else {
             ops.aux.0
         };
+        let mut call = GemmCall {
+            label: label.to_string(),
+            buffers: [
+                uniform,
+                ops.a.0.clone(),
+                ops.b.0.clone(),
+                ops.c.0.clone(),
+                aux.clone(),
+            ],
+            binds: [None, None],
+            side,
+            params,
+            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue, side),
+            chosen: Vec::new(),
+        };
+        call.bind_datasets(ctx, kernels, ops.data.map_or([None, None], |(_, d)| d));
+        Ok(call)
+    }
+
+    /// Binds each split's `(images, order)` where uploaded, for a call that reads the dataset
+    /// (the bounds of those reads are proven per dispatch: `bounds::dataset`). A call that reads
+    /// none binds placeholders once.
+    pub fn bind_datasets(
+        &mut self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        splits: [Option<(&wgpu::Buffer, &wgpu::Buffer)>; 2],
+    ) {
+        let [uniform, a, b, c, aux] = &self.buffers;
         let bind = |(images, order): (&wgpu::Buffer, &wgpu::Buffer)| {
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
+                label: Some(&self.label),
                 layout: &kernels.layout,
                 entries: &[
-                    entry(0, &uniform),
-                    entry(1, ops.a.0),
-                    entry(2, ops.b.0),
-                    entry(3, ops.c.0),
+                    entry(0, uniform),
+                    entry(1, a),
+                    entry(2, b),
+                    entry(3, c),
                     entry(4, aux),
                     entry(5, images),
                     entry(6, order),
                 ],
             })
         };
-        let binds = match ops.data {
-            Some((_, splits)) => splits.map(|s| s.map(bind)),
+        self.binds = match self.side {
+            Some(_) => splits.map(|s| s.map(bind)),
+            None if self.binds[0].is_some() => return,
             None => {
                 let one = bind((&kernels.placeholder, &kernels.placeholder));
                 [Some(one.clone()), Some(one)]
             }
         };
-        Ok(GemmCall {
-            binds,
-            params,
-            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue, side),
-            chosen: Vec::new(),
-        })
+    }
+
+    /// The bind group for `split` (for a call that reads no dataset, the one bind group).
+    pub fn bind_group(&self, split: usize) -> &wgpu::BindGroup {
+        self.binds[split].as_ref().expect("the split was uploaded")
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The shape this call runs at with `batch` rows.
@@ -408,18 +387,14 @@ impl GemmCall {
             .expect("prepared before encoding");
         // For a shorter batch the extra rows of tiles return at once (gemm.wgsl).
         pass.set_pipeline(pipeline);
-        pass.set_bind_group(
-            0,
-            self.binds[split].as_ref().expect("the split was uploaded"),
-            &[],
-        );
+        pass.set_bind_group(0, self.bind_group(split), &[]);
         pass.dispatch_workgroups(*x, *y, 1);
     }
 }
 
 /// The grid (x over columns, y over rows of tiles) of `variant` on `shape`, refused where a
 /// dimension passes the device's limit.
-fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Result<(u32, u32)> {
+pub(crate) fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Result<(u32, u32)> {
     let groups = shape.grid(variant);
     let max = ctx.limits.max_compute_workgroups_per_dimension;
     if groups.0 > max || groups.1 > max {
@@ -428,151 +403,6 @@ fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Result<(u32, 
         )));
     }
     Ok(groups)
-}
-
-/// One product alone on synthetic operands: what the tuner times and `gpumlp bench` reports.
-pub struct GemmBench {
-    bind: wgpu::BindGroup,
-    step_bind: wgpu::BindGroup,
-    shape: Shape,
-    layout: Layout,
-}
-
-impl GemmBench {
-    pub(crate) fn new(
-        ctx: &GpuContext,
-        kernels: &GemmKernels,
-        step: &wgpu::BindGroupLayout,
-        shape: Shape,
-    ) -> Result<Self> {
-        let device = &ctx.device;
-        let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
-        let largest = 4 * (m * k).max(k * n).max(m * n);
-        if largest > ctx.limits.max_storage_buffer_binding_size {
-            return Err(Error::Gpu(format!(
-                "a {shape} product needs {} MiB buffers, over this GPU's binding limit",
-                largest >> 20
-            )));
-        }
-        let filled = |label: &str, len: u64| {
-            // Padded to whole vec4s, as the backend's buffers are.
-            let data: Vec<f32> = (0..len.next_multiple_of(4))
-                .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
-                .collect();
-            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::cast_slice(&data),
-                usage: wgpu::BufferUsages::STORAGE,
-            })
-        };
-        let (a, b, c) = (
-            filled("bench a", m * k),
-            filled("bench b", k * n),
-            filled("bench c", m * n),
-        );
-        let operand = |transposed: bool, rows: u64, cols: u64| Operand {
-            offset: 0,
-            ld: if transposed { rows } else { cols },
-            transposed,
-        };
-        let call = GemmCall::new(
-            ctx,
-            kernels,
-            "bench gemm",
-            (shape.m, shape.n, shape.k, 0),
-            Epilogue::None,
-            GemmOperands {
-                a: (&a, operand(shape.a_t, m, k)),
-                b: (&b, operand(shape.b_t, k, n)),
-                c: (&c, 0),
-                aux: (&a, 0),
-                data: None,
-            },
-        )?;
-        let (_, step_bind) = super::step_table(&ctx.device, step, 1);
-        Ok(GemmBench {
-            bind: call.binds[0].clone().expect("bound for both splits"),
-            step_bind,
-            shape,
-            layout: call.layout,
-        })
-    }
-
-    /// Seconds per product with `variant`: one warm-up run (after the pipeline is compiled),
-    /// then enough repetitions in one pass to take about 2 ms, timed as
-    /// [`GpuContext::time_pass`] can (GPU timestamps, else the wall clock around the wait).
-    /// Natively only: a browser can neither wait for the GPU nor read a clock this way.
-    pub(crate) fn seconds_per_product(
-        &self,
-        ctx: &GpuContext,
-        kernels: &GemmKernels,
-        step: &wgpu::BindGroupLayout,
-        variant: Variant,
-    ) -> Result<f64> {
-        #[cfg(target_arch = "wasm32")]
-        {
-            let _ = (ctx, kernels, step, variant);
-            Err(Error::Gpu("GEMM timing needs a native build".into()))
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        {
-            let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-            let groups = workgroups(ctx, self.shape, variant)?;
-            let run = |reps: usize| {
-                ctx.time_pass("gemm timing", |pass| {
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &self.bind, &[]);
-                    pass.set_bind_group(1, &self.step_bind, &[0]);
-                    for _ in 0..reps {
-                        pass.dispatch_workgroups(groups.0, groups.1, 1);
-                    }
-                })
-            };
-            let once = run(1)?.max(1e-6);
-            let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
-            Ok(run(reps)? / reps as f64)
-        }
-    }
-}
-
-/// GEMMs alone, for `gpumlp bench`: a product's time with the variant the backend would choose,
-/// or with every candidate.
-pub struct GemmProbe {
-    kernels: GemmKernels,
-    step: wgpu::BindGroupLayout,
-}
-
-impl GemmProbe {
-    pub fn new(ctx: &GpuContext) -> Self {
-        GemmProbe {
-            kernels: GemmKernels::new(&ctx.device),
-            step: super::step_layout(&ctx.device),
-        }
-    }
-
-    /// The variant the backend runs `shape` with (tuned now if tuning is on and it is new) and
-    /// its seconds per product.
-    pub fn seconds(&self, ctx: &GpuContext, shape: Shape) -> Result<(Variant, f64)> {
-        let variant = {
-            let mut tuning = ctx.tuning.lock().expect("tuning lock");
-            self.kernels.choose(ctx, &self.step, &mut tuning, shape)?
-        };
-        let bench = GemmBench::new(ctx, &self.kernels, &self.step, shape)?;
-        Ok((
-            variant,
-            bench.seconds_per_product(ctx, &self.kernels, &self.step, variant)?,
-        ))
-    }
-
-    /// Every candidate's seconds per product on `shape`, timed now; the fastest becomes the
-    /// shape's choice in `ctx.tuning`.
-    pub fn candidates(&self, ctx: &GpuContext, shape: Shape) -> Result<Vec<(Variant, f64)>> {
-        let mut tuning = ctx.tuning.lock().expect("tuning lock");
-        tuning.choices.remove(&shape.to_string());
-        tuning.enabled = true;
-        self.kernels.choose(ctx, &self.step, &mut tuning, shape)?;
-        Ok(tuning.timings[&shape.to_string()].clone())
-    }
 }
 
 #[cfg(test)]
@@ -614,43 +444,5 @@ mod tests {
         assert!(!odd(op(0, 786, false), (128, 4, 784, 0)));
         assert!(!odd(op(0, 128, true), (128, 4, 784, BATCH_M)));
         assert!(odd(op(0, 128, true), (128, 4, 784, 0)));
-    }
-
-    #[test]
-    fn the_rule_of_thumb_keeps_64_workgroups_where_it_can() {
-        let shape = |m, n| Shape {
-            m,
-            n,
-            k: 256,
-            a_t: false,
-            b_t: false,
-        };
-        assert_eq!(shape(4096, 4096).default_variant(1024), VARIANTS[0]);
-        // 128 x 512: 128x128 tiles give 4 workgroups; 32x32 gives 64.
-        assert_eq!(
-            shape(128, 512).default_variant(1024).to_string(),
-            "32x32/4x4"
-        );
-        // A device allowing 128 invocations per workgroup never gets a 256-invocation variant.
-        assert!(shape(4096, 4096).default_variant(128).invocations() <= 128);
-    }
-
-    #[test]
-    fn a_tuning_file_round_trips_and_is_refused_for_another_device_or_variant() {
-        let mut t = GemmTuning {
-            device: "GPU X (vulkan, driver 1)".into(),
-            ..Default::default()
-        };
-        t.choices.insert("128x784x512 NT".into(), VARIANTS[2]);
-        let json = t.to_json();
-        let back = GemmTuning::from_json(&json, &t.device).unwrap();
-        assert_eq!(back.choices, t.choices);
-        assert!(GemmTuning::from_json(&json, "GPU Y").is_err());
-        assert!(GemmTuning::from_json("{ not json", &t.device).is_err());
-        let foreign = json.replace("\"bm\": 64", "\"bm\": 96");
-        let err = GemmTuning::from_json(&foreign, &t.device)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not one this gpumlp has"), "{err}");
     }
 }
