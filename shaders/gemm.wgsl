@@ -3,20 +3,24 @@
 //   C[i, j] = epilogue( sum_k A[i, k] * B[k, j] )        C is M x N, row-major at c_off
 //   A[i, k] = a[a_off + i*lda + k]    (A_T false)   or   a[a_off + k*lda + i]    (A_T true)
 //   B[k, j] = b[b_off + k*ldb + j]    (B_T false)   or   b[b_off + j*ldb + k]    (B_T true)
-//   epilogue 0: none          1: + bias[j]          2: relu(. + bias[j])
-//            3: . * (mask[i, j] > 0), ReLU's derivative read off its output
+//   epilogue 0: none          1: + bias[j]          2: activate(z), z = . + bias[j]
+//               (KEEP_PRE: z also written to c[pre_off + i*N + j], for an activation whose
+//               derivative needs it)
+//            3: backward(., x[i, j]): the activation's derivative, with x its output or, where
+//               it needs that, its pre-activation
 //            4: none, and db[i] = sum_k A[i, k] as well (the bias gradient, written by the
 //               workgroups of the first column of tiles into c[db_off + i])
-//   (bias = aux[aux_off + j]; mask = aux[aux_off + i*N + j])
+//   (bias = aux[aux_off + j]; x = aux[aux_off + i*N + j]; `activate` and `backward` are the
+//   run's activation, put in front of this file by the host: gpumlp::activation)
 //   A_FROM_DATA: A[i, k] = pixel k of image order[o + i] * INPUT_SCALE     (o = step.order_offset)
 //   B_FROM_DATA: B[k, j] = pixel j of image order[o + k] * INPUT_SCALE
 //   (the first layer's input read straight from the resident dataset, bytes packed four to a
 //   u32, through the step's shuffled order: no separate gather kernel, no input batch buffer)
 //
 // The MLP's products, with W [out, in] and activations [B, in] row-major:
-//   forward   Z  = X @ W^T (+ b, ReLU)    M = B,   N = out, K = in    A_T false, B_T true
+//   forward   Z  = X @ W^T (+ b, f)       M = B,   N = out, K = in    A_T false, B_T true
 //   backward  dW = dZ^T @ X  (db = dZ^T 1) M = out, N = in,  K = B     A_T true,  B_T false
-//             dX = dZ @ W (* ReLU')       M = B,   N = in,  K = out   A_T false, B_T false
+//             dX = dZ @ W (* f')          M = B,   N = in,  K = out   A_T false, B_T false
 // (X of the first layer from the dataset: A_FROM_DATA forward, B_FROM_DATA for its dW.)
 // The batch changes on an epoch's last step, so `batch_dim` says which of M or K is the batch,
 // taken from the step's slot.
@@ -47,7 +51,15 @@ struct Gemm {
     c_off: u32,
     aux_off: u32,
     db_off: u32,
+    pre_off: u32,
 }
+
+// The epilogues' codes (`Epilogue` on the host: a test holds the two together).
+const EPILOGUE_NONE: u32 = 0u;
+const EPILOGUE_BIAS: u32 = 1u;
+const EPILOGUE_BIAS_ACTIVATE: u32 = 2u;
+const EPILOGUE_ACTIVATION_GRAD: u32 = 3u;
+const EPILOGUE_ROW_SUMS: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> g: Gemm;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
@@ -70,6 +82,7 @@ override B_FROM_DATA: bool = false;
 override PIXELS: u32 = 784u;
 override INPUT_SCALE: f32 = 0.003921569;
 override EPILOGUE: u32 = 0u;
+override KEEP_PRE: bool = false;
 // Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
 override WG: u32 = 256u;
 
@@ -250,7 +263,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let b0 = b_s[base + kk * b4 + tx * (TN / 4u)];
             let a0 = a_s[base + kk * a4 + ty * (TM / 4u)];
             r0c0 += a0.x * b0; r1c0 += a0.y * b0; r2c0 += a0.z * b0; r3c0 += a0.w * b0;
-            if (EPILOGUE == 4u) { sum0 += a0; }
+            if (EPILOGUE == EPILOGUE_ROW_SUMS) { sum0 += a0; }
             if (TN == 8u) {
                 let b1 = b_s[base + kk * b4 + tx * 2u + 1u];
                 r0c1 += a0.x * b1; r1c1 += a0.y * b1; r2c1 += a0.z * b1; r3c1 += a0.w * b1;
@@ -262,7 +275,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (TM == 8u) {
                 let a1 = a_s[base + kk * a4 + ty * 2u + 1u];
                 r4c0 += a1.x * b0; r5c0 += a1.y * b0; r6c0 += a1.z * b0; r7c0 += a1.w * b0;
-                if (EPILOGUE == 4u) { sum1 += a1; }
+                if (EPILOGUE == EPILOGUE_ROW_SUMS) { sum1 += a1; }
             }
         }
         workgroupBarrier();
@@ -276,7 +289,7 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         if (i >= m) {
             break;
         }
-        if (EPILOGUE == 4u && wid.x == 0u && tx == 0u) {
+        if (EPILOGUE == EPILOGUE_ROW_SUMS && wid.x == 0u && tx == 0u) {
             c[g.db_off + i] = row_sum[r / 4u][r % 4u];
         }
         for (var q = 0u; q < TN / 4u; q++) {
@@ -285,9 +298,13 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
                 if (j < n) {
                     var v = acc[r * 2u + q][s];
                     switch EPILOGUE {
-                        case 1u: { v += aux[g.aux_off + j]; }
-                        case 2u: { v = max(v + aux[g.aux_off + j], 0.0); }
-                        case 3u: { if (aux[g.aux_off + i * n + j] <= 0.0) { v = 0.0; } }
+                        case EPILOGUE_BIAS: { v += aux[g.aux_off + j]; }
+                        case EPILOGUE_BIAS_ACTIVATE: {
+                            let z = v + aux[g.aux_off + j];
+                            if (KEEP_PRE) { c[g.pre_off + i * n + j] = z; }
+                            v = activate(z);
+                        }
+                        case EPILOGUE_ACTIVATION_GRAD: { v = backward(v, aux[g.aux_off + i * n + j]); }
                         default: {}
                     }
                     c[g.c_off + i * n + j] = v;

@@ -54,10 +54,16 @@ fn state_tensor(name: &str) -> String {
     format!("optimizer.{name}")
 }
 
+fn relu() -> String {
+    Activation::Relu.to_string()
+}
+
 #[derive(Serialize, Deserialize)]
 struct Meta {
     format_version: u32,
     architecture: Vec<usize>,
+    /// Absent from checkpoints written before the activation was a setting: ReLU.
+    #[serde(default = "relu")]
     activation: String,
     input_scale: f32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -177,7 +183,9 @@ impl Checkpoint {
                 t.config
                     .validate()
                     .map_err(|e| bad(format!("training settings: {e}")))?;
-                if t.config.hidden != architecture.hidden() {
+                if t.config.hidden != architecture.hidden()
+                    || t.config.activation != architecture.activation
+                {
                     return Err(bad(
                         "training settings disagree with the architecture".into()
                     ));

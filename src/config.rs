@@ -1,7 +1,7 @@
 //! The settings of a training run, checked once here for every front end.
 
 use crate::error::{Error, Result, Setting};
-use crate::model::Architecture;
+use crate::model::{Activation, Architecture};
 use crate::optim::{OptimizerConfig, OptimizerKind, Schedule};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,9 @@ pub const MAX_EPOCHS: usize = 100_000;
 pub struct TrainConfig {
     /// Hidden layer widths.
     pub hidden: Vec<usize>,
+    /// The hidden layers' activation (a run saved before it was a setting is ReLU).
+    #[serde(default)]
+    pub activation: Activation,
     /// Total epochs of the run (the schedule spans them all).
     pub epochs: usize,
     pub batch: usize,
@@ -28,6 +31,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             hidden: vec![512, 256],
+            activation: Activation::Relu,
             epochs: 20,
             batch: 128,
             optimizer: OptimizerConfig::new(OptimizerKind::Adam),
@@ -39,7 +43,7 @@ impl Default for TrainConfig {
 
 impl TrainConfig {
     pub fn architecture(&self) -> Result<Architecture> {
-        Architecture::mlp(&self.hidden)
+        Ok(Architecture::mlp(&self.hidden)?.with_activation(self.activation))
     }
 
     /// Rejects settings that cannot train, naming the setting.

@@ -4,7 +4,8 @@
 //! in the command-line program (`native/`) and in the browser (`web/`):
 //! - [`idx`] and [`dataset`]: the IDX format, checked before anything is allocated, and the
 //!   built-in sample of 10,000 real MNIST digits;
-//! - [`model`]: the architecture, its activation and the flat parameter buffer's offsets table;
+//! - [`model`]: the architecture and the flat parameter buffer's offsets table;
+//! - [`activation`]: the hidden layers' activations, each defined once for the CPU and the GPU;
 //! - [`config`]: a training run's settings, parsed and checked once for every front end;
 //! - [`backend`]: the `Backend` seam, the multi-threaded CPU backend and the wgpu/WGSL GPU backend;
 //! - [`optim`], [`train`]: optimizers, schedules and the training loop;
@@ -13,6 +14,7 @@
 //! - [`inference`]: class probabilities from a trained model;
 //! - [`preprocess`]: turning a photo or drawing of a digit into an MNIST-like 28x28 image.
 
+pub mod activation;
 pub mod backend;
 pub mod checkpoint;
 pub mod collective;

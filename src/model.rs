@@ -18,56 +18,7 @@ use std::str::FromStr;
 /// Pixels are scaled by this before the first layer (u8 0..=255 to 0..=1).
 pub const INPUT_SCALE: f32 = 1.0 / 255.0;
 
-/// The nonlinearity after every hidden layer. Named here once: the CPU backend applies it through
-/// these methods, the GPU backend picks its GEMM epilogues by it, and checkpoints record it and
-/// refuse one they do not know.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Activation {
-    #[default]
-    Relu,
-}
-
-impl Activation {
-    pub const ALL: [Activation; 1] = [Activation::Relu];
-
-    /// `f(z)`.
-    #[inline]
-    pub fn apply(self, z: f32) -> f32 {
-        match self {
-            Activation::Relu => z.max(0.0),
-        }
-    }
-
-    /// `df/dz` times `d`, read off the activation's output `a = f(z)` (so backward needs no
-    /// copy of `z`). Written as a select so it vectorises.
-    #[inline]
-    pub fn backward_from_output(self, d: f32, a: f32) -> f32 {
-        match self {
-            Activation::Relu => {
-                if a > 0.0 {
-                    d
-                } else {
-                    0.0
-                }
-            }
-        }
-    }
-}
-
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(match self {
-            Activation::Relu => "relu",
-        })
-    }
-}
-
-impl FromStr for Activation {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Setting::Activation.one_of(s, &Self::ALL)
-    }
-}
+pub use crate::activation::Activation;
 
 /// Layer widths from input to output, e.g. `[784, 512, 256, 10]`, and the hidden activation.
 ///

@@ -6,7 +6,7 @@
 //! (format 1, commit 7a57b9f): `gpumlp train --data mnist-sample --hidden 8 --epochs 2` with
 //! `--optimizer adam`, and with `--optimizer sgd --momentum 0.8 --schedule step`, on the CPU.
 
-use gpumlp::{dataset, Checkpoint, CpuBackend, OptimizerKind, Trainer};
+use gpumlp::{dataset, Activation, Checkpoint, CpuBackend, OptimizerKind, Trainer};
 use pollster::block_on;
 use safetensors::SafeTensors;
 
@@ -84,7 +84,7 @@ fn format_1_checkpoints_load_and_resume_as_they_did() {
 fn an_unknown_activation_is_refused() {
     let ckpt = Checkpoint::from_bytes("v1", V1_ADAM).unwrap();
     let bytes = ckpt.to_bytes().unwrap();
-    // Same length, so the header's offsets stay valid: "relu" -> "gelu" in the JSON header.
+    // Same length, so the header's offsets stay valid: "relu" -> "selu" in the JSON header.
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let at = bytes[8..8 + header_len]
         .windows(4)
@@ -92,12 +92,34 @@ fn an_unknown_activation_is_refused() {
         .expect("the activation is in the header")
         + 8;
     let mut spoiled = bytes.clone();
-    spoiled[at..at + 4].copy_from_slice(b"gelu");
+    spoiled[at..at + 4].copy_from_slice(b"selu");
     let err = Checkpoint::from_bytes("odd.st", &spoiled)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("odd.st") && err.contains("'gelu'") && err.contains("activation"),
+        err.contains("odd.st") && err.contains("'selu'") && err.contains("activation"),
         "{err}"
     );
+}
+
+#[test]
+fn a_checkpoint_without_an_activation_is_relu_and_resumes() {
+    // A format-1 checkpoint's training settings predate the activation setting; blank out its
+    // metadata's `"activation":"relu",` too (spaces: the same length, so the header's offsets
+    // stay valid), as a checkpoint written before either existed.
+    let bytes = V1_ADAM.to_vec();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let key = br#"\"activation\":\"relu\","#;
+    let mut old = bytes.clone();
+    let header = &mut old[8..8 + header_len];
+    let at = header
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the metadata names the activation");
+    header[at..at + key.len()].fill(b' ');
+    let loaded = Checkpoint::from_bytes("old.st", &old).unwrap();
+    let ckpt = Checkpoint::from_bytes("v1", V1_ADAM).unwrap();
+    assert_eq!(loaded.architecture.activation, Activation::Relu);
+    assert_eq!(loaded.params, ckpt.params);
+    assert_eq!(resume_to_3(&loaded).0, resume_to_3(&ckpt).0);
 }

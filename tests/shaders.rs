@@ -2,17 +2,19 @@
 //! common prelude in front), without needing a GPU.
 
 use gpumlp::backend::gpu::kernels;
+use gpumlp::Activation;
 
 #[test]
 fn every_kernel_file_validates_with_naga() {
-    assert_eq!(kernels::FILES.len(), 3);
     // Each file as compiled without subgroup operations and with them (the reducing kernels
-    // differ; the subgroup version needs the device's SUBGROUP capability).
-    for ((file, _), subgroups) in kernels::FILES
+    // differ; the subgroup version needs the device's SUBGROUP capability), with each
+    // activation's functions injected (the GEMM calls them).
+    for (((file, _), subgroups), activation) in kernels::FILES
         .iter()
         .flat_map(|f| [(*f, false), (*f, true)])
+        .flat_map(|f| Activation::ALL.map(|a| (f, a)))
     {
-        let source = kernels::source(file, subgroups);
+        let source = kernels::source(file, subgroups, &activation.wgsl());
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{file} does not parse:\n{}", e.emit_to_string(&source)));
         let capabilities = if subgroups {
@@ -26,7 +28,7 @@ fn every_kernel_file_validates_with_naga() {
             .validate(&module)
             .unwrap_or_else(|e| {
                 panic!(
-                    "{file} (subgroups {subgroups}) does not validate:\n{}",
+                    "{file} (subgroups {subgroups}, {activation}) does not validate:\n{}",
                     e.emit_to_string(&source)
                 )
             });

@@ -292,11 +292,14 @@ fn settings_parse_and_display_as_users_write_them() {
     assert_eq!(err, "optimizer: 'adamw' is not adam or sgd");
     let err = "linear".parse::<Schedule>().unwrap_err().to_string();
     assert_eq!(err, "schedule: 'linear' is not constant, step or cosine");
-    let err = "gelu"
+    let err = "swish"
         .parse::<gpumlp::Activation>()
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "activation: 'gelu' is not relu");
+    assert_eq!(
+        err,
+        "activation: 'swish' is not relu, leaky-relu, tanh, sigmoid or gelu"
+    );
     assert_eq!(
         OptimizerConfig::new(OptimizerKind::Sgd).to_string(),
         "sgd lr 0.05 momentum 0.9"

@@ -2,7 +2,7 @@
 // charts, the grid of test digits, the drawing canvas, and saving and loading models.
 //
 // Scripted use (tests, other tools) relies on: URL parameters hidden, batch, lr, epochs,
-// optimizer, backend=webgpu|cpu, autostart=1; element ids backend, start, status, epoch,
+// optimizer, activation, backend=webgpu|cpu, autostart=1; element ids backend, start, status, epoch,
 // test-accuracy, draw, prediction; and window.gpumlp = { demo, predictDrawing }.
 
 import init, { Demo } from './pkg/gpumlp_web.js';
@@ -98,6 +98,7 @@ function settings() {
     lr: Number($('lr').value),
     optimizer: $('optimizer').value,
     epochs: Number($('epochs').value),
+    activation: $('activation').value,
   };
 }
 
@@ -106,7 +107,7 @@ async function train() {
   const progress = demo.progress();
   if (progress[3] === 0 || progress[2] >= progress[3]) {
     const s = settings();
-    await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs);
+    await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs, s.activation);
     history = [];
     drawCharts();
   }
@@ -188,7 +189,7 @@ function predictDrawing() {
 }
 
 async function main() {
-  for (const [name, id] of [['hidden', 'hidden'], ['batch', 'batch'], ['lr', 'lr'], ['epochs', 'epochs'], ['optimizer', 'optimizer']]) {
+  for (const [name, id] of [['hidden', 'hidden'], ['batch', 'batch'], ['lr', 'lr'], ['epochs', 'epochs'], ['optimizer', 'optimizer'], ['activation', 'activation']]) {
     if (params.has(name)) $(id).value = params.get(name);
   }
   await init();
@@ -211,7 +212,7 @@ async function main() {
     running = false;
     await new Promise((r) => setTimeout(r, 50));
     const s = settings();
-    await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs).catch(fail);
+    await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs, s.activation).catch(fail);
     history = []; drawCharts(); setStatus('idle');
     $('epoch').textContent = '0/0'; $('step').textContent = '0/0'; $('test-accuracy').textContent = '0';
   };

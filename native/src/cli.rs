@@ -5,7 +5,7 @@
 use crate::data::DataSource;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use gpumlp::{Architecture, OptimizerKind, Schedule, Setting};
+use gpumlp::{Activation, Architecture, OptimizerKind, Schedule, Setting};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -51,6 +51,9 @@ pub struct TrainArgs {
     /// Samples per step [default: 128]
     #[arg(long)]
     pub batch: Option<usize>,
+    /// The hidden layers' activation [default: relu]
+    #[arg(long, value_parser = one_of(&Activation::ALL))]
+    pub activation: Option<Activation>,
     /// Optimizer [default: adam]
     #[arg(long, value_parser = one_of(&OptimizerKind::ALL))]
     pub optimizer: Option<OptimizerKind>,

@@ -70,8 +70,9 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     let on = devices_text(&rank_devices);
     if lead {
         eprintln!(
-            "training {} on {} ({} train / {} test) with {} on {on}, epochs {}..{}",
+            "training {} ({}) on {} ({} train / {} test) with {} on {on}, epochs {}..{}",
             arch,
+            arch.activation,
             data.name,
             data.train.len(),
             data.test.len(),
@@ -201,7 +202,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
                 "allreduce": job.traffic(),
                 "data": { "name": data.name, "train": data.train.len(), "test": data.test.len() },
                 "config": {
-                    "hidden": c.hidden, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
+                    "hidden": c.hidden, "activation": c.activation, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
                     "schedule": c.schedule, "seed": c.seed,
                 },
                 "model": args.save,
@@ -219,6 +220,7 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
         if let Some(arch) = &args.hidden {
             c.hidden = arch.hidden().to_vec();
         }
+        c.activation = args.activation.unwrap_or(c.activation);
         if let Some(kind) = args.optimizer {
             c.optimizer = OptimizerConfig::new(kind);
         }
@@ -244,6 +246,10 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
             args.hidden.as_ref().map(|h| h.hidden() != saved.hidden),
         ),
         ("--batch", args.batch.map(|b| b != saved.batch)),
+        (
+            "--activation",
+            args.activation.map(|a| a != saved.activation),
+        ),
         (
             "--optimizer",
             args.optimizer.map(|o| o != saved.optimizer.kind),

@@ -5,8 +5,10 @@
 //!   forward   `Z = A @ W^T + b`            A `[B,I]`, W `[O,I]`, Z `[B,O]`; `A' = f(Z)`
 //!   backward  `dW = dZ^T @ A`   `[O,I]`;  `db = sum_rows(dZ)`  `[O]`
 //!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * f'` (not needed for layer 0)
-//! with `f` the architecture's [`Activation`](crate::model::Activation) (ReLU, `f'` read off `A'`)
-//! and at the top `dZ = (softmax(Z) - onehot(y)) / B`, the gradient of the mean cross-entropy.
+//! with `f` the architecture's [`Activation`](crate::model::Activation) (`f'` read off `A'`, or
+//! off `Z`, kept for that, where the activation needs it) and at the top
+//! `dZ = (softmax(Z) - onehot(y)) / mean_over`: `mean_over` is the batch for the gradient of its
+//! mean cross-entropy, a global batch for a data-parallel rank's share of it.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
 //! (see README); its threads come from rayon (none on wasm32: see `parallel.rs`). Every reduction outside the GEMMs runs in a fixed
 //! order, so a seed gives bit-identical results run after run.
@@ -32,9 +34,12 @@ pub struct CpuBackend {
     optimizer: Option<(OptimizerConfig, Vec<Vec<f32>>)>,
     train: Dataset,
     test: Dataset,
-    /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after ReLU, and the
-    /// last one the logits; each `[B, sizes[l]]`.
+    /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after the
+    /// activation, and the last one the logits; each `[B, sizes[l]]`.
     acts: Vec<Vec<f32>>,
+    /// `pre[l]` layer `l-1`'s output before the activation, kept for hidden layers only where
+    /// the activation's derivative needs it (empty otherwise).
+    pre: Vec<Vec<f32>>,
     /// Softmax of the logits, `[B, 10]`.
     probs: Vec<f32>,
     /// Gradients of the loss with respect to each layer's pre-activation `Z`, `[B, sizes[l+1]]`.
@@ -65,6 +70,7 @@ impl CpuBackend {
             train: empty.clone(),
             test: empty,
             acts: vec![Vec::new(); arch.sizes.len()],
+            pre: vec![Vec::new(); arch.sizes.len()],
             probs: Vec::new(),
             dz: vec![Vec::new(); arch.layers()],
             labels: Vec::new(),
@@ -89,6 +95,19 @@ impl CpuBackend {
         self.batch = b;
         for (l, a) in self.acts.iter_mut().enumerate() {
             a.resize(b * self.arch.sizes[l], 0.0);
+        }
+        if self.arch.activation.needs_pre_activation() {
+            let hidden = 1..self.arch.layers();
+            for (l, z) in self.pre.iter_mut().enumerate() {
+                z.resize(
+                    if hidden.contains(&l) {
+                        b * self.arch.sizes[l]
+                    } else {
+                        0
+                    },
+                    0.0,
+                );
+            }
         }
         for (l, d) in self.dz.iter_mut().enumerate() {
             d.resize(b * self.arch.sizes[l + 1], 0.0);
@@ -342,6 +361,9 @@ impl Backend for CpuBackend {
             matmul(z, Mat::new(a, b, inp), weight.t(), true);
             if l + 1 < layers {
                 let f = self.arch.activation;
+                if f.needs_pre_activation() {
+                    self.pre[l + 1].copy_from_slice(z);
+                }
                 z.iter_mut().for_each(|x| *x = f.apply(*x));
             }
         }
@@ -399,9 +421,14 @@ impl Backend for CpuBackend {
                 let da = &mut below[l - 1];
                 matmul(da, dz, Mat::new(&self.params[w], out, inp), false);
                 let f = self.arch.activation;
+                let x = if f.needs_pre_activation() {
+                    &self.pre[l]
+                } else {
+                    &self.acts[l]
+                };
                 da.iter_mut()
-                    .zip(&self.acts[l])
-                    .for_each(|(d, &a)| *d = f.backward_from_output(*d, a));
+                    .zip(x)
+                    .for_each(|(d, &x)| *d = f.backward(*d, x));
             }
         }
         Ok(())

@@ -16,8 +16,8 @@ use gpumlp::idx::CLASSES;
 use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
 use gpumlp::{
-    Architecture, Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, Setting,
-    TrainConfig, Trainer,
+    Activation, Architecture, Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule,
+    Setting, TrainConfig, Trainer,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -143,7 +143,8 @@ impl Demo {
         ))
     }
 
-    /// Starts a new run (dropping the current one) with these settings.
+    /// Starts a new run (dropping the current one) with these settings; `activation` (relu,
+    /// leaky-relu, tanh, sigmoid, gelu) may be left out: ReLU.
     // The borrow is held across awaits on purpose: it is the "one call at a time" lock.
     #[allow(clippy::await_holding_refcell_ref)]
     pub async fn configure(
@@ -153,14 +154,23 @@ impl Demo {
         lr: f32,
         optimizer: String,
         epochs: u32,
+        activation: Option<String>,
     ) -> Result<(), JsError> {
         let mut inner = self.inner()?;
-        let arch: Architecture = hidden.parse().map_err(field_err)?;
+        let activation: Activation = match activation {
+            Some(name) => name.parse().map_err(field_err)?,
+            None => Activation::default(),
+        };
+        let arch = hidden
+            .parse::<Architecture>()
+            .map_err(field_err)?
+            .with_activation(activation);
         let kind: OptimizerKind = optimizer.parse().map_err(field_err)?;
         let mut opt = OptimizerConfig::new(kind);
         opt.lr = lr;
         let config = TrainConfig {
             hidden: arch.hidden().to_vec(),
+            activation,
             epochs: epochs as usize,
             batch: batch as usize,
             optimizer: opt,

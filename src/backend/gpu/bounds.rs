@@ -70,7 +70,10 @@ pub enum EpilogueReach {
     None,
     /// A bias of N values at this offset of `aux`.
     Bias(u64),
-    /// An M x N mask at this offset of `aux`.
+    /// A bias at the first offset of `aux`, and the M x N pre-activation kept at the second
+    /// offset of `c`.
+    BiasKeepingPre(u64, u64),
+    /// An M x N input of the activation's derivative at this offset of `aux`.
     Mask(u64),
     /// M bias-gradient values written at this offset of `c`.
     RowSums(u64),
@@ -113,6 +116,14 @@ pub fn gemm(
     match epilogue {
         EpilogueReach::None => Ok(()),
         EpilogueReach::Bias(off) => inside("GEMM bias", (n > 0).then(|| off + n - 1), buffers.aux),
+        EpilogueReach::BiasKeepingPre(off, pre) => {
+            inside("GEMM bias", (n > 0).then(|| off + n - 1), buffers.aux)?;
+            inside(
+                "GEMM pre-activation",
+                Operand::row_major(pre, n).last(m, n),
+                buffers.c,
+            )
+        }
         EpilogueReach::Mask(off) => inside(
             "GEMM mask",
             Operand::row_major(off, n).last(m, n),
@@ -288,6 +299,10 @@ mod tests {
         assert!(small(EpilogueReach::Mask(69), big).is_err());
         let sums = GemmBuffers { c: 40, ..big };
         assert!(small(EpilogueReach::RowSums(37), sums).is_err());
+        // A 4 x 8 pre-activation kept at offset 32 of C needs 64 values there.
+        let keep = GemmBuffers { c: 64, ..big };
+        assert!(small(EpilogueReach::BiasKeepingPre(0, 32), keep).is_ok());
+        assert!(small(EpilogueReach::BiasKeepingPre(0, 33), keep).is_err());
         // Indices past u32 are refused even where a buffer would be that large.
         let huge = GemmBuffers {
             a: u64::MAX,

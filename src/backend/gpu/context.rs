@@ -125,8 +125,8 @@ impl GpuContext {
         device_kind(self.info.device_type)
     }
 
-    /// A pipeline for `entry` of kernel `file` with the given pipeline-overridable constants, its
-    /// own bind group 0, and the step table as group 1.
+    /// A pipeline for `entry` of kernel `file` (with the `injected` functions it calls) and the
+    /// given pipeline-overridable constants, its own bind group 0, and the step table as group 1.
     pub(crate) fn pipeline(
         &self,
         file: &str,
@@ -134,10 +134,13 @@ impl GpuContext {
         group0: &wgpu::BindGroupLayout,
         step: &wgpu::BindGroupLayout,
         constants: &[(&str, f64)],
+        injected: &str,
     ) -> wgpu::ComputePipeline {
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(file),
-            source: wgpu::ShaderSource::Wgsl(kernels::source(file, self.subgroups).into()),
+            source: wgpu::ShaderSource::Wgsl(
+                kernels::source(file, self.subgroups, injected).into(),
+            ),
         };
         let module = if self.checked {
             self.device.create_shader_module(desc)

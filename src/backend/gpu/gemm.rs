@@ -13,12 +13,12 @@ use super::context::{entry, storage, uniform, words, GpuContext};
 use super::tuning::{GemmTuning, Shape, Variant};
 use crate::error::{Error, Result};
 use crate::idx::PIXELS;
-use crate::model::INPUT_SCALE;
+use crate::model::{Activation, INPUT_SCALE};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
-/// Mirrors `Gemm` in gemm.wgsl.
+/// `Gemm` in gemm.wgsl (a test holds the two layouts together: `wgsl_layouts`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct GemmParams {
@@ -33,22 +33,51 @@ pub(crate) struct GemmParams {
     pub c_off: u32,
     pub aux_off: u32,
     pub db_off: u32,
-    pub _pad: u32,
+    /// Where epilogue 2 keeps the pre-activation, in C's buffer (when `KEEP_PRE`).
+    pub pre_off: u32,
 }
 
 /// Which of M or K follows the step's batch size (gemm.wgsl's `batch_dim`).
 pub(crate) const BATCH_M: u32 = 1;
 pub(crate) const BATCH_K: u32 = 2;
 
-/// gemm.wgsl's epilogues.
+/// gemm.wgsl's epilogues, each the value of the WGSL constant [`Epilogue::wgsl_name`] names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Epilogue {
     None = 0,
+    /// `+ bias[j]`.
     Bias = 1,
-    BiasRelu = 2,
-    ReluMask = 3,
+    /// `activate(. + bias[j])`, the pre-activation kept beside C where the activation's
+    /// derivative needs it.
+    BiasActivate = 2,
+    /// `backward(., aux[i, j])`: the activation's derivative applied, read off its output or
+    /// its pre-activation.
+    ActivationGrad = 3,
     /// No change to C, and the row sums of A (the bias gradient) written beside it.
     RowSums = 4,
+}
+
+/// The codes as the layout test checks them against gemm.wgsl.
+#[cfg(test)]
+impl Epilogue {
+    pub const ALL: [Epilogue; 5] = [
+        Epilogue::None,
+        Epilogue::Bias,
+        Epilogue::BiasActivate,
+        Epilogue::ActivationGrad,
+        Epilogue::RowSums,
+    ];
+
+    /// The WGSL constant of this epilogue's code.
+    pub fn wgsl_name(self) -> &'static str {
+        match self {
+            Epilogue::None => "EPILOGUE_NONE",
+            Epilogue::Bias => "EPILOGUE_BIAS",
+            Epilogue::BiasActivate => "EPILOGUE_BIAS_ACTIVATE",
+            Epilogue::ActivationGrad => "EPILOGUE_ACTIVATION_GRAD",
+            Epilogue::RowSums => "EPILOGUE_ROW_SUMS",
+        }
+    }
 }
 
 /// How a call reads its operands and ends: A transposed, B transposed, A read four elements at
@@ -63,6 +92,10 @@ pub(crate) struct Layout {
     pub a_data: bool,
     pub b_data: bool,
     pub epilogue: Epilogue,
+    /// The activation epilogues 2 and 3 apply (compiled into the pipeline).
+    pub activation: Activation,
+    /// Epilogue 2 keeps the pre-activation at `pre_off` of C's buffer.
+    pub keep_pre: bool,
 }
 
 /// Which operand of a call is the first layer's input, read straight from the dataset.
@@ -82,6 +115,7 @@ impl Layout {
         b: Operand,
         epilogue: Epilogue,
         data: Option<DataSide>,
+        (activation, keep_pre): (Activation, bool),
     ) -> Self {
         let aligned = |o: Operand, extent: u32, extent_is_batch: bool| {
             o.offset % 4 == 0 && o.ld % 4 == 0 && extent % 4 == 0 && !extent_is_batch
@@ -104,6 +138,8 @@ impl Layout {
             a_data: data == Some(DataSide::A),
             b_data: data == Some(DataSide::B),
             epilogue,
+            activation,
+            keep_pre,
         }
     }
 }
@@ -180,8 +216,10 @@ impl GemmKernels {
                 ("PIXELS", PIXELS as f64),
                 ("INPUT_SCALE", INPUT_SCALE as f64),
                 ("EPILOGUE", layout.epilogue as u32 as f64),
+                ("KEEP_PRE", flag(layout.keep_pre)),
                 ("WG", variant.invocations() as f64),
             ],
+            &layout.activation.wgsl(),
         );
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
         Ok(pipeline)
@@ -194,8 +232,12 @@ pub(crate) struct GemmOperands<'a> {
     pub b: (&'a wgpu::Buffer, Operand),
     /// C and the offset it starts at.
     pub c: (&'a wgpu::Buffer, u64),
-    /// Bias or mask (unused otherwise) and its offset.
+    /// Bias, or the activation's output or pre-activation for its derivative (unused
+    /// otherwise), and its offset.
     pub aux: (&'a wgpu::Buffer, u64),
+    /// The activation applied by epilogues 2 and 3, and for epilogue 2 where in C's buffer it
+    /// keeps the pre-activation (None: not kept).
+    pub activation: (Activation, Option<u64>),
     /// The operand (its buffer above then a placeholder) that is the first layer's input, read
     /// from the dataset, and each split's `(images, order)` where uploaded.
     pub data: Option<(DataSide, [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2])>,
@@ -231,8 +273,12 @@ impl GemmCall {
     ) -> Result<Self> {
         let reach = match epilogue {
             Epilogue::None => EpilogueReach::None,
-            Epilogue::Bias | Epilogue::BiasRelu => EpilogueReach::Bias(ops.aux.1),
-            Epilogue::ReluMask => EpilogueReach::Mask(ops.aux.1),
+            Epilogue::Bias => EpilogueReach::Bias(ops.aux.1),
+            Epilogue::BiasActivate => match ops.activation.1 {
+                Some(pre) => EpilogueReach::BiasKeepingPre(ops.aux.1, pre),
+                None => EpilogueReach::Bias(ops.aux.1),
+            },
+            Epilogue::ActivationGrad => EpilogueReach::Mask(ops.aux.1),
             Epilogue::RowSums => EpilogueReach::RowSums(ops.aux.1),
         };
         let side = ops.data.as_ref().map(|(side, _)| *side);
@@ -266,7 +312,7 @@ impl GemmCall {
             c_off: ops.c.1 as u32,
             aux_off,
             db_off,
-            _pad: 0,
+            pre_off: ops.activation.1.unwrap_or(0) as u32,
         };
         let uniform = ctx
             .device
@@ -293,7 +339,14 @@ impl GemmCall {
             binds: [None, None],
             side,
             params,
-            layout: Layout::new((m, n, k, batch_dim), ops.a.1, ops.b.1, epilogue, side),
+            layout: Layout::new(
+                (m, n, k, batch_dim),
+                ops.a.1,
+                ops.b.1,
+                epilogue,
+                side,
+                (ops.activation.0, ops.activation.1.is_some()),
+            ),
             chosen: Vec::new(),
         };
         call.bind_datasets(ctx, kernels, ops.data.map_or([None, None], |(_, d)| d));
@@ -409,6 +462,8 @@ pub(crate) fn workgroups(ctx: &GpuContext, shape: Shape, variant: Variant) -> Re
 mod tests {
     use super::*;
 
+    const RELU: (Activation, bool) = (Activation::Relu, false);
+
     fn op(offset: u64, ld: u64, transposed: bool) -> Operand {
         Operand {
             offset,
@@ -424,8 +479,9 @@ mod tests {
             (128, 512, 784, BATCH_M),
             op(0, 784, false),
             op(0, 784, true),
-            Epilogue::BiasRelu,
+            Epilogue::BiasActivate,
             None,
+            RELU,
         );
         assert!(fwd.a_vec && fwd.b_vec);
         // The last layer's weight gradient: dZ^T is 10 rows, contiguous along them: not whole vec4s.
@@ -435,11 +491,13 @@ mod tests {
             op(0, 256, false),
             Epilogue::RowSums,
             None,
+            RELU,
         );
         assert!(!dw.a_vec && dw.b_vec);
         // An odd offset, an odd leading dimension, or the batch as the contiguous extent: no.
-        let odd =
-            |a: Operand, dims| Layout::new(dims, a, op(0, 4, false), Epilogue::None, None).a_vec;
+        let odd = |a: Operand, dims| {
+            Layout::new(dims, a, op(0, 4, false), Epilogue::None, None, RELU).a_vec
+        };
         assert!(!odd(op(2, 784, false), (128, 4, 784, 0)));
         assert!(!odd(op(0, 786, false), (128, 4, 784, 0)));
         assert!(!odd(op(0, 128, true), (128, 4, 784, BATCH_M)));

@@ -1,6 +1,7 @@
 //! The WGSL kernels, gathered in one place. Each file of `shaders/` is one kernel family and is
 //! compiled with `shaders/common.wgsl` (the per-step uniform and the dispatch helper) in front,
-//! and, for the kernels that sum over a workgroup, one of the two `workgroup_sum` preludes.
+//! for the kernels that sum over a workgroup one of the two `workgroup_sum` preludes, and the
+//! functions the host injects (the GEMM's `activate` and `backward`: `Activation::wgsl`).
 
 /// Shared declarations prepended to every kernel file.
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -32,8 +33,8 @@ pub const REDUCE_PLAIN: (&str, &str) = (
 const REDUCING: [&str; 1] = ["softmax_xent.wgsl"];
 
 /// The source the GPU compiles for `file`: the common prelude, the reduction where the file
-/// needs one (with subgroup operations when `subgroups`), then the file.
-pub fn source(file: &str, subgroups: bool) -> String {
+/// needs one (with subgroup operations when `subgroups`), the `injected` functions, then the file.
+pub fn source(file: &str, subgroups: bool, injected: &str) -> String {
     let (_, body) = FILES
         .iter()
         .find(|(name, _)| *name == file)
@@ -45,5 +46,5 @@ pub fn source(file: &str, subgroups: bool) -> String {
     } else {
         REDUCE_PLAIN.1
     };
-    format!("{COMMON}\n{reduce}\n{body}")
+    format!("{COMMON}\n{reduce}\n{injected}\n{body}")
 }

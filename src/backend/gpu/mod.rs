@@ -30,6 +30,8 @@ mod optimizer;
 mod softmax_xent;
 mod step_table;
 pub mod tuning;
+#[cfg(test)]
+mod wgsl_layouts;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use bench::GemmProbe;

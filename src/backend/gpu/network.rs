@@ -20,7 +20,7 @@ use super::softmax_xent::SoftmaxKernel;
 use crate::backend::Split;
 use crate::error::{Error, Result};
 use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Activation, Architecture, ParamLayout};
+use crate::model::{Architecture, ParamLayout};
 use wgpu::util::DeviceExt;
 
 /// The kernel families every backend runs, built once (the optimizer's comes with it).
@@ -116,13 +116,6 @@ pub(crate) fn padded(len: usize) -> u64 {
     4 * len.max(1).next_multiple_of(4) as u64
 }
 
-/// The GEMM epilogues that apply `activation` after a hidden layer, and its derivative in backward.
-fn activation_epilogues(activation: Activation) -> (Epilogue, Epilogue) {
-    match activation {
-        Activation::Relu => (Epilogue::BiasRelu, Epilogue::ReluMask),
-    }
-}
-
 /// The flat buffers the network's products read and write.
 #[derive(Clone, Copy)]
 pub(crate) struct Flat<'a> {
@@ -134,8 +127,10 @@ pub(crate) struct Flat<'a> {
 /// Buffers for batches of up to `capacity` rows and the network's products bound to them.
 pub(crate) struct Network {
     pub capacity: usize,
-    /// `acts[l]` layer l-1's output after the activation, the last the logits. (`acts[0]`, the
-    /// input, is never made: the first layer reads the dataset.)
+    /// `acts[l]` layer l-1's output after the activation, the last the logits; for a hidden
+    /// layer whose activation's derivative needs it, followed by its pre-activation (at
+    /// an offset of `capacity * width`). (`acts[0]`, the input, is never made: the first layer reads the
+    /// dataset.)
     pub acts: Vec<wgpu::Buffer>,
     /// The logits' gradient, which the softmax writes.
     dz_top: wgpu::Buffer,
@@ -179,11 +174,24 @@ impl Network {
                 mapped_at_creation: false,
             })
         };
+        let layers = arch.layers();
+        let activation = arch.activation;
+        // Where a hidden layer's pre-activation is kept in its buffer, if it is.
+        let pre_off = |l: usize| {
+            (activation.needs_pre_activation() && (1..layers).contains(&l))
+                .then(|| cap * arch.sizes[l])
+        };
         let acts: Vec<_> = arch
             .sizes
             .iter()
             .enumerate()
-            .map(|(l, &n)| f32_buffer(format!("activations {l}"), if l == 0 { 1 } else { cap * n }))
+            .map(|(l, &n)| {
+                let len = match l {
+                    0 => 1,
+                    _ => cap * n + pre_off(l).map_or(0, |_| cap * n),
+                };
+                f32_buffer(format!("activations {l}"), len)
+            })
             .collect();
         let dz: Vec<_> = (0..arch.layers())
             .map(|l| f32_buffer(format!("dz {l}"), cap * arch.sizes[l + 1]))
@@ -198,8 +206,6 @@ impl Network {
         // The first layer's input: read from the dataset, not from a buffer.
         let input = |l: usize, side| (l == 0).then_some((side, datasets));
         let placeholder = &kernels.gemm.placeholder;
-        let layers = arch.layers();
-        let (activate, derivative) = activation_epilogues(arch.activation);
         let (mut forward, mut weight_grad, mut input_grad) = (Vec::new(), Vec::new(), Vec::new());
         let cap32 = cap as u32;
         let Flat { params, grads, .. } = flat;
@@ -215,7 +221,7 @@ impl Network {
                 &format!("forward {l}"),
                 (cap32, o32, i32_, BATCH_M),
                 if l + 1 < layers {
-                    activate
+                    Epilogue::BiasActivate
                 } else {
                     Epilogue::Bias
                 },
@@ -224,6 +230,7 @@ impl Network {
                     b: (params, transposed(w, inp)),
                     c: (&acts[l + 1], 0),
                     aux: (params, b as u64),
+                    activation: (activation, pre_off(l + 1).map(|o| o as u64)),
                     data: input(l, DataSide::A),
                 },
             )?);
@@ -239,22 +246,24 @@ impl Network {
                     b: (x, plain(0, inp)),
                     c: (grads, w as u64),
                     aux: (grads, b as u64),
+                    activation: (activation, None),
                     data: input(l, DataSide::B),
                 },
             )?);
             if l > 0 {
-                // dX = (dZ @ W) * f'(X), the derivative read off the activation's output
+                // dX = (dZ @ W) * f', read off the activation's output or its kept pre-activation
                 input_grad.push(GemmCall::new(
                     ctx,
                     &kernels.gemm,
                     &format!("input grad {l}"),
                     (cap32, i32_, o32, BATCH_M),
-                    derivative,
+                    Epilogue::ActivationGrad,
                     GemmOperands {
                         a: (&dz[l], plain(0, out)),
                         b: (params, plain(w, inp)),
                         c: (&dz[l - 1], 0),
-                        aux: (&acts[l], 0),
+                        aux: (&acts[l], pre_off(l).unwrap_or(0) as u64),
+                        activation: (activation, None),
                         data: None,
                     },
                 )?);

@@ -11,15 +11,16 @@ use wgpu::util::DeviceExt;
 /// Invocations per workgroup, injected into optimizer.wgsl as `WG`.
 pub(crate) const WG: u32 = 256;
 
-/// Mirrors `Opt` in optimizer.wgsl: the optimizer's fixed settings.
+/// `Opt` in optimizer.wgsl: the optimizer's fixed settings (a test holds the two layouts
+/// together: `wgsl_layouts`).
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct OptParams {
-    len: u32,
-    momentum: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
+pub(crate) struct OptParams {
+    pub len: u32,
+    pub momentum: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
     _pad: [u32; 3],
 }
 
@@ -51,6 +52,7 @@ impl UpdateKernel {
             &layout,
             step,
             &[("WG", WG as f64)],
+            "",
         );
         UpdateKernel { layout, pipeline }
     }

@@ -31,6 +31,7 @@ impl SoftmaxKernel {
             &layout,
             step,
             &[("CLASSES", CLASSES as f64)],
+            "",
         );
         SoftmaxKernel { layout, pipeline }
     }

@@ -304,6 +304,7 @@ impl GemmBench {
                 b: (&b, operand(shape.b_t, k, n)),
                 c: (&c, 0),
                 aux: (&a, 0),
+                activation: (crate::model::Activation::Relu, None),
                 data: None,
             },
         )?;
