@@ -114,6 +114,64 @@ fn train_writes_every_output_and_eval_reproduces_its_accuracy() {
 }
 
 #[test]
+fn the_activation_is_a_setting_that_checkpoints_keep_and_eval_reproduces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample_dir(&tmp.path().join("data"), 1000, 300, true);
+    let model = tmp.path().join("gelu.st");
+    let out = gpumlp(
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--hidden",
+            "24",
+            "--epochs",
+            "2",
+            "--batch",
+            "32",
+            "--activation",
+            "gelu",
+            "--save",
+            s(&model),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("784-24-10 (gelu)"),
+        "{}",
+        stderr(&out)
+    );
+    let j = json(&out);
+    assert_eq!(j["config"]["activation"], "gelu");
+    let accuracy = j["test_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.6, "gelu learned nothing: {accuracy}");
+    let eval = gpumlp(&["eval", "--model", s(&model), "--json"], tmp.path());
+    assert_ok(&eval);
+    assert_eq!(json(&eval)["test_accuracy"].as_f64(), Some(accuracy));
+    // Resuming keeps the run's activation: another one is refused, naming the flag.
+    let resumed = gpumlp(
+        &[
+            "train",
+            "--resume",
+            s(&model),
+            "--epochs",
+            "3",
+            "--activation",
+            "tanh",
+        ],
+        tmp.path(),
+    );
+    assert_refused(
+        &resumed,
+        &["--activation", "resumed run keeps its settings"],
+    );
+    let bad = gpumlp(&["train", "--activation", "swish"], tmp.path());
+    assert_refused(&bad, &["--activation", "swish"]);
+}
+
+#[test]
 fn same_seed_gives_identical_metrics_and_checkpoint_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = sample_dir(&tmp.path().join("data"), 800, 200, false);

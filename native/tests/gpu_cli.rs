@@ -18,10 +18,14 @@ fn main() -> ExitCode {
         .is_some_and(|d| d.iter().any(|a| a["kind"] == "software-gpu"));
     let missing = (!has_software)
         .then_some("no software GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe");
-    let tests: [(&str, fn()); 2] = [
+    let tests: [(&str, fn()); 3] = [
         (
             "the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt",
             the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt,
+        ),
+        (
+            "each_activation_trains_on_the_software_gpu_as_on_the_cpu",
+            each_activation_trains_on_the_software_gpu_as_on_the_cpu,
         ),
         (
             "bench_tune_lists_every_candidate_per_shape",
@@ -144,4 +148,59 @@ fn bench_tune_lists_every_candidate_per_shape() {
     }
     assert_eq!(j["train_step"]["dispatches_per_step"], 10);
     assert!(j["train_step"]["encode_seconds"].as_f64().unwrap() > 0.0);
+}
+
+/// Every activation through the program on the software GPU and on the CPU: the same small run
+/// ends within a point of the CPU's accuracy, and `eval` on the GPU reproduces the GPU's.
+fn each_activation_trains_on_the_software_gpu_as_on_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    for activation in ["relu", "leaky-relu", "tanh", "sigmoid", "gelu"] {
+        let model = tmp.path().join(format!("{activation}.st"));
+        let run = |device: &str| {
+            let out = gpumlp(
+                &[
+                    "train",
+                    "--data",
+                    "mnist-sample",
+                    "--hidden",
+                    "32",
+                    "--epochs",
+                    "1",
+                    "--activation",
+                    activation,
+                    "--device",
+                    device,
+                    "--save",
+                    model.to_str().unwrap(),
+                    "--json",
+                ],
+                tmp.path(),
+            );
+            assert_ok(&out);
+            json(&out)["test_accuracy"].as_f64().unwrap()
+        };
+        let cpu = run("cpu");
+        let gpu = run("software");
+        assert!(
+            (gpu - cpu).abs() <= 0.01 && cpu > 0.7,
+            "{activation}: software GPU {gpu}, CPU {cpu}"
+        );
+        let eval = gpumlp(
+            &[
+                "eval",
+                "--model",
+                model.to_str().unwrap(),
+                "--device",
+                "software",
+                "--json",
+            ],
+            tmp.path(),
+        );
+        assert_ok(&eval);
+        assert_eq!(
+            json(&eval)["test_accuracy"].as_f64(),
+            Some(gpu),
+            "{activation}"
+        );
+    }
 }
