@@ -219,8 +219,8 @@ impl Trainer {
 
     /// Trains at most `max_steps` more steps of the current epoch (starting one if none is under
     /// way) and says whether all its steps are done; the epoch then ends with
-    /// [`Trainer::finish_epoch`]. Alone, it hands the steps to the device without waiting for
-    /// them. A caller that must stay responsive (the page) trains this way, yielding between
+    /// [`Trainer::finish_epoch`]. Alone, it hands the steps to the device as one span and reads
+    /// nothing back (natively the GPU waits only to keep at most two chunks of steps queued). A caller that must stay responsive (the page) trains this way, yielding between
     /// calls; the steps, and so the results, are exactly those of [`Trainer::train_epoch`].
     pub async fn advance(
         &mut self,

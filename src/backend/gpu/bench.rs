@@ -4,7 +4,8 @@
 
 use super::gemm::GemmKernels;
 use super::step_table::{StepSlot, StepTable};
-use super::tuning::{GemmBench, Shape, Variant};
+use super::tuner::GemmBench;
+use super::tuning::{Shape, Variant};
 use super::{GpuBackend, GpuContext};
 use crate::backend::{Split, StepHyper};
 use crate::error::Result;

@@ -55,7 +55,8 @@ pub struct GpuContext {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     /// Whether shaders keep naga's runtime bounds checks. Natively they run without them
-    /// (trusted modules: on an H200 the checks cost 12.8x on a GEMM), safe because the backend
+    /// (trusted modules: the checks cost many times a GEMM's time on a real GPU, README
+    /// "Devices"), safe because the backend
     /// proves every index before it encodes a dispatch (see `bounds`); `GPUMLP_CHECKED=1` turns
     /// them back on for debugging. The browser always keeps them (WebGPU has no trusted modules).
     pub checked: bool,

@@ -1,6 +1,6 @@
-//! The GEMM kernel family (shaders/gemm.wgsl): the pipelines of its variants, one bound product
-//! of the network ([`GemmCall`]), the tuner that times the variants on the device and keeps the
-//! fastest per shape (in a `tuning::GemmTuning`), and the single-product benchmark.
+//! The GEMM kernel family (shaders/gemm.wgsl): the pipelines of its variants and one bound
+//! product of the network ([`GemmCall`]), which runs the variant the tuner (`tuner`) chooses for
+//! each batch size.
 //!
 //! A variant is a block tile `BM x BN` and a register tile `TM x TN` per invocation, set as
 //! pipeline-overridable constants of the one WGSL file, as are the operands' layouts (A or A^T,
@@ -10,7 +10,7 @@
 
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
-use super::tuning::{GemmTuning, Shape, Variant};
+use super::tuning::{Shape, Variant};
 use crate::error::{Error, Result};
 use crate::idx::PIXELS;
 use crate::model::{Activation, INPUT_SCALE};
@@ -410,19 +410,20 @@ impl GemmCall {
     }
 
     /// Chooses (and compiles) the variant this call runs with at `batch`, unless chosen already.
+    /// `choose` names the variant for a shape (the tuner's choice).
     pub fn prepare(
         &mut self,
         ctx: &GpuContext,
         kernels: &GemmKernels,
         step: &wgpu::BindGroupLayout,
-        tuning: &mut GemmTuning,
         batch: u32,
+        choose: impl FnOnce(Shape) -> Result<Variant>,
     ) -> Result<()> {
         if self.chosen.iter().any(|(b, _, _)| *b == batch) {
             return Ok(());
         }
         let shape = self.shape(batch);
-        let variant = kernels.choose(ctx, step, tuning, shape)?;
+        let variant = choose(shape)?;
         let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
         let groups = workgroups(ctx, shape, variant)?;
         self.chosen.push((batch, pipeline, groups));

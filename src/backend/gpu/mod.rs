@@ -15,7 +15,8 @@
 //!
 //! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `step_table` (the
 //! per-step uniforms), `network` (the datasets, batch buffers and the products wired to them),
-//! the kernel families `gemm`, `softmax_xent` and `optimizer`, `tuning` (the GEMM tuner),
+//! the kernel families `gemm`, `softmax_xent` and `optimizer`, `tuner` and `tuning` (the GEMM
+//! tuner and its choices),
 //! `kernels` (the WGSL sources) and `bench` (timings for `gpumlp bench`); this file holds the
 //! backend and what it owns.
 
@@ -29,6 +30,7 @@ mod network;
 mod optimizer;
 mod softmax_xent;
 mod step_table;
+mod tuner;
 pub mod tuning;
 #[cfg(test)]
 mod wgsl_layouts;

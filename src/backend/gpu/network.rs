@@ -327,7 +327,9 @@ impl Network {
             .lock()
             .map_err(|_| Error::Gpu("the GEMM tuning was poisoned".into()))?;
         for call in self.calls_mut() {
-            call.prepare(ctx, &kernels.gemm, step, &mut tuning, batch as u32)?;
+            call.prepare(ctx, &kernels.gemm, step, batch as u32, |shape| {
+                kernels.gemm.choose(ctx, step, &mut tuning, shape)
+            })?;
         }
         Ok(())
     }

@@ -1,0 +1,177 @@
+//! The GEMM tuner: times the candidate variants of a product shape on the device (on
+//! synthetic operands, [`GemmBench`]) and keeps the fastest in the adapter's
+//! [`GemmTuning`](super::tuning::GemmTuning); where tuning is off, the rule of thumb decides.
+
+use super::bounds::Operand;
+use super::context::GpuContext;
+use super::gemm::{workgroups, Epilogue, GemmCall, GemmKernels, GemmOperands, Layout};
+use super::tuning::{GemmTuning, Shape, Variant, VARIANTS};
+use crate::error::{Error, Result};
+use wgpu::util::DeviceExt;
+
+impl GemmKernels {
+    /// The variant for `shape`: the tuned choice, else timed now (tuning on), else the rule of
+    /// thumb.
+    pub(crate) fn choose(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        tuning: &mut GemmTuning,
+        shape: Shape,
+    ) -> Result<Variant> {
+        if let Some(v) = tuning.force {
+            return Ok(v);
+        }
+        let key = shape.to_string();
+        if let Some(v) = tuning.choices.get(&key) {
+            return Ok(*v);
+        }
+        let max = ctx.limits.max_compute_invocations_per_workgroup;
+        if !tuning.enabled {
+            return Ok(tuning.rule_of_thumb(shape, max));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        let start = std::time::Instant::now();
+        let timings = self.time_candidates(ctx, step, shape)?;
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            tuning.seconds += start.elapsed().as_secs_f64();
+        }
+        let best = timings
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(tuning.rule_of_thumb(shape, max), |(v, _)| *v);
+        tuning.choices.insert(key.clone(), best);
+        tuning.timings.insert(key, timings);
+        tuning.changed = true;
+        Ok(best)
+    }
+
+    /// Seconds per product of every candidate on `shape`, on synthetic operands: each timed as
+    /// a run of dispatches in one pass, after a warm-up, waiting for the device.
+    pub(crate) fn time_candidates(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        shape: Shape,
+    ) -> Result<Vec<(Variant, f64)>> {
+        let bench = GemmBench::new(ctx, self, step, shape)?;
+        let mut out = Vec::new();
+        for variant in VARIANTS {
+            if variant.invocations() > ctx.limits.max_compute_invocations_per_workgroup {
+                continue;
+            }
+            out.push((
+                variant,
+                bench.seconds_per_product(ctx, self, step, variant)?,
+            ));
+        }
+        Ok(out)
+    }
+}
+
+/// One product alone on synthetic operands: what the tuner times and `gpumlp bench` reports.
+pub(crate) struct GemmBench {
+    bind: wgpu::BindGroup,
+    step_bind: wgpu::BindGroup,
+    shape: Shape,
+    layout: Layout,
+}
+
+impl GemmBench {
+    pub(crate) fn new(
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        shape: Shape,
+    ) -> Result<Self> {
+        let device = &ctx.device;
+        let (m, n, k) = (shape.m as u64, shape.n as u64, shape.k as u64);
+        let largest = 4 * (m * k).max(k * n).max(m * n);
+        if largest > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "a {shape} product needs {} MiB buffers, over this GPU's binding limit",
+                largest >> 20
+            )));
+        }
+        let filled = |label: &str, len: u64| {
+            // Padded to whole vec4s, as the backend's buffers are.
+            let data: Vec<f32> = (0..len.next_multiple_of(4))
+                .map(|i| ((i % 13) as f32 - 6.0) * 0.01)
+                .collect();
+            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::cast_slice(&data),
+                usage: wgpu::BufferUsages::STORAGE,
+            })
+        };
+        let (a, b, c) = (
+            filled("bench a", m * k),
+            filled("bench b", k * n),
+            filled("bench c", m * n),
+        );
+        let operand = |transposed: bool, rows: u64, cols: u64| Operand {
+            offset: 0,
+            ld: if transposed { rows } else { cols },
+            transposed,
+        };
+        let call = GemmCall::new(
+            ctx,
+            kernels,
+            "bench gemm",
+            (shape.m, shape.n, shape.k, 0),
+            Epilogue::None,
+            GemmOperands {
+                a: (&a, operand(shape.a_t, m, k)),
+                b: (&b, operand(shape.b_t, k, n)),
+                c: (&c, 0),
+                aux: (&a, 0),
+                activation: (crate::model::Activation::Relu, None),
+                data: None,
+            },
+        )?;
+        let (_, step_bind) = super::step_table::table(&ctx.device, step, 1);
+        Ok(GemmBench {
+            bind: call.bind_group(0).clone(),
+            step_bind,
+            shape,
+            layout: call.layout(),
+        })
+    }
+
+    /// Seconds per product with `variant`: one warm-up run (after the pipeline is compiled),
+    /// then enough repetitions in one pass to take about 2 ms, timed as
+    /// [`GpuContext::time_pass`] can (GPU timestamps, else the wall clock around the wait).
+    /// Natively only: a browser can neither wait for the GPU nor read a clock this way.
+    pub(crate) fn seconds_per_product(
+        &self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        step: &wgpu::BindGroupLayout,
+        variant: Variant,
+    ) -> Result<f64> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = (ctx, kernels, step, variant);
+            Err(Error::Gpu("GEMM timing needs a native build".into()))
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
+            let groups = workgroups(ctx, self.shape, variant)?;
+            let run = |reps: usize| {
+                ctx.time_pass("gemm timing", |pass| {
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &self.bind, &[]);
+                    pass.set_bind_group(1, &self.step_bind, &[0]);
+                    for _ in 0..reps {
+                        pass.dispatch_workgroups(groups.0, groups.1, 1);
+                    }
+                })
+            };
+            let once = run(1)?.max(1e-6);
+            let reps = ((2e-3 / once).ceil() as usize).clamp(1, 200);
+            Ok(run(reps)? / reps as f64)
+        }
+    }
+}
