@@ -407,6 +407,7 @@ impl Network {
     }
 
     /// The GEMMs of a step alone (forward, then backward), for timing the family.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn encode_gemms(&self, pass: &mut wgpu::ComputePass, batch: usize) {
         for call in &self.forward {
             call.encode(pass, batch as u32, Split::Train as usize);
@@ -415,6 +416,7 @@ impl Network {
     }
 
     /// The softmax alone, for timing the family.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn encode_softmax(&self, pass: &mut wgpu::ComputePass, kernels: &Kernels) {
         let bind = self.softmax[0].as_ref().expect("uploaded");
         kernels.softmax.encode(pass, bind);

@@ -4,7 +4,9 @@
 
 use super::bounds::Operand;
 use super::context::GpuContext;
-use super::gemm::{workgroups, Epilogue, GemmCall, GemmKernels, GemmOperands, Layout};
+#[cfg(not(target_arch = "wasm32"))]
+use super::gemm::workgroups;
+use super::gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands, Layout};
 use super::tuning::{GemmTuning, Shape, Variant, VARIANTS};
 use crate::error::{Error, Result};
 use wgpu::util::DeviceExt;
