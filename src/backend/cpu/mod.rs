@@ -10,8 +10,18 @@
 //! `dZ = (softmax(Z) - onehot(y)) / mean_over`: `mean_over` is the batch for the gradient of its
 //! mean cross-entropy, a global batch for a data-parallel rank's share of it.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
-//! (see README); its threads come from rayon (none on wasm32: see `parallel.rs`). Every reduction outside the GEMMs runs in a fixed
-//! order, so a seed gives bit-identical results run after run.
+//! (see README), on column blocks of the output run on rayon's threads (none on wasm32: see
+//! `parallel.rs`); the work around each product rides on its blocks while they are in cache
+//! (`matmul`): the bias and the activation in forward, the activation's derivative on the input
+//! gradient, and beside each weight gradient the bias gradient. Every element is computed by one
+//! fixed sequence of
+//! operations whatever the thread count (`matmul` says why), so a seed gives bit-identical
+//! results run after run.
+
+mod matmul;
+mod team;
+
+pub use matmul::matmul_row_major;
 
 use super::parallel::*;
 use super::{ready, Backend, DeviceInfo, LocalFuture, Split, Stats, StepHyper, Tensor};
@@ -19,7 +29,9 @@ use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout, INPUT_SCALE};
-use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind};
+use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
+use matmul::{matmul_blocks, Disjoint, Mat};
+use team::Exec;
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
 const UPDATE_CHUNK: usize = 1 << 15;
@@ -115,117 +127,6 @@ impl CpuBackend {
         self.probs.resize(b * CLASSES, 0.0);
     }
 }
-
-/// A read-only matrix view with arbitrary strides, so transposes cost nothing.
-#[derive(Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Mat<'a> {
-    /// A row-major `rows x cols` matrix.
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Mat {
-            data,
-            rows,
-            cols,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-    fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
-}
-
-/// Below this many multiply-adds a GEMM runs on one thread: splitting costs more than it gains.
-const PARALLEL_MACS: usize = 1 << 21;
-
-/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`.
-///
-/// Large products are split by output columns into two blocks per thread, each a single-threaded
-/// `gemm` call. On the 2-core machines this measured faster than `gemm`'s own rayon mode, which
-/// leaves B1's middle-sized shapes (128x512x256) on one thread, and each output element is still
-/// computed by one fixed sequence of operations, so results stay bit-identical run to run.
-fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "inner dimensions differ");
-    assert_eq!(dst.len(), m * n, "destination has the wrong size");
-    for x in [a, b] {
-        if x.rows > 0 && x.cols > 0 {
-            assert!(
-                (x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride < x.data.len(),
-                "view out of bounds"
-            );
-        }
-    }
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = threads();
-    let blocks = if m * n * k >= PARALLEL_MACS && threads > 1 {
-        (2 * threads).min(n.div_ceil(16))
-    } else {
-        1
-    };
-    let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
-    let block = |i: usize| {
-        let ptrs = &ptrs;
-        let (c0, c1) = (n * i / blocks, n * (i + 1) / blocks);
-        // SAFETY: the asserts above keep every index the strides can form inside the slices;
-        // blocks write disjoint column ranges of `dst`, which is exclusively borrowed and
-        // distinct from `a` and `b`.
-        unsafe {
-            gemm::gemm(
-                m,
-                c1 - c0,
-                k,
-                ptrs.0.add(c0),
-                1,
-                n as isize,
-                accumulate,
-                ptrs.1,
-                a.col_stride as isize,
-                a.row_stride as isize,
-                ptrs.2.add(c0 * b.col_stride),
-                b.col_stride as isize,
-                b.row_stride as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-    };
-    if blocks == 1 {
-        block(0);
-    } else {
-        (0..blocks).into_par_iter().for_each(block);
-    }
-}
-
-/// `dst = a @ b` for row-major `a` `[m, k]` and `b` `[k, n]`, with the backend's threading:
-/// what `gpumlp bench` times.
-pub fn matmul_row_major(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
-    matmul(dst, Mat::new(a, m, k), Mat::new(b, k, n), false);
-}
-
-/// Raw pointers of one `matmul`, shared by its column blocks.
-struct SendPtrs(*mut f32, *const f32, *const f32);
-// SAFETY: `matmul` hands each block a disjoint part of the destination and only reads the inputs.
-unsafe impl Sync for SendPtrs {}
 
 /// Index of the largest value (the first one on ties).
 pub fn argmax(row: &[f32]) -> usize {
@@ -327,6 +228,51 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
+        self.forward_on(&Exec::Pool, split, indices, mean_over)
+    }
+
+    fn backward(&mut self) -> Result<()> {
+        self.backward_on(&Exec::Pool)
+    }
+
+    fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        self.update_on(&Exec::Pool, hyper)
+    }
+
+    fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
+        ready(Ok(std::mem::take(&mut self.stats[split as usize])))
+    }
+
+    /// The steps on a team of threads that spin between the step's parallel regions instead of
+    /// sleeping (see `team`): the same values as forward, backward and update one by one.
+    /// (Fusing each layer's update into its weight-gradient blocks was tried and measured
+    /// slower here than this separate pass over contiguous chunks.)
+    fn train(&mut self, span: super::Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        let team = team::Team::new();
+        #[cfg(not(target_arch = "wasm32"))]
+        let exec = team.as_ref().map_or(Exec::Pool, Exec::Team);
+        #[cfg(target_arch = "wasm32")]
+        let exec = Exec::Pool;
+        for (i, step) in span.steps().enumerate() {
+            self.forward_on(&exec, Split::Train, step.rows, step.rows.len())?;
+            self.backward_on(&exec)?;
+            self.update_on(&exec, step.hyper)?;
+            progress(i + 1);
+        }
+        Ok(())
+    }
+}
+
+impl CpuBackend {
+    /// [`Backend::forward`], its parallel regions run by `exec`.
+    fn forward_on(
+        &mut self,
+        exec: &Exec,
+        split: Split,
+        indices: &[u32],
+        mean_over: usize,
+    ) -> Result<()> {
         let b = indices.len();
         super::check_batch(split, indices, self.data(split).len())?;
         self.resize(b);
@@ -336,14 +282,17 @@ impl Backend for CpuBackend {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        self.acts[0]
-            .par_chunks_mut(PIXELS)
-            .zip(indices.par_iter())
-            .for_each(|(row, &i)| {
-                for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
+        let input = Disjoint::new(&mut self.acts[0]);
+        const ROWS: usize = 16;
+        exec.for_each(b.div_ceil(ROWS), &|part| {
+            for r in part * ROWS..((part + 1) * ROWS).min(b) {
+                // SAFETY: each part owns its own rows.
+                let row = unsafe { input.part(r * PIXELS..(r + 1) * PIXELS) };
+                for (x, &px) in row.iter_mut().zip(data.image(indices[r] as usize)) {
                     *x = px as f32 * INPUT_SCALE;
                 }
-            });
+            }
+        });
         self.labels.clear();
         self.labels
             .extend(indices.iter().map(|&i| data.labels[i as usize]));
@@ -354,18 +303,40 @@ impl Backend for CpuBackend {
             let (w, bias) = (self.layout.weight(l), self.layout.bias(l));
             let (lower, upper) = self.acts.split_at_mut(l + 1);
             let (a, z) = (&lower[l], &mut upper[0]);
-            for row in z.chunks_exact_mut(out) {
-                row.copy_from_slice(&self.params[bias.range()]);
-            }
+            let bias = &self.params[bias.range()];
             let weight = Mat::new(&self.params[w.range()], out, inp);
-            matmul(z, Mat::new(a, b, inp), weight.t(), true);
-            if l + 1 < layers {
-                let f = self.arch.activation;
-                if f.needs_pre_activation() {
-                    self.pre[l + 1].copy_from_slice(z);
-                }
-                z.iter_mut().for_each(|x| *x = f.apply(*x));
-            }
+            let f = self.arch.activation;
+            let hidden = l + 1 < layers;
+            let pre =
+                (hidden && f.needs_pre_activation()).then(|| Disjoint::new(&mut self.pre[l + 1]));
+            // Z = bias, Z += A @ W^T, then f(Z) (Z kept first where backward needs it), per block.
+            matmul_blocks(
+                exec,
+                z,
+                Mat::new(a, b, inp),
+                weight.t(),
+                true,
+                |block| {
+                    let bias = &bias[block.c0..block.c1];
+                    for r in 0..block.rows {
+                        block.row(r).copy_from_slice(bias);
+                    }
+                },
+                |block| {
+                    if !hidden {
+                        return;
+                    }
+                    for r in 0..block.rows {
+                        let (c0, c1) = (r * out + block.c0, r * out + block.c1);
+                        let z = block.row(r);
+                        if let Some(pre) = &pre {
+                            // SAFETY: this block's own columns of row r.
+                            unsafe { pre.part(c0..c1) }.copy_from_slice(z);
+                        }
+                        z.iter_mut().for_each(|x| *x = f.apply(*x));
+                    }
+                },
+            );
         }
 
         let logits = &self.acts[layers];
@@ -380,8 +351,27 @@ impl Backend for CpuBackend {
         stats.count += b as u64;
         Ok(())
     }
+}
 
-    fn backward(&mut self) -> Result<()> {
+impl CpuBackend {
+    /// [`Backend::update`] over chunks of the flat buffer run by `exec`.
+    fn update_on(&mut self, exec: &Exec, hyper: StepHyper) -> Result<()> {
+        let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;
+        let s = opt.scalars(hyper.lr, hyper.t);
+        let n = self.params.len();
+        let params = Disjoint::new(&mut self.params);
+        let state: Vec<Disjoint> = state.iter_mut().map(|b| Disjoint::new(b)).collect();
+        let grads = &self.grads;
+        exec.for_each(n.div_ceil(UPDATE_CHUNK), &|chunk| {
+            let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
+            // SAFETY: each chunk is its own part of the buffers.
+            unsafe { update_part(opt, &s, &params, &state, at.clone(), &grads[at]) };
+        });
+        Ok(())
+    }
+
+    /// [`Backend::backward`], its parallel regions run by `exec`.
+    fn backward_on(&mut self, exec: &Exec) -> Result<()> {
         let b = self.batch;
         if b == 0 {
             return Err(crate::Error::Config(
@@ -401,61 +391,90 @@ impl Backend for CpuBackend {
                 *d = (p - if c == y as usize { 1.0 } else { 0.0 }) * scale;
             }
         }
+        let f = self.arch.activation;
         for l in (0..layers).rev() {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
             let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
             let (below, this) = self.dz.split_at_mut(l);
             let dz = Mat::new(&this[0], b, out);
-            matmul(
-                &mut self.grads[w.clone()],
-                dz.t(),
-                Mat::new(&self.acts[l], b, inp),
-                false,
-            );
-            let db = &mut self.grads[bias];
-            db.fill(0.0);
-            for row in this[0].chunks_exact(out) {
-                db.iter_mut().zip(row).for_each(|(s, &d)| *s += d);
-            }
             if l > 0 {
-                let da = &mut below[l - 1];
-                matmul(da, dz, Mat::new(&self.params[w], out, inp), false);
-                let f = self.arch.activation;
+                // dA = dZ @ W, then * f' per block.
                 let x = if f.needs_pre_activation() {
                     &self.pre[l]
                 } else {
                     &self.acts[l]
                 };
-                da.iter_mut()
-                    .zip(x)
-                    .for_each(|(d, &x)| *d = f.backward(*d, x));
+                let weight = Mat::new(&self.params[w.clone()], out, inp);
+                matmul_blocks(
+                    exec,
+                    &mut below[l - 1],
+                    dz,
+                    weight,
+                    false,
+                    |_| {},
+                    |block| {
+                        for r in 0..block.rows {
+                            let x = &x[r * inp + block.c0..r * inp + block.c1];
+                            let d = block.row(r);
+                            d.iter_mut()
+                                .zip(x)
+                                .for_each(|(d, &x)| *d = f.backward(*d, x));
+                        }
+                    },
+                );
             }
+            // dW = dZ^T @ A per block of W's columns; each block also sums its share of db's
+            // entries (over the rows in order).
+            let (dw, db) = self.grads[w.start..bias.end].split_at_mut(w.len());
+            let db = Disjoint::new(db);
+            let dz_rows = &this[0];
+            matmul_blocks(
+                exec,
+                dw,
+                dz.t(),
+                Mat::new(&self.acts[l], b, inp),
+                false,
+                |_| {},
+                |block| {
+                    let share =
+                        out * block.index / block.count..out * (block.index + 1) / block.count;
+                    // SAFETY: db's entries in `share` are this block's alone.
+                    let db = unsafe { db.part(share.clone()) };
+                    db.fill(0.0);
+                    for row in dz_rows.chunks_exact(out) {
+                        db.iter_mut()
+                            .zip(&row[share.clone()])
+                            .for_each(|(s, &d)| *s += d);
+                    }
+                },
+            );
         }
         Ok(())
     }
+}
 
-    fn update(&mut self, hyper: StepHyper) -> Result<()> {
-        let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;
-        let opt = &*opt;
-        let s = opt.scalars(hyper.lr, hyper.t);
-        let chunks = self
-            .params
-            .par_chunks_mut(UPDATE_CHUNK)
-            .zip(self.grads.par_chunks(UPDATE_CHUNK));
-        match (opt.kind, state.as_mut_slice()) {
-            (OptimizerKind::Sgd, [vel]) => chunks
-                .zip(vel.par_chunks_mut(UPDATE_CHUNK))
-                .for_each(|((p, g), vel)| sgd_update(opt, &s, p, g, vel)),
-            (OptimizerKind::Adam, [m, v]) => chunks
-                .zip(m.par_chunks_mut(UPDATE_CHUNK))
-                .zip(v.par_chunks_mut(UPDATE_CHUNK))
-                .for_each(|(((p, g), m), v)| adam_update(opt, &s, p, g, m, v)),
-            _ => unreachable!("state buffers are made from state_names"),
+/// The optimizer's update of parameters `at` of a layer from their gradient `g`.
+///
+/// # Safety
+/// `at` is the caller's own part of the layer: no other live part of `params` or `state`
+/// overlaps it.
+unsafe fn update_part(
+    opt: &OptimizerConfig,
+    s: &StepScalars,
+    params: &Disjoint,
+    state: &[Disjoint],
+    at: std::ops::Range<usize>,
+    g: &[f32],
+) {
+    // SAFETY: the caller's contract.
+    let p = unsafe { params.part(at.clone()) };
+    match (opt.kind, state) {
+        (OptimizerKind::Sgd, [vel]) => sgd_update(opt, s, p, g, unsafe { vel.part(at) }),
+        (OptimizerKind::Adam, [m, v]) => {
+            adam_update(opt, s, p, g, unsafe { m.part(at.clone()) }, unsafe {
+                v.part(at)
+            })
         }
-        Ok(())
-    }
-
-    fn take_stats(&mut self, split: Split) -> LocalFuture<'_, Result<Stats>> {
-        ready(Ok(std::mem::take(&mut self.stats[split as usize])))
+        _ => unreachable!("state buffers are made from state_names"),
     }
 }
