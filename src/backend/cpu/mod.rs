@@ -282,17 +282,13 @@ impl CpuBackend {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        let input = Disjoint::new(&mut self.acts[0]);
-        const ROWS: usize = 16;
-        exec.for_each(b.div_ceil(ROWS), &|part| {
-            for r in part * ROWS..((part + 1) * ROWS).min(b) {
-                // SAFETY: each part owns its own rows.
-                let row = unsafe { input.part(r * PIXELS..(r + 1) * PIXELS) };
-                for (x, &px) in row.iter_mut().zip(data.image(indices[r] as usize)) {
-                    *x = px as f32 * INPUT_SCALE;
-                }
+        // On one thread: split over two, the rows cost three times as long here (measured:
+        // 0.04 against 0.13 ms for B1's 128 rows), each core writing lines the other last read.
+        for (row, &i) in self.acts[0].chunks_exact_mut(PIXELS).zip(indices) {
+            for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
+                *x = px as f32 * INPUT_SCALE;
             }
-        });
+        }
         self.labels.clear();
         self.labels
             .extend(indices.iter().map(|&i| data.labels[i as usize]));
