@@ -35,6 +35,26 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// Columns `c0..c1`.
+    pub fn columns(self, c0: usize, c1: usize) -> Self {
+        Mat {
+            data: &self.data[(c0 * self.col_stride).min(self.data.len())..],
+            cols: c1 - c0,
+            ..self
+        }
+    }
+
+    /// Panics unless every index the view can form is inside its slice.
+    fn check(&self) {
+        if self.rows > 0 && self.cols > 0 {
+            assert!(
+                (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                    < self.data.len(),
+                "view out of bounds"
+            );
+        }
+    }
+
     pub fn t(self) -> Self {
         Mat {
             rows: self.cols,
@@ -84,10 +104,6 @@ pub(crate) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
 /// [`matmul`] with `before(block)` run on each column block of the output just before its
 /// product (e.g. a bias copied in, then accumulated onto) and `after(block)` just after it,
 /// while the block is in cache.
-///
-/// Large products are split by output columns into two blocks per thread, each a
-/// single-threaded `gemm` call: on the 2-core machines this measured faster than `gemm`'s own
-/// rayon mode, which leaves B1's middle-sized shapes (128x512x256) on one thread.
 pub(crate) fn matmul_blocks(
     exec: &Exec,
     dst: &mut [f32],
@@ -97,17 +113,33 @@ pub(crate) fn matmul_blocks(
     before: impl Fn(&mut Block) + Sync,
     after: impl Fn(&mut Block) + Sync,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "inner dimensions differ");
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    b.check();
+    let columns = |block: &Block| b.columns(block.c0, block.c1);
+    matmul_blocks_by(exec, dst, a, b.cols, accumulate, before, columns, after);
+}
+
+/// [`matmul_blocks`] with the right operand given per block: `b_of(block)` is the `k x (c1 - c0)`
+/// operand of the block's columns, asked for after `before(block)` ran (so `before` may still
+/// write what it reads, such as weights updated just before they are used).
+///
+/// Large products are split by output columns into two blocks per thread, each a
+/// single-threaded `gemm` call: on the 2-core machines this measured faster than `gemm`'s own
+/// rayon mode, which leaves B1's middle-sized shapes (128x512x256) on one thread.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_blocks_by<'b>(
+    exec: &Exec,
+    dst: &mut [f32],
+    a: Mat,
+    n: usize,
+    accumulate: bool,
+    before: impl Fn(&mut Block) + Sync,
+    b_of: impl Fn(&Block) -> Mat<'b> + Sync,
+    after: impl Fn(&mut Block) + Sync,
+) {
+    let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
-    for x in [a, b] {
-        if x.rows > 0 && x.cols > 0 {
-            assert!(
-                (x.rows - 1) * x.row_stride + (x.cols - 1) * x.col_stride < x.data.len(),
-                "view out of bounds"
-            );
-        }
-    }
+    a.check();
     if m == 0 || n == 0 {
         return;
     }
@@ -117,18 +149,18 @@ pub(crate) fn matmul_blocks(
     } else {
         1
     };
-    let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr(), b.data.as_ptr());
+    // Block edges on whole cache lines of the output (16 floats), so no two threads write the
+    // same line.
+    let edge = |i: usize| {
+        if i == count {
+            n
+        } else {
+            (n * i / count).next_multiple_of(16).min(n)
+        }
+    };
+    let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr());
     let block = |index: usize| {
         let ptrs = &ptrs;
-        // Block edges on whole cache lines of the output (16 floats), so no two threads write
-        // the same line.
-        let edge = |i: usize| {
-            if i == count {
-                n
-            } else {
-                (n * i / count).next_multiple_of(16).min(n)
-            }
-        };
         let (c0, c1) = (edge(index), edge(index + 1));
         let mut block = Block {
             ptr: ptrs.0,
@@ -141,10 +173,14 @@ pub(crate) fn matmul_blocks(
             _output: PhantomData,
         };
         before(&mut block);
-        // SAFETY: the asserts above keep every index the strides can form inside the slices;
-        // blocks write disjoint column ranges of `dst`, which is exclusively borrowed and
-        // distinct from `a` and `b`; `before` and `after` touch only this block's columns.
+        let b = b_of(&block);
+        assert!(b.rows == k && b.cols == c1 - c0, "operand of the wrong shape");
+        b.check();
         if c1 > c0 {
+            // SAFETY: `a` and `b` are checked views (every index their strides form is inside
+            // their slices); blocks write disjoint column ranges of `dst`, which is exclusively
+            // borrowed and distinct from `a` and `b`; `before` and `after` touch only this
+            // block's columns.
             unsafe {
                 gemm::gemm(
                     m,
@@ -157,7 +193,7 @@ pub(crate) fn matmul_blocks(
                     ptrs.1,
                     a.col_stride as isize,
                     a.row_stride as isize,
-                    ptrs.2.add(c0 * b.col_stride),
+                    b.data.as_ptr(),
                     b.col_stride as isize,
                     b.row_stride as isize,
                     1.0,
@@ -180,8 +216,8 @@ pub fn matmul_row_major(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usiz
     matmul(dst, Mat::new(a, m, k), Mat::new(b, k, n), false);
 }
 
-/// Raw pointers of one product, shared by its column blocks.
-struct SendPtrs(*mut f32, *const f32, *const f32);
+/// Raw pointers of one product (the output, the left operand), shared by its column blocks.
+struct SendPtrs(*mut f32, *const f32);
 // SAFETY: `matmul_blocks` hands each block a disjoint part of the destination and only reads
 // the inputs.
 unsafe impl Sync for SendPtrs {}

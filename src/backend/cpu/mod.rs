@@ -30,7 +30,7 @@ use crate::error::Result;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout, INPUT_SCALE};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
-use matmul::{matmul_blocks, Disjoint, Mat};
+use matmul::{matmul_blocks, matmul_blocks_by, Disjoint, Mat};
 use team::Exec;
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -228,7 +228,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
-        self.forward_on(&Exec::Pool, split, indices, mean_over)
+        self.forward_on(&Exec::Pool, split, indices, mean_over, None)
     }
 
     fn backward(&mut self) -> Result<()> {
@@ -244,9 +244,10 @@ impl Backend for CpuBackend {
     }
 
     /// The steps on a team of threads that spin between the step's parallel regions instead of
-    /// sleeping (see `team`): the same values as forward, backward and update one by one.
-    /// (Fusing each layer's update into its weight-gradient blocks was tried and measured
-    /// slower here than this separate pass over contiguous chunks.)
+    /// sleeping (see `team`), each step's update made by the next step's forward, block by
+    /// block, just before the block's weights are multiplied (so they are in cache for it): the
+    /// same values as forward, backward and update one by one. (Fusing each layer's update into
+    /// its weight-gradient blocks instead measured slower than a separate pass.)
     fn train(&mut self, span: super::Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
         #[cfg(not(target_arch = "wasm32"))]
         let team = team::Team::new();
@@ -254,27 +255,45 @@ impl Backend for CpuBackend {
         let exec = team.as_ref().map_or(Exec::Pool, Exec::Team);
         #[cfg(target_arch = "wasm32")]
         let exec = Exec::Pool;
+        // The update the last step left to the next forward.
+        let mut pending = None;
         for (i, step) in span.steps().enumerate() {
-            self.forward_on(&exec, Split::Train, step.rows, step.rows.len())?;
+            let rows = step.rows;
+            self.forward_on(&exec, Split::Train, rows, rows.len(), pending.take())?;
             self.backward_on(&exec)?;
-            self.update_on(&exec, step.hyper)?;
+            pending = Some(step.hyper);
             progress(i + 1);
         }
-        Ok(())
+        match pending {
+            Some(hyper) => self.update_on(&exec, hyper),
+            None => Ok(()),
+        }
     }
 }
 
 impl CpuBackend {
-    /// [`Backend::forward`], its parallel regions run by `exec`.
+    /// [`Backend::forward`], its parallel regions run by `exec`, first making the update
+    /// `pending` from the gradient buffer (each block of a layer's product updates the weights
+    /// and biases of its own output units just before it multiplies by them).
     fn forward_on(
         &mut self,
         exec: &Exec,
         split: Split,
         indices: &[u32],
         mean_over: usize,
+        pending: Option<StepHyper>,
     ) -> Result<()> {
         let b = indices.len();
-        super::check_batch(split, indices, self.data(split).len())?;
+        if let Err(e) = super::check_batch(split, indices, self.data(split).len()) {
+            // Nothing is forwarded; the update still belongs to the parameters.
+            if let Some(hyper) = pending {
+                self.update_on(exec, hyper)?;
+            }
+            return Err(e);
+        }
+        if pending.is_some() && self.optimizer.is_none() {
+            return Err(super::no_optimizer());
+        }
         self.resize(b);
         self.mean_over = mean_over.max(1);
         // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
@@ -293,30 +312,57 @@ impl CpuBackend {
         self.labels
             .extend(indices.iter().map(|&i| data.labels[i as usize]));
 
+        let mut pending = match (pending, &mut self.optimizer) {
+            (Some(h), Some((opt, state))) => Some((*opt, opt.scalars(h.lr, h.t), state)),
+            _ => None,
+        };
         let layers = self.arch.layers();
+        let f = self.arch.activation;
         for l in 0..layers {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
-            let (w, bias) = (self.layout.weight(l), self.layout.bias(l));
+            let layer = self.layout.weight(l).offset..self.layout.bias(l).range().end;
+            let wlen = out * inp;
             let (lower, upper) = self.acts.split_at_mut(l + 1);
             let (a, z) = (&lower[l], &mut upper[0]);
-            let bias = &self.params[bias.range()];
-            let weight = Mat::new(&self.params[w.range()], out, inp);
-            let f = self.arch.activation;
+            // The layer's weights `[out, inp]` then biases `[out]`: block j of the product owns
+            // output units c0..c1, so weight rows c0..c1 and biases c0..c1.
+            let params = Disjoint::new(&mut self.params[layer.clone()]);
+            let update = pending.as_mut().map(|(opt, s, state)| {
+                let state: Vec<Disjoint> = state
+                    .iter_mut()
+                    .map(|buffer| Disjoint::new(&mut buffer[layer.clone()]))
+                    .collect();
+                (&*opt, &*s, state)
+            });
+            let grads = &self.grads[layer.clone()];
             let hidden = l + 1 < layers;
             let pre =
                 (hidden && f.needs_pre_activation()).then(|| Disjoint::new(&mut self.pre[l + 1]));
             // Z = bias, Z += A @ W^T, then f(Z) (Z kept first where backward needs it), per block.
-            matmul_blocks(
+            matmul_blocks_by(
                 exec,
                 z,
                 Mat::new(a, b, inp),
-                weight.t(),
+                out,
                 true,
                 |block| {
-                    let bias = &bias[block.c0..block.c1];
+                    let (c0, c1) = (block.c0, block.c1);
+                    if let Some((opt, s, state)) = &update {
+                        for at in [c0 * inp..c1 * inp, wlen + c0..wlen + c1] {
+                            // SAFETY: this block's own units' weights and biases.
+                            unsafe { update_part(opt, s, &params, state, at.clone(), &grads[at]) };
+                        }
+                    }
+                    // SAFETY: this block's own biases, read only while the block runs.
+                    let bias = unsafe { params.part(wlen + c0..wlen + c1) };
                     for r in 0..block.rows {
                         block.row(r).copy_from_slice(bias);
                     }
+                },
+                // SAFETY: this block's own weight rows, read only while the block runs.
+                |block| {
+                    let rows = unsafe { params.part(block.c0 * inp..block.c1 * inp) };
+                    Mat::new(rows, block.c1 - block.c0, inp).t()
                 },
                 |block| {
                     if !hidden {
