@@ -96,12 +96,8 @@ impl Block<'_> {
     }
 }
 
-/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`.
-pub(crate) fn matmul(dst: &mut [f32], a: Mat, b: Mat, accumulate: bool) {
-    matmul_blocks(&Exec::Pool, dst, a, b, accumulate, |_| {}, |_| {});
-}
-
-/// [`matmul`] with `before(block)` run on each column block of the output just before its
+/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, with
+/// `before(block)` run on each column block of the output just before its
 /// product (e.g. a bias copied in, then accumulated onto) and `after(block)` just after it,
 /// while the block is in cache.
 pub(crate) fn matmul_blocks(
@@ -210,10 +206,24 @@ pub(crate) fn matmul_blocks_by<'b>(
     exec.for_each(count, &block);
 }
 
-/// `dst = a @ b` for row-major `a` `[m, k]` and `b` `[k, n]`, with the backend's threading:
-/// what `gpumlp bench` times.
-pub fn matmul_row_major(dst: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize) {
-    matmul(dst, Mat::new(a, m, k), Mat::new(b, k, n), false);
+/// `dst = a @ b` for row-major `a` `[m, k]` and `b` `[k, n]`, `reps` times over, on the threads
+/// a span of training steps runs its products on: what `gpumlp bench` times.
+pub fn matmul_row_major(
+    dst: &mut [f32],
+    (a, b): (&[f32], &[f32]),
+    (m, k, n): (usize, usize, usize),
+    reps: usize,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    let team = super::team::Team::new();
+    #[cfg(not(target_arch = "wasm32"))]
+    let exec = team.as_ref().map_or(Exec::Pool, Exec::Team);
+    #[cfg(target_arch = "wasm32")]
+    let exec = Exec::Pool;
+    for _ in 0..reps {
+        let (a, b) = (Mat::new(a, m, k), Mat::new(b, k, n));
+        matmul_blocks(&exec, dst, a, b, false, |_| {}, |_| {});
+    }
 }
 
 /// Raw pointers of one product (the output, the left operand), shared by its column blocks.

@@ -257,12 +257,20 @@ impl Backend for CpuBackend {
         let exec = Exec::Pool;
         // The update the last step left to the next forward.
         let mut pending = None;
-        for (i, step) in span.steps().enumerate() {
+        let mut steps = span.steps().peekable();
+        let mut i = 0;
+        while let Some(step) = steps.next() {
             let rows = step.rows;
             self.forward_on(&exec, Split::Train, rows, rows.len(), pending.take())?;
+            // The next batch's images are scattered over the training set: ask for them now,
+            // so they arrive while backward multiplies.
+            if let Some(next) = steps.peek() {
+                prefetch_images(&self.train, next.rows);
+            }
             self.backward_on(&exec)?;
             pending = Some(step.hyper);
-            progress(i + 1);
+            i += 1;
+            progress(i);
         }
         match pending {
             Some(hyper) => self.update_on(&exec, hyper),
@@ -519,4 +527,24 @@ unsafe fn update_part(
         }
         _ => unreachable!("state buffers are made from state_names"),
     }
+}
+
+/// Hints the processor to bring the images at `rows` into cache (a no-op where there is no
+/// such hint); indices past the set are skipped (the next forward refuses them).
+fn prefetch_images(data: &Dataset, rows: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    for &i in rows {
+        if (i as usize) < data.len() {
+            for line in data.image(i as usize).chunks(64) {
+                // SAFETY: a prefetch only hints the cache; the address is inside a live slice.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        line.as_ptr() as *const i8,
+                    )
+                };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (data, rows);
 }
