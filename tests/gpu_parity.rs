@@ -292,6 +292,11 @@ fn same_logits(what: &str, gpu: &mut GpuBackend, cpu: &mut CpuBackend) {
         block_on(gpu.read(Tensor::Logits)).unwrap(),
         block_on(cpu.read(Tensor::Logits)).unwrap(),
     );
+    assert!(
+        !c.is_empty() && c.len() % 10 == 0,
+        "{what}: {} logits",
+        c.len()
+    );
     common::assert_close(what, &g, &c, 1e-4, 1e-4);
 }
 
@@ -506,6 +511,27 @@ fn backward_and_update_after_a_span_of_steps_match_the_cpu(ctx: GpuContext) {
         1e-5,
         1e-3,
     );
+    // A batch longer than its set (rows repeat) grows the set's order buffer without a larger
+    // network: the products reading it must read the new one.
+    let (wide, rows): (Vec<u32>, Vec<u32>) = (
+        (0..150).collect(),
+        (0..120).map(|i| (i * 7 + 1) % 100).collect(),
+    );
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.forward(Split::Train, &wide, wide.len()).unwrap(); // buffers for 150 rows
+        b.forward(Split::Test, &rows, rows.len()).unwrap();
+    }
+    same_logits("120 rows of a 100-row set", &mut gpu, &mut cpu);
+    // An upload of the split forwarded ends what backward could use, on both.
+    let data = common::small_sample(300, 100);
+    for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+        b.upload(Split::Test, &data.test).unwrap();
+        assert!(b.backward().is_err(), "backward after an upload");
+        assert!(
+            block_on(b.read(Tensor::Logits)).is_err(),
+            "logits after an upload"
+        );
+    }
 }
 
 /// Each activation (its WGSL injected into the GEMM's epilogues; GELU's derivative read off the

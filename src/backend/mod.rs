@@ -279,6 +279,13 @@ pub(crate) fn check_write(
     }
 }
 
+/// The error for a backward or a logits read with no forward to follow.
+pub(crate) fn no_forward() -> crate::Error {
+    crate::Error::Config(
+        "backward and the logits need a forward first (since the last upload)".into(),
+    )
+}
+
 /// The error for an update or a state access with no optimizer attached.
 pub(crate) fn no_optimizer() -> crate::Error {
     crate::Error::Config("no optimizer is attached: training needs one (attach_optimizer)".into())

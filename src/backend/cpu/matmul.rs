@@ -170,7 +170,10 @@ pub(crate) fn matmul_blocks_by<'b>(
         };
         before(&mut block);
         let b = b_of(&block);
-        assert!(b.rows == k && b.cols == c1 - c0, "operand of the wrong shape");
+        assert!(
+            b.rows == k && b.cols == c1 - c0,
+            "operand of the wrong shape"
+        );
         b.check();
         if c1 > c0 {
             // SAFETY: `a` and `b` are checked views (every index their strides form is inside

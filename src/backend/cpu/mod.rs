@@ -61,6 +61,8 @@ pub struct CpuBackend {
     batch: usize,
     /// What the last forward's loss gradient is divided by (see [`Backend::forward`]).
     mean_over: usize,
+    /// The split the last forward read, until that split is uploaded again.
+    forwarded: Option<Split>,
     stats: [Stats; 2],
 }
 
@@ -88,6 +90,7 @@ impl CpuBackend {
             labels: Vec::new(),
             batch: 0,
             mean_over: 1,
+            forwarded: None,
             stats: [Stats::default(); 2],
         }
     }
@@ -186,6 +189,9 @@ impl Backend for CpuBackend {
             Split::Train => self.train = data.clone(),
             Split::Test => self.test = data.clone(),
         }
+        if self.forwarded == Some(split) {
+            self.forwarded = None;
+        }
         Ok(())
     }
 
@@ -216,7 +222,10 @@ impl Backend for CpuBackend {
         ready(match tensor {
             Tensor::Params => Ok(self.params.clone()),
             Tensor::Grads => Ok(self.grads.clone()),
-            Tensor::Logits => Ok(self.output().to_vec()),
+            Tensor::Logits => match self.forwarded {
+                Some(_) => Ok(self.output().to_vec()),
+                None => Err(super::no_forward()),
+            },
             Tensor::State(k) => match &self.optimizer {
                 Some((_, state)) if k < state.len() => Ok(state[k].clone()),
                 Some((opt, _)) => Err(crate::Error::Config(format!(
@@ -399,6 +408,7 @@ impl CpuBackend {
             .filter(|(z, &y)| argmax(z) == y as usize)
             .count() as u64;
         stats.count += b as u64;
+        self.forwarded = Some(split);
         Ok(())
     }
 }
@@ -423,10 +433,8 @@ impl CpuBackend {
     /// [`Backend::backward`], its parallel regions run by `exec`.
     fn backward_on(&mut self, exec: &Exec) -> Result<()> {
         let b = self.batch;
-        if b == 0 {
-            return Err(crate::Error::Config(
-                "backward needs a forward first".into(),
-            ));
+        if self.forwarded.is_none() {
+            return Err(super::no_forward());
         }
         let layers = self.arch.layers();
         // Top: dZ = (softmax - onehot) / mean_over.

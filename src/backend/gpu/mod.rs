@@ -147,12 +147,15 @@ impl GpuBackend {
     /// every product choose its variant for `batch` rows, and proves the reads of batches of at
     /// most `batch` rows of `split` from `order[..order_end]`.
     fn prepare(&mut self, split: Split, batch: usize, order_end: usize) -> Result<()> {
+        // Whatever the last forward left is overwritten from here on, or lost if this fails.
+        self.last = None;
+        let capacity = batch.max(self.network.as_ref().map_or(0, |n| n.capacity));
+        Network::check_capacity(&self.ctx, &self.arch, capacity)?;
         let data = self.data[split as usize]
             .as_mut()
             .ok_or_else(|| Error::Config(format!("no {split:?} set was uploaded")))?;
-        data.hold_order(&self.ctx, split, order_end);
+        let grown = data.hold_order(&self.ctx, split, order_end);
         if self.network.as_ref().is_none_or(|n| n.capacity < batch) {
-            let capacity = batch.max(self.network.as_ref().map_or(0, |n| n.capacity));
             self.network = Some(Network::new(
                 &self.ctx,
                 &self.kernels,
@@ -162,6 +165,11 @@ impl GpuBackend {
                 self.flat(),
                 capacity,
             )?);
+        } else if grown {
+            // A new order buffer: the products and the softmax that read it bind it.
+            let data = [self.data[0].as_ref(), self.data[1].as_ref()];
+            let network = self.network.as_mut().expect("checked above");
+            network.bind_datasets(&self.ctx, &self.kernels, data, &self.stats);
         }
         let network = self.network.as_mut().expect("made above");
         network.prepare(&self.ctx, &self.kernels, &self.steps.layout, batch)?;
@@ -319,7 +327,7 @@ impl Backend for GpuBackend {
     fn read(&mut self, tensor: Tensor) -> LocalFuture<'_, Result<Vec<f32>>> {
         let len = match (tensor, self.last) {
             (Tensor::Logits, Some(last)) => last.batch * CLASSES,
-            (Tensor::Logits, None) => return super::ready(Ok(Vec::new())),
+            (Tensor::Logits, None) => return super::ready(Err(super::no_forward())),
             _ => self.layout.len,
         };
         match self.buffer(tensor) {
@@ -352,9 +360,7 @@ impl Backend for GpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
-        let last = self
-            .last
-            .ok_or_else(|| Error::Config("backward needs a forward first".into()))?;
+        let last = self.last.ok_or_else(super::no_forward)?;
         self.submit("backward", |pass| {
             self.steps.bind(pass, last.slot);
             self.network().encode_backward(pass, last.split, last.batch);
@@ -381,6 +387,9 @@ impl Backend for GpuBackend {
     /// A span encoded whole, with no readback: the order and every step's slot uploaded at
     /// once, each step's dispatches reading its own slot.
     fn train(&mut self, span: Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
+        if span.is_empty() {
+            return Ok(());
+        }
         let len = self.data[0].as_ref().map_or(0, |d| d.len);
         super::check_batch(Split::Train, span.order(), len)?;
         let config = self.attached()?.config;

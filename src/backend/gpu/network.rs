@@ -85,12 +85,14 @@ impl SplitData {
         })
     }
 
-    /// Grows the order buffer to hold `rows` (a batch larger than the dataset is refused
-    /// before it gets here, but evaluation's chunk may pass a small set's length).
-    pub fn hold_order(&mut self, ctx: &GpuContext, split: Split, rows: usize) {
-        if words(&self.order) < rows as u64 {
+    /// Grows the order buffer to hold `rows` (a batch may repeat rows, so it can be longer than
+    /// the set); says whether it made a new one, which the products reading it must bind.
+    pub fn hold_order(&mut self, ctx: &GpuContext, split: Split, rows: usize) -> bool {
+        let grow = words(&self.order) < rows as u64;
+        if grow {
             self.order = order_buffer(ctx, split, rows);
         }
+        grow
     }
 }
 
@@ -155,15 +157,7 @@ impl Network {
         flat: Flat,
         capacity: usize,
     ) -> Result<Self> {
-        let widest = *arch.sizes.iter().max().expect("layers") as u64;
-        let bytes = 4 * widest * capacity as u64;
-        if bytes > ctx.limits.max_storage_buffer_binding_size {
-            return Err(Error::Gpu(format!(
-                "a batch of {capacity} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller batch size",
-                bytes >> 20,
-                ctx.limits.max_storage_buffer_binding_size >> 20
-            )));
-        }
+        Self::check_capacity(ctx, arch, capacity)?;
         let device = &ctx.device;
         let cap = capacity.max(1);
         let f32_buffer = |label: String, len: usize| {
@@ -280,6 +274,26 @@ impl Network {
         };
         network.bind_softmax(ctx, kernels, data, flat.stats);
         Ok(network)
+    }
+
+    /// Refuses a batch whose largest buffer (a layer's activations, with its pre-activation
+    /// beside them where kept) would pass the device's storage binding limit.
+    pub fn check_capacity(ctx: &GpuContext, arch: &Architecture, capacity: usize) -> Result<()> {
+        let kept = if arch.activation.needs_pre_activation() {
+            2
+        } else {
+            1
+        };
+        let widest = *arch.sizes.iter().max().expect("layers") as u64;
+        let bytes = padded(kept * widest as usize * capacity.max(1));
+        if bytes > ctx.limits.max_storage_buffer_binding_size {
+            return Err(Error::Gpu(format!(
+                "a batch of {capacity} needs {} MiB activation buffers, over this GPU's {} MiB storage binding limit: use a smaller batch size",
+                bytes >> 20,
+                ctx.limits.max_storage_buffer_binding_size >> 20
+            )));
+        }
+        Ok(())
     }
 
     /// Binds the products that read the datasets (the first layer's) and the softmax (the

@@ -1,7 +1,9 @@
 //! Rust and WGSL agree by test, not by comment: every struct the host writes for a kernel
 //! (the step slot, the GEMM's and the optimizer's parameters) has the members, offsets and size
 //! of its WGSL twin as naga parses the kernel, and every GEMM epilogue code is the value of
-//! the WGSL constant that names it. A field or a code added on one side only fails here.
+//! the WGSL constant that names it. A member added to or renamed in the WGSL fails here, and so
+//! does a Rust field that changes the struct's size; a Rust field carved out of padding (`_pad`)
+//! must also be added to the list below, which names every field the host sets.
 
 use super::gemm::{Epilogue, GemmParams};
 use super::kernels;
