@@ -73,6 +73,8 @@ impl GemmKernels {
 }
 
 /// One product alone on synthetic operands: what the tuner times and `gpumlp bench` reports.
+// In a browser the candidates cannot be timed (`seconds_per_product`), so nothing reads these.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct GemmBench {
     bind: wgpu::BindGroup,
     step_bind: wgpu::BindGroup,
