@@ -172,15 +172,15 @@ fn the_activation_is_a_setting_that_checkpoints_keep_and_eval_reproduces() {
 }
 
 #[test]
-fn same_seed_gives_identical_metrics_and_checkpoint_bytes() {
+fn same_seed_gives_identical_metrics_and_checkpoint_bytes_whatever_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
     let data = sample_dir(&tmp.path().join("data"), 800, 200, false);
-    let run = |name: &str| {
+    let run = |name: &str, threads: &str| {
         let (model, metrics) = (
             tmp.path().join(format!("{name}.st")),
             tmp.path().join(format!("{name}.jsonl")),
         );
-        let out = gpumlp(
+        let out = gpumlp_env(
             &[
                 "train",
                 "--data",
@@ -197,6 +197,7 @@ fn same_seed_gives_identical_metrics_and_checkpoint_bytes() {
                 s(&metrics),
             ],
             tmp.path(),
+            &[("RAYON_NUM_THREADS", threads)],
         );
         assert_ok(&out);
         // Everything but the timings must agree.
@@ -213,9 +214,12 @@ fn same_seed_gives_identical_metrics_and_checkpoint_bytes() {
             .collect();
         (lines, std::fs::read(&model).unwrap())
     };
-    let (a, b) = (run("a"), run("b"));
-    assert_eq!(a.0, b.0, "metrics differ");
-    assert!(a.1 == b.1, "checkpoints differ");
+    let a = run("a", "2");
+    for (name, threads) in [("b", "2"), ("one", "1"), ("three", "3")] {
+        let b = run(name, threads);
+        assert_eq!(a.0, b.0, "metrics differ on {threads} threads");
+        assert!(a.1 == b.1, "checkpoints differ on {threads} threads");
+    }
 }
 
 #[test]

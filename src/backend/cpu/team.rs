@@ -81,10 +81,11 @@ unsafe impl Sync for Shared {}
 #[cfg(not(target_arch = "wasm32"))]
 unsafe impl Send for Shared {}
 
-/// Spins of a waiting helper before it starts yielding its core (a region's serial gap is tens
-/// of microseconds; an epoch's evaluation is not trained on a team).
+/// Spins of a waiting thread (a few hundred microseconds: a step's serial gaps are tens) before
+/// it yields its core at each check instead, so that on a busy machine a waiting thread does
+/// not hold a core that the thread it waits for could use.
 #[cfg(not(target_arch = "wasm32"))]
-const SPINS: u32 = 1 << 18;
+const SPINS: u32 = 1 << 13;
 
 #[cfg(not(target_arch = "wasm32"))]
 impl Team {
