@@ -33,12 +33,14 @@ fn time_per_call(mut f: impl FnMut(usize) -> Result<()>) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64() / reps as f64)
 }
 
-fn cpu_gemm_seconds(m: usize, k: usize, n: usize) -> Result<f64> {
+/// Seconds per `m x k x n` product on the CPU backend, its operands laid out as in a B1 step
+/// (`a_t`, `b_t`: read transposed).
+fn cpu_gemm_seconds(m: usize, k: usize, n: usize, transposed: (bool, bool)) -> Result<f64> {
     let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0.0f32; m * n];
     time_per_call(|reps| {
-        matmul_row_major(&mut c, (&a, &b), (m, k, n), reps);
+        matmul_row_major(&mut c, (&a, &b), (m, k, n), transposed, reps);
         Ok(())
     })
 }
@@ -123,7 +125,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 row["layout"] = json!(shape.to_string());
                 seconds
             }
-            _ => cpu_gemm_seconds(m, k, n)?,
+            _ => cpu_gemm_seconds(m, k, n, (a_t, b_t))?,
         };
         if what != "square" {
             b1_gemm_seconds += seconds;

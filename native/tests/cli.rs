@@ -186,7 +186,9 @@ fn same_seed_gives_identical_metrics_and_checkpoint_bytes_whatever_the_thread_co
                 "--data",
                 s(&data),
                 "--hidden",
-                "32,16",
+                "512,33", // multi-block products, blocks of uneven widths
+                "--batch",
+                "64",
                 "--epochs",
                 "2",
                 "--seed",

@@ -3,13 +3,12 @@
 //! product fused into each block while it is in cache (a bias copied in before, an activation
 //! or its derivative after, a share of a bias gradient beside).
 //!
-//! Why results are bit-identical whatever the thread count: each output element is computed by
-//! one `gemm` call as one fixed sequence of multiply-adds over k (the kernel's k-blocking
-//! depends on k and the cache sizes only, not on the block's width), the threads only split the
-//! output's columns, and what runs before and after a block is element-wise, or sums over rows
-//! in a fixed order, per element.
+//! Why results are bit-identical whatever the thread count: the blocks are cut from the shape of
+//! the product alone (never from the number of threads), each block is one `gemm` call, which
+//! computes each of its elements by one fixed sequence of operations for that block's shape,
+//! and what runs before and after a block is element-wise, or sums over rows in a fixed order,
+//! per element. Which thread runs a block changes nothing.
 
-use super::super::parallel::threads;
 use super::team::Exec;
 use std::marker::PhantomData;
 
@@ -66,8 +65,9 @@ impl<'a> Mat<'a> {
     }
 }
 
-/// Below this many multiply-adds a product runs on one thread: splitting costs more than it gains.
-const PARALLEL_MACS: usize = 1 << 21;
+/// Multiply-adds per column block of a product: splitting finer costs more than it gains (each
+/// block packs the left operand again).
+const BLOCK_MACS: usize = 1 << 23;
 
 /// Columns `c0..c1` of every row of a row-major `[rows, n]` output: one thread's block. Other
 /// threads hold the other columns, so each row's part is handed out as a `&mut` slice.
@@ -119,9 +119,10 @@ pub(crate) fn matmul_blocks(
 /// operand of the block's columns, asked for after `before(block)` ran (so `before` may still
 /// write what it reads, such as weights updated just before they are used).
 ///
-/// Large products are split by output columns into two blocks per thread, each a
-/// single-threaded `gemm` call: on the 2-core machines this measured faster than `gemm`'s own
-/// rayon mode, which leaves B1's middle-sized shapes (128x512x256) on one thread.
+/// Large products are split by output columns into blocks of about `BLOCK_MACS` multiply-adds
+/// and at least 16 columns, each a single-threaded `gemm` call: on the 2-core machines this
+/// measured faster than `gemm`'s own rayon mode, which leaves B1's middle-sized shapes
+/// (128x512x256) on one thread.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_blocks_by<'b>(
     exec: &Exec,
@@ -136,15 +137,8 @@ pub(crate) fn matmul_blocks_by<'b>(
     let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
     a.check();
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = threads();
-    let count = if m * n * k >= PARALLEL_MACS && threads > 1 {
-        (2 * threads).min(n.div_ceil(16))
-    } else {
-        1
-    };
+    // From the shape alone, so that the thread count changes nothing in the results.
+    let count = (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(16).max(1));
     // Block edges on whole cache lines of the output (16 floats), so no two threads write the
     // same line.
     let edge = |i: usize| {
@@ -175,7 +169,7 @@ pub(crate) fn matmul_blocks_by<'b>(
             "operand of the wrong shape"
         );
         b.check();
-        if c1 > c0 {
+        if c1 > c0 && m > 0 && k > 0 {
             // SAFETY: `a` and `b` are checked views (every index their strides form is inside
             // their slices); blocks write disjoint column ranges of `dst`, which is exclusively
             // borrowed and distinct from `a` and `b`; `before` and `after` touch only this
@@ -209,12 +203,15 @@ pub(crate) fn matmul_blocks_by<'b>(
     exec.for_each(count, &block);
 }
 
-/// `dst = a @ b` for row-major `a` `[m, k]` and `b` `[k, n]`, `reps` times over, on the threads
-/// a span of training steps runs its products on: what `gpumlp bench` times.
+/// `dst = A @ B`, `dst` row-major `[m, n]`, `reps` times over, on the threads a span of
+/// training steps runs its products on: what `gpumlp bench` times. `A` is `a` read as a
+/// row-major `[m, k]`, or as the transpose of a row-major `[k, m]` where `a_t`; `B` likewise
+/// `[k, n]`, or the transpose of `[n, k]` where `b_t`.
 pub fn matmul_row_major(
     dst: &mut [f32],
     (a, b): (&[f32], &[f32]),
     (m, k, n): (usize, usize, usize),
+    (a_t, b_t): (bool, bool),
     reps: usize,
 ) {
     #[cfg(not(target_arch = "wasm32"))]
@@ -224,7 +221,16 @@ pub fn matmul_row_major(
     #[cfg(target_arch = "wasm32")]
     let exec = Exec::Pool;
     for _ in 0..reps {
-        let (a, b) = (Mat::new(a, m, k), Mat::new(b, k, n));
+        let a = if a_t {
+            Mat::new(a, k, m).t()
+        } else {
+            Mat::new(a, m, k)
+        };
+        let b = if b_t {
+            Mat::new(b, n, k).t()
+        } else {
+            Mat::new(b, k, n)
+        };
         matmul_blocks(&exec, dst, a, b, false, |_| {}, |_| {});
     }
 }

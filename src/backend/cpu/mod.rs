@@ -301,6 +301,7 @@ impl CpuBackend {
         pending: Option<StepHyper>,
     ) -> Result<()> {
         let b = indices.len();
+        self.forwarded = None;
         if let Err(e) = super::check_batch(split, indices, self.data(split).len()) {
             // Nothing is forwarded; the update still belongs to the parameters.
             if let Some(hyper) = pending {

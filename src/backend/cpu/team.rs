@@ -52,6 +52,8 @@ impl Exec<'_> {
 pub(crate) struct Team {
     shared: Arc<Shared>,
     helpers: Vec<std::thread::JoinHandle<()>>,
+    /// One job at a time: a team is not shared between threads (`for_each` is not reentrant).
+    _one_caller: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 /// A job handed to the helpers: the closure (its lifetime erased: `for_each` does not return
@@ -110,7 +112,11 @@ impl Team {
                 std::thread::spawn(move || help(&shared))
             })
             .collect();
-        Some(Team { shared, helpers })
+        Some(Team {
+            shared,
+            helpers,
+            _one_caller: std::marker::PhantomData,
+        })
     }
 
     fn for_each(&self, count: usize, job: &(dyn Fn(usize) + Sync)) {
@@ -125,10 +131,16 @@ impl Team {
         s.next.store(0, Ordering::Relaxed);
         s.done.store(0, Ordering::Relaxed);
         s.generation.fetch_add(1, Ordering::Release);
-        take_parts(s, job, count);
+        let mine =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take_parts(s, job, count)));
+        // Whatever happened here, the helpers may still be calling `job`: wait for them before
+        // it goes out of scope.
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < self.helpers.len() {
             wait(&mut spins);
+        }
+        if let Err(panic) = mine {
+            std::panic::resume_unwind(panic);
         }
         assert!(
             !s.panicked.load(Ordering::Relaxed),
