@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 type Body = fn(GpuContext);
 
-const TESTS: [(&str, Body); 9] = [
+const TESTS: [(&str, Body); 11] = [
     (
         "every_gemm_variant_gives_the_cpus_logits_and_gradients",
         every_gemm_variant_gives_the_cpus_logits_and_gradients,
@@ -57,6 +57,14 @@ const TESTS: [(&str, Body); 9] = [
     (
         "every_activation_gives_the_cpus_logits_gradients_and_step",
         every_activation_gives_the_cpus_logits_gradients_and_step,
+    ),
+    (
+        "a_device_lost_mid_training_is_an_error_from_then_on_not_a_panic",
+        a_device_lost_mid_training_is_an_error_from_then_on_not_a_panic,
+    ),
+    (
+        "an_allocation_the_driver_refuses_is_an_error_not_a_panic",
+        an_allocation_the_driver_refuses_is_an_error_not_a_panic,
     ),
 ];
 
@@ -573,4 +581,55 @@ fn every_activation_gives_the_cpus_logits_gradients_and_step(ctx: GpuContext) {
             1e-3,
         );
     }
+}
+
+/// Steps of 40 rows over the first `n` training rows, learning rate 0.01.
+fn steps_over(n: u32) -> (Vec<u32>, Vec<StepHyper>) {
+    let order: Vec<u32> = (0..n).collect();
+    let hypers = (1..=n.div_ceil(40) as u64)
+        .map(|t| StepHyper { lr: 0.01, t })
+        .collect();
+    (order, hypers)
+}
+
+/// The device destroyed between spans (as a driver reset or a browser reclaiming the adapter
+/// loses it): the next span, readback, forward and update each return the error, naming the
+/// device and the reason; nothing panics.
+fn a_device_lost_mid_training_is_an_error_from_then_on_not_a_panic(ctx: GpuContext) {
+    let (_cpu, mut gpu) = pair(ctx.clone(), &adam());
+    let (order, hypers) = steps_over(120);
+    let span = || Span::new(&order, 40, &hypers).unwrap();
+    gpu.train(span(), &mut |_| {}).unwrap();
+    block_on(gpu.take_stats(Split::Train)).unwrap();
+    ctx.device.destroy();
+    let err = gpu.train(span(), &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains(&ctx.info.name) && err.contains("destroyed"),
+        "{err}"
+    );
+    let err = block_on(gpu.read(Tensor::Params)).unwrap_err().to_string();
+    assert!(err.contains("destroyed"), "{err}");
+    assert!(block_on(gpu.take_stats(Split::Train)).is_err());
+    assert!(gpu.forward(Split::Test, &[0, 1, 2], 3).is_err());
+    assert!(gpu.update(StepHyper { lr: 0.01, t: 9 }).is_err());
+}
+
+/// A buffer past the device's limit, which wgpu refuses with a validation error that would
+/// panic without a handler: the backend's next call returns it instead.
+fn an_allocation_the_driver_refuses_is_an_error_not_a_panic(ctx: GpuContext) {
+    let (_cpu, mut gpu) = pair(ctx.clone(), &adam());
+    let _refused = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("too large"),
+        size: ctx.limits.max_buffer_size.saturating_add(4),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let err = gpu
+        .forward(Split::Train, &batch(), 37)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&ctx.info.name) && err.contains("too large"),
+        "{err}"
+    );
 }

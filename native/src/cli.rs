@@ -178,12 +178,12 @@ pub fn flag(setting: Setting) -> &'static str {
 
 /// Rewrites a core error about a setting to name the setting's flag.
 pub fn name_flag(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<gpumlp::Error>() {
-        Ok(gpumlp::Error::Setting { setting, reason }) => {
-            anyhow::anyhow!("{} {reason}", flag(setting))
+    // By reference: a downcast by value would drop the context around the error.
+    match e.downcast_ref::<gpumlp::Error>() {
+        Some(gpumlp::Error::Setting { setting, reason }) => {
+            anyhow::anyhow!("{} {reason}", flag(*setting))
         }
-        Ok(other) => other.into(),
-        Err(e) => e,
+        _ => e,
     }
 }
 

@@ -94,19 +94,57 @@ pub fn open_gpu(device: &Device, job: &Job) -> Result<Option<GpuContext>> {
 }
 
 /// The backend `device` asks for, built for `arch`, and on a GPU its GEMM tuning cache (save
-/// it once the backend has run).
+/// it once the backend has run) and the test-only device loss (see [`DeviceLoss`]).
 pub fn open(
     device: &Device,
     arch: &Architecture,
     job: &Job,
-) -> Result<(Box<dyn Backend>, Option<TuningCache>)> {
+) -> Result<(Box<dyn Backend>, Option<TuningCache>, Option<DeviceLoss>)> {
     Ok(match open_gpu(device, job)? {
         Some(context) => {
             let cache = TuningCache::load(&context);
-            (Box::new(GpuBackend::new(context, arch)?), Some(cache))
+            let loss = DeviceLoss::from_env(&context)?;
+            (Box::new(GpuBackend::new(context, arch)?), Some(cache), loss)
         }
-        None => (Box::new(CpuBackend::new(arch)), None),
+        None => (Box::new(CpuBackend::new(arch)), None, None),
     })
+}
+
+/// Fault injection for the tests of GPU faults, not a user setting:
+/// `GPUMLP_TEST_LOSE_DEVICE=EPOCH:STEP` destroys the GPU device once training has handed STEP
+/// steps of epoch EPOCH to it, as a driver reset or a reclaimed adapter would lose it.
+pub struct DeviceLoss {
+    epoch: usize,
+    step: usize,
+    ctx: GpuContext,
+    done: std::cell::Cell<bool>,
+}
+
+impl DeviceLoss {
+    fn from_env(ctx: &GpuContext) -> Result<Option<Self>> {
+        let Ok(at) = std::env::var("GPUMLP_TEST_LOSE_DEVICE") else {
+            return Ok(None);
+        };
+        let parsed = at
+            .split_once(':')
+            .and_then(|(e, s)| Some((e.parse().ok()?, s.parse().ok()?)));
+        let Some((epoch, step)) = parsed else {
+            bail!("GPUMLP_TEST_LOSE_DEVICE={at}: expected EPOCH:STEP");
+        };
+        Ok(Some(DeviceLoss {
+            epoch,
+            step,
+            ctx: ctx.clone(),
+            done: std::cell::Cell::new(false),
+        }))
+    }
+
+    /// Destroys the device if training has reached the chosen point (once).
+    pub fn at(&self, epoch: usize, step: usize) {
+        if epoch == self.epoch && step >= self.step && !self.done.replace(true) {
+            self.ctx.device.destroy();
+        }
+    }
 }
 
 /// Timed B1 steps per device when `auto` or `devices` compares them (after 2 of warm-up).

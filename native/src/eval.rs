@@ -41,7 +41,7 @@ pub fn eval(args: EvalArgs, notice: &mut dyn FnMut(&str, &str)) -> Result<()> {
             data.name
         );
     }
-    let (mut backend, tuning) =
+    let (mut backend, tuning, _) =
         devices::open(&args.device.device, &ckpt.architecture, &Job::alone())?;
     backend.write(Tensor::Params, &ckpt.params)?;
     backend.upload(Split::Test, &data.test)?;

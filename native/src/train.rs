@@ -40,7 +40,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
     let arch = config.architecture()?;
-    let (backend, tuning) = devices::open(&args.device.device, &arch, job)?;
+    let (backend, tuning, device_loss) = devices::open(&args.device.device, &arch, job)?;
 
     // The checkpoint resumed and its training state.
     let saved = resume
@@ -97,7 +97,14 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
             indicatif::ProgressBar::hidden()
         };
         let start = Instant::now();
-        let epoch = block_on(trainer.train_epoch(&mut |done, _| bar.set_position(done as u64)))?;
+        let number = trainer.epoch + 1;
+        let epoch = block_on(trainer.train_epoch(&mut |done, _| {
+            bar.set_position(done as u64);
+            if let Some(loss) = &device_loss {
+                loss.at(number, done);
+            }
+        }))
+        .with_context(|| format!("training stopped during epoch {number}"))?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let test = block_on(trainer.evaluate())?;

@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         .is_some_and(|d| d.iter().any(|a| a["kind"] == "software-gpu"));
     let missing = (!has_software)
         .then_some("no software GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe");
-    let tests: [(&str, fn()); 3] = [
+    let tests: [(&str, fn()); 4] = [
+        (
+            "a_device_lost_mid_epoch_ends_with_one_line_and_the_checkpoint_resumes",
+            a_device_lost_mid_epoch_ends_with_one_line_and_the_checkpoint_resumes,
+        ),
         (
             "the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt",
             the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt,
@@ -203,4 +207,74 @@ fn each_activation_trains_on_the_software_gpu_as_on_the_cpu() {
             "{activation}"
         );
     }
+}
+
+/// The GPU destroyed in the middle of epoch 2 (the test-only `GPUMLP_TEST_LOSE_DEVICE`): one
+/// line naming the epoch, the device and the reason, exit status 2, no temporary file; the
+/// checkpoint of epoch 1 is whole and resumes, on the software GPU to the uninterrupted run's
+/// accuracy and on the CPU to within a point of it.
+fn a_device_lost_mid_epoch_ends_with_one_line_and_the_checkpoint_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.st");
+    let m = model.to_str().unwrap();
+    let train = |epochs: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let args = [
+            &[
+                "train",
+                "--data",
+                "mnist-sample",
+                "--hidden",
+                "32",
+                "--epochs",
+                epochs,
+            ][..],
+            extra,
+        ]
+        .concat();
+        gpumlp_env(&args, tmp.path(), env)
+    };
+    let lost = train(
+        "3",
+        &["--device", "software", "--save", m],
+        &[("GPUMLP_TEST_LOSE_DEVICE", "2:20")],
+    );
+    // The run printed its first epoch; its error is the one last line.
+    let err = stderr(&lost);
+    let last = err.lines().last().unwrap_or("");
+    assert_eq!(lost.status.code(), Some(2), "{err}");
+    assert!(
+        last.starts_with("error: training stopped during epoch 2: ") && last.contains("destroyed"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        listing(tmp.path()),
+        vec!["m.st".to_string()],
+        "a temporary file was left"
+    );
+    let accuracy = |out: &std::process::Output| {
+        assert_ok(out);
+        json(out)["test_accuracy"].as_f64().unwrap()
+    };
+    let whole = accuracy(&train("3", &["--device", "software", "--json"], &[]));
+    let resumed = accuracy(&gpumlp(
+        &[
+            "train", "--resume", m, "--epochs", "3", "--device", "software", "--json",
+        ],
+        tmp.path(),
+    ));
+    assert!(
+        (resumed - whole).abs() <= 0.002,
+        "resumed {resumed}, uninterrupted {whole}"
+    );
+    let on_cpu = accuracy(&gpumlp(
+        &[
+            "train", "--resume", m, "--epochs", "3", "--device", "cpu", "--json",
+        ],
+        tmp.path(),
+    ));
+    assert!(
+        (on_cpu - whole).abs() <= 0.01,
+        "resumed on the CPU {on_cpu}, uninterrupted {whole}"
+    );
 }

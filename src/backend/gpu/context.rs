@@ -69,6 +69,9 @@ pub struct GpuContext {
     /// The GEMM variant chosen per shape on this adapter. Shared with clones of the context, so
     /// the program can save what the backend tuned.
     pub tuning: Arc<Mutex<GemmTuning>>,
+    /// The first fault the device reported on its own (an error no call returned, such as an
+    /// allocation the driver refused, or the device lost), which every later call returns.
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -103,6 +106,28 @@ impl GpuContext {
                 ))
             })?;
         let info = adapter.get_info();
+        // Without these, wgpu's defaults panic on such faults; here they become errors.
+        let fault = Arc::new(Mutex::new(None));
+        let record = |fault: &Arc<Mutex<Option<String>>>| {
+            let fault = fault.clone();
+            move |what: String| {
+                if let Ok(mut f) = fault.lock() {
+                    f.get_or_insert(what);
+                }
+            }
+        };
+        let on_error = record(&fault);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            // Its text names the call and the cause on the lines after the first.
+            on_error(one_line(&e.to_string()))
+        }));
+        let on_lost = record(&fault);
+        device.set_device_lost_callback(move |reason, message| {
+            on_lost(match reason {
+                wgpu::DeviceLostReason::Destroyed => "the device was destroyed".to_string(),
+                _ => format!("the device was lost: {}", one_line(&message)),
+            })
+        });
         let tuning = GemmTuning {
             device: GemmTuning::device_key(&info),
             enabled: tuning_wanted(info.device_type),
@@ -118,7 +143,34 @@ impl GpuContext {
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             tuning: Arc::new(Mutex::new(tuning)),
+            fault,
         })
+    }
+
+    /// The fault the device reported on its own, if any, as the error every call now returns.
+    pub(crate) fn check(&self) -> Result<()> {
+        match self.fault.lock().ok().and_then(|f| f.clone()) {
+            Some(fault) => Err(Error::Gpu(format!("{}: {fault}", self.info.name))),
+            None => Ok(()),
+        }
+    }
+
+    /// [`GpuContext::check`] after letting the device report what it has without waiting
+    /// (natively; a browser reports at its next readback).
+    pub(crate) fn poll_faults(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::Poll)
+            .map_err(|e| self.failed(format!("polling the GPU: {e}")))?;
+        self.check()
+    }
+
+    /// `what` failed: the device's own fault where it reported one (the cause), else `what`.
+    fn failed(&self, what: impl std::fmt::Display) -> Error {
+        match self.check() {
+            Err(fault) => fault,
+            Ok(()) => Error::Gpu(format!("{}: {what}", self.info.name)),
+        }
     }
 
     /// The adapter's type in the words `--json` and `gpumlp devices` use.
@@ -188,10 +240,10 @@ impl GpuContext {
                 submission_index: Some(submission),
                 timeout: None,
             })
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+            .map_err(|e| self.failed(format!("waiting for the GPU: {e}")))?;
         #[cfg(target_arch = "wasm32")]
         let _ = submission;
-        Ok(())
+        self.check()
     }
 
     /// How [`GpuContext::time_pass`] measures, in words for `gpumlp bench`.
@@ -302,15 +354,15 @@ impl GpuContext {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")));
+            .map_err(|e| self.failed(format!("waiting for the GPU: {e}")));
         #[cfg(target_arch = "wasm32")]
         let waited = Ok(());
+        let ctx = self.clone();
         async move {
             waited?;
+            ctx.check()?;
             let lost = |e: &dyn std::fmt::Display| {
-                Error::Gpu(format!(
-                    "reading back from the GPU failed (device lost?): {e}"
-                ))
+                ctx.failed(format!("reading back from the GPU failed: {e}"))
             };
             rx.await.map_err(|e| lost(&e))?.map_err(|e| lost(&e))?;
             let data = bytemuck::pod_collect_to_vec::<u8, T>(
@@ -386,4 +438,14 @@ pub(crate) fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry
 /// Elements of f32 (or u32) in `buffer`.
 pub(crate) fn words(buffer: &wgpu::Buffer) -> u64 {
     buffer.size() / 4
+}
+
+/// The first line of a message (wgpu's errors run over several).
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join(" ")
 }

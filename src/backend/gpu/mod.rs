@@ -11,7 +11,9 @@
 //! ahead.
 //!
 //! Natively the kernels run without naga's runtime bounds checks (see `context::GpuContext`):
-//! every dispatch's indices are proven in range first by `bounds`.
+//! every dispatch's indices are proven in range first by `bounds`. A fault the device reports
+//! on its own (a lost device, an allocation the driver refuses) is an error from every call
+//! after it, never a panic.
 //!
 //! Modules: `context` (device, pipelines, readback), `bounds` (index proofs), `step_table` (the
 //! per-step uniforms), `network` (the datasets, batch buffers and the products wired to them),
@@ -277,6 +279,7 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        self.ctx.check()?;
         let capacity = self.network.as_ref().map_or(0, |n| n.capacity);
         self.data[split as usize] = Some(SplitData::upload(&self.ctx, split, data, capacity)?);
         if self.last.is_some_and(|l| l.split == split) {
@@ -291,6 +294,7 @@ impl Backend for GpuBackend {
     }
 
     fn attach_optimizer(&mut self, optimizer: &OptimizerConfig) -> Result<()> {
+        self.ctx.check()?;
         let kernel = UpdateKernel::new(&self.ctx, &self.steps.layout, optimizer.kind);
         // New buffers are zero.
         let state: Vec<wgpu::Buffer> = optimizer
@@ -315,6 +319,7 @@ impl Backend for GpuBackend {
     }
 
     fn write(&mut self, tensor: Tensor, values: &[f32]) -> Result<()> {
+        self.ctx.check()?;
         let opt = self.optimizer.as_ref().map(|o| &o.config);
         super::check_write(tensor, values, &self.layout, opt)?;
         let buffer = self.buffer(tensor)?;
@@ -337,6 +342,7 @@ impl Backend for GpuBackend {
     }
 
     fn forward(&mut self, split: Split, rows: &[u32], mean_over: usize) -> Result<()> {
+        self.ctx.check()?;
         let len = self.data[split as usize].as_ref().map_or(0, |d| d.len);
         super::check_batch(split, rows, len)?;
         self.prepare(split, rows.len(), rows.len())?;
@@ -360,6 +366,7 @@ impl Backend for GpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
+        self.ctx.check()?;
         let last = self.last.ok_or_else(super::no_forward)?;
         self.submit("backward", |pass| {
             self.steps.bind(pass, last.slot);
@@ -369,6 +376,7 @@ impl Backend for GpuBackend {
     }
 
     fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        self.ctx.check()?;
         let opt = self.attached()?;
         // The last forward's slot keeps its rows; only its optimizer scalars change.
         let slot = self.last.map_or(0, |l| l.slot);
@@ -387,6 +395,7 @@ impl Backend for GpuBackend {
     /// A span encoded whole, with no readback: the order and every step's slot uploaded at
     /// once, each step's dispatches reading its own slot.
     fn train(&mut self, span: Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
+        self.ctx.check()?;
         if span.is_empty() {
             return Ok(());
         }
@@ -434,6 +443,9 @@ impl Backend for GpuBackend {
                 self.ctx.wait(previous)?;
             }
             progress((first + chunk.len()).min(slots.len()));
+            // A fault the device reported stops the span (a browser, which cannot wait, sees
+            // it at the next readback).
+            self.ctx.poll_faults()?;
         }
         self.encoding.0 += encoding.0;
         self.encoding.1 += encoding.1;
