@@ -43,10 +43,25 @@ pub struct TrainingState {
     pub step: u64,
     /// Name of the data trained on.
     pub data: String,
+    /// Steps already taken of the epoch under way (0 at an epoch's end), and what its training
+    /// batches gave so far: a run stopped mid-epoch (a preempted machine) resumes at that step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within_epoch: Option<WithinEpoch>,
     /// The optimizer's state buffers, in the order of `config.optimizer.kind.state_names()`
     /// (stored as tensors, not in the metadata).
     #[serde(skip)]
     pub optimizer_state: Vec<Vec<f32>>,
+}
+
+/// Where a run stopped inside an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WithinEpoch {
+    /// Steps of the epoch taken.
+    pub steps: usize,
+    /// The summed loss, correct count and sample count of those steps' batches.
+    pub loss_sum: f64,
+    pub correct: u64,
+    pub count: u64,
 }
 
 /// The tensor name of optimizer state buffer `name`.

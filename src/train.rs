@@ -14,7 +14,7 @@
 //! waiting for the device; in a group, each step waits for the sum of gradients.
 
 use crate::backend::{Backend, Span, Split, Stats, StepHyper, Tensor};
-use crate::checkpoint::{Checkpoint, TrainingState};
+use crate::checkpoint::{Checkpoint, TrainingState, WithinEpoch};
 use crate::collective::{fingerprint, share, Collective, Fingerprint, SingleProcess};
 use crate::config::TrainConfig;
 use crate::dataset::Splits;
@@ -64,6 +64,9 @@ pub struct Trainer {
     group: Box<dyn Collective>,
     /// The epoch under way when it is trained a slice at a time.
     current: Option<EpochInProgress>,
+    /// Stats of the epoch under way already taken out of the backend (by a mid-epoch
+    /// checkpoint, or restored from one), added to the epoch's result when it ends.
+    partial: Stats,
 }
 
 /// An epoch being trained in slices: its order and per-step values, and how far it got.
@@ -153,7 +156,7 @@ impl Trainer {
             same_start(&*group, &config, data, resumed)?;
             mine.len()
         };
-        Ok(Trainer {
+        let mut trainer = Trainer {
             config,
             backend,
             data_name: data.name.clone(),
@@ -163,7 +166,44 @@ impl Trainer {
             test_len,
             group,
             current: None,
-        })
+            partial: Stats::default(),
+        };
+        if let Some(within) = resumed.and_then(|(_, state)| state.within_epoch) {
+            trainer.resume_within_epoch(within)?;
+        }
+        Ok(trainer)
+    }
+
+    /// Continues the epoch a checkpoint was saved in the middle of, at the step it reached,
+    /// with what its batches gave so far (on rank 0 alone: the ranks' stats are summed).
+    fn resume_within_epoch(&mut self, within: WithinEpoch) -> Result<()> {
+        if within.steps == 0 {
+            return Ok(());
+        }
+        // The epoch's order and rates are drawn from the step count at its start.
+        let at_start = self.step.checked_sub(within.steps as u64).ok_or_else(|| {
+            Error::Config("the checkpoint's step count is below its position in the epoch".into())
+        })?;
+        let now = std::mem::replace(&mut self.step, at_start);
+        self.begin_epoch()?;
+        self.step = now;
+        let current = self.current.as_mut().expect("begin_epoch ran");
+        if within.steps >= current.hypers.len() {
+            return Err(Error::Config(format!(
+                "the checkpoint stopped at step {} of an epoch of {} steps",
+                within.steps,
+                current.hypers.len()
+            )));
+        }
+        current.done = within.steps;
+        if self.group.rank() == 0 {
+            self.partial = Stats {
+                loss_sum: within.loss_sum,
+                correct: within.correct,
+                count: within.count,
+            };
+        }
+        Ok(())
     }
 
     /// Continues the run saved in `ckpt` (which must hold training state) up to `epochs` in all.
@@ -267,7 +307,11 @@ impl Trainer {
             .hypers
             .last()
             .map_or(self.config.optimizer.lr, |h| h.lr);
-        let train = self.backend.take_stats(Split::Train).await?;
+        let mut train = self.backend.take_stats(Split::Train).await?;
+        let partial = std::mem::take(&mut self.partial);
+        train.loss_sum += partial.loss_sum;
+        train.correct += partial.correct;
+        train.count += partial.count;
         let train = self.sum_stats(train)?;
         if self.group.ranks() > 1 {
             self.check_same_params().await?;
@@ -349,14 +393,31 @@ impl Trainer {
         }
     }
 
-    /// The model and everything needed to resume, as a checkpoint. In the middle of an epoch
-    /// (between `advance` calls) it holds the model only: a run resumes at epoch boundaries.
+    /// The model and everything needed to resume, as a checkpoint: at an epoch's end, or in
+    /// the middle of one (between `advance` calls), where it also holds how far the epoch got
+    /// and what its batches gave so far, so a resumed run continues at that step exactly. (One
+    /// rank of several holds the model only mid-epoch: ranks resume at epoch boundaries.)
     pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
         let params = self.backend.read(Tensor::Params).await?;
         let architecture = self.config.architecture()?;
-        let training = if self.current.is_some() {
+        let done = self.current.as_ref().map_or(0, |c| c.done);
+        let training = if done > 0 && self.group.ranks() > 1 {
             None
         } else {
+            let within_epoch = if done > 0 {
+                let taken = self.backend.take_stats(Split::Train).await?;
+                self.partial.loss_sum += taken.loss_sum;
+                self.partial.correct += taken.correct;
+                self.partial.count += taken.count;
+                Some(WithinEpoch {
+                    steps: done,
+                    loss_sum: self.partial.loss_sum,
+                    correct: self.partial.correct,
+                    count: self.partial.count,
+                })
+            } else {
+                None
+            };
             let mut optimizer_state = Vec::new();
             for k in 0..self.config.optimizer.kind.state_names().len() {
                 optimizer_state.push(self.backend.read(Tensor::State(k)).await?);
@@ -366,6 +427,7 @@ impl Trainer {
                 epoch: self.epoch,
                 step: self.step,
                 data: self.data_name.clone(),
+                within_epoch,
                 optimizer_state,
             })
         };

@@ -94,6 +94,42 @@ fn same_seed_gives_identical_runs_and_checkpoint_bytes() {
 }
 
 #[test]
+fn a_run_saved_mid_epoch_resumes_at_that_step_to_the_uninterrupted_bytes_and_metrics() {
+    let data = common::small_sample(1000, 200);
+    let config = small_config(3); // 20 steps an epoch
+    let mut whole = trainer(config.clone(), &data);
+    let mut whole_log = Vec::new();
+    while !whole.finished() {
+        whole_log.push(epoch(&mut whole).train);
+    }
+
+    // Stopped after 7 steps of epoch 2, as a preempted machine would be.
+    let mut first = trainer(config.clone(), &data);
+    let mut log = vec![epoch(&mut first).train];
+    assert!(!block_on(first.advance(7, &mut |_, _| {})).unwrap());
+    let bytes = checkpoint_bytes(&mut first);
+    drop(first);
+    let ckpt = Checkpoint::from_bytes("mid-epoch", &bytes).unwrap();
+    let within = ckpt.training.as_ref().unwrap().within_epoch.unwrap();
+    assert_eq!(within.steps, 7);
+    let mut resumed = Trainer::resume(&ckpt, 3, cpu(&config), &data).unwrap();
+    assert_eq!((resumed.epoch, resumed.step), (1, 27));
+    assert_eq!(resumed.epoch_progress(), (7, 20));
+    while !resumed.finished() {
+        log.push(epoch(&mut resumed).train);
+    }
+    // The same batches: the same counts, and loss sums equal but for the order of the additions.
+    for (got, want) in log.iter().zip(&whole_log) {
+        assert_eq!((got.count, got.correct), (want.count, want.correct));
+        assert!((got.loss_sum - want.loss_sum).abs() <= 1e-12 * want.loss_sum);
+    }
+    assert!(
+        checkpoint_bytes(&mut whole) == checkpoint_bytes(&mut resumed),
+        "the resumed run's checkpoint differs from the uninterrupted one's"
+    );
+}
+
+#[test]
 fn resumed_run_equals_uninterrupted_run() {
     let data = common::small_sample(1000, 200);
     for (kind, schedule) in [
@@ -260,11 +296,22 @@ fn training_in_slices_equals_whole_epochs() {
                 block_on(sliced.finish_epoch()).is_err(),
                 "an epoch cannot end before its last step"
             );
-            // Mid-epoch, a checkpoint is the model only: runs resume at epoch boundaries.
-            assert!(block_on(sliced.checkpoint()).unwrap().training.is_none());
+            // Mid-epoch, a checkpoint says where in the epoch the run is.
+            let ckpt = block_on(sliced.checkpoint()).unwrap();
+            let within = ckpt.training.unwrap().within_epoch.unwrap();
+            assert_eq!(within.steps, done);
         }
     }
-    assert_eq!(sliced_results, whole_results);
+    // The same steps; the mid-epoch checkpoints took the stats out early, which changes only
+    // the order of the loss sum's additions.
+    for (s, w) in sliced_results.iter().zip(&whole_results) {
+        assert_eq!((s.epoch, s.lr), (w.epoch, w.lr));
+        assert_eq!(
+            (s.train.count, s.train.correct),
+            (w.train.count, w.train.correct)
+        );
+        assert!((s.train.loss_sum - w.train.loss_sum).abs() <= 1e-12 * w.train.loss_sum);
+    }
     assert_eq!(checkpoint_bytes(&mut sliced), checkpoint_bytes(&mut whole));
     assert!(
         block_on(sliced.advance(1, &mut |_, _| {})).is_err(),

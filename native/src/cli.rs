@@ -74,6 +74,10 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Also save the checkpoint every N steps within an epoch (with --save), bounding what a
+    /// kill -9 can lose
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_every: Option<u64>,
     /// Save the model and optimizer state here after every epoch (safetensors)
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,

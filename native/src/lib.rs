@@ -8,6 +8,7 @@ pub mod devices;
 pub mod download;
 pub mod eval;
 pub mod files;
+pub mod interrupt;
 pub mod plot;
 pub mod progress;
 pub mod ranks;

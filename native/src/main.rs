@@ -38,6 +38,11 @@ fn main() -> ExitCode {
     match gpumlp_native::run(cli, &job) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // A run a signal stopped says where, and exits with 128 + the signal's number.
+            if let Some(stopped) = e.downcast_ref::<gpumlp_native::interrupt::Interrupted>() {
+                eprintln!("{stopped}");
+                return ExitCode::from((128 + stopped.signal.number()) as u8);
+            }
             let rank = if job.ranks > 1 {
                 format!("rank {}: ", job.rank)
             } else {

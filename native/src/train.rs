@@ -9,6 +9,7 @@
 use crate::cli::TrainArgs;
 use crate::data;
 use crate::files::{check_writable, write_atomic};
+use crate::interrupt::{Interrupted, Signal, Stop, TestSignal};
 use crate::ranks::Job;
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
@@ -82,11 +83,27 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         );
     }
 
+    // A single process stops cleanly on SIGTERM or SIGINT; ranks stop as before (an MPI job's
+    // mid-epoch checkpoint would hold the model only).
+    let stop = if job.ranks == 1 {
+        Some(Stop::install()?)
+    } else {
+        None
+    };
+    let test_signal = TestSignal::from_env()?;
+    if args.save_every.is_some() && (args.save.is_none() || job.ranks > 1) {
+        bail!("--save-every: needs --save, and a single process (not several ranks)");
+    }
+    let mut since_save = 0u64;
     let mut metrics = String::new();
     let mut points = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = None;
     while !trainer.finished() {
+        if let Some(signal) = stop.as_ref().and_then(Stop::requested) {
+            // Between epochs: the epoch's checkpoint is already written.
+            return Err(interrupted(&args, signal, &trainer).into());
+        }
         let bar = if lead {
             progress::epoch_bar(
                 trainer.epoch + 1,
@@ -98,13 +115,48 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         };
         let start = Instant::now();
         let number = trainer.epoch + 1;
-        let epoch = block_on(trainer.train_epoch(&mut |done, _| {
-            bar.set_position(done as u64);
-            if let Some(loss) = &device_loss {
-                loss.at(number, done);
+        // Rows this run trains of the epoch (fewer where it resumes one saved mid-epoch).
+        let rows = data
+            .train
+            .len()
+            .saturating_sub(trainer.epoch_progress().0 * trainer.config.batch);
+        let stopped = |e: gpumlp::Error| {
+            anyhow::Error::from(e).context(format!("training stopped during epoch {number}"))
+        };
+        // In slices, looking between them for a signal and for `--save-every`.
+        loop {
+            let before = trainer.epoch_progress().0;
+            let ended = block_on(trainer.advance(SLICE, &mut |done, _| {
+                bar.set_position(done as u64);
+                if let Some(loss) = &device_loss {
+                    loss.at(number, done);
+                }
+                if let Some(test) = &test_signal {
+                    test.at(number, done);
+                }
+            }))
+            .map_err(stopped)?;
+            if ended {
+                break;
             }
-        }))
-        .with_context(|| format!("training stopped during epoch {number}"))?;
+            since_save += (trainer.epoch_progress().0 - before) as u64;
+            if let Some(signal) = stop.as_ref().and_then(Stop::requested) {
+                bar.finish_and_clear();
+                if let Some(path) = &args.save {
+                    let checkpoint = block_on(trainer.checkpoint())?;
+                    write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+                }
+                return Err(interrupted(&args, signal, &trainer).into());
+            }
+            if let (Some(every), Some(path)) = (args.save_every, &args.save) {
+                if since_save >= every {
+                    let checkpoint = block_on(trainer.checkpoint())?;
+                    write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+                    since_save = 0;
+                }
+            }
+        }
+        let epoch = block_on(trainer.finish_epoch()).map_err(stopped)?;
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
         let test = block_on(trainer.evaluate())?;
@@ -112,8 +164,8 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
             tuning.save()?;
         }
         train_seconds += seconds;
-        samples += data.train.len();
-        let rate = data.train.len() as f64 / seconds;
+        samples += rows;
+        let rate = rows as f64 / seconds;
         if !lead {
             continue;
         }
@@ -339,4 +391,28 @@ fn json_f32(x: f32) -> serde_json::Value {
     x.to_string()
         .parse::<f64>()
         .map_or(serde_json::Value::Null, serde_json::Value::from)
+}
+
+/// Steps handed to the device between two looks at the signals and at `--save-every`.
+const SLICE: usize = 32;
+
+/// The one line a run stopped by `signal` ends with: where it stopped and what was kept.
+fn interrupted(args: &TrainArgs, signal: Signal, trainer: &Trainer) -> Interrupted {
+    let (done, total) = trainer.epoch_progress();
+    let at = if done == 0 {
+        format!("after epoch {}", trainer.epoch)
+    } else {
+        format!("at step {done} of {total} of epoch {}", trainer.epoch + 1)
+    };
+    let kept = match &args.save {
+        Some(path) => format!(
+            "checkpoint saved to {p}; continue with `gpumlp train --resume {p} --save {p}`",
+            p = path.display()
+        ),
+        None => "nothing was saved (no --save)".to_string(),
+    };
+    Interrupted {
+        signal,
+        message: format!("stopped by {signal} {at}: {kept}"),
+    }
 }

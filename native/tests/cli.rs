@@ -171,6 +171,106 @@ fn the_activation_is_a_setting_that_checkpoints_keep_and_eval_reproduces() {
     assert_refused(&bad, &["--activation", "swish"]);
 }
 
+/// A run stopped by `signal` (`GPUMLP_TEST_SIGNAL`, sent at step `at` of epoch 2 of 3, 63 steps
+/// each) and resumed from its `--save`: returns the stopped run's output, the step of epoch 2
+/// its checkpoint holds (0 at the end of epoch 1), and whether the finished run's checkpoint is
+/// byte-identical to an uninterrupted run's.
+fn stopped_and_resumed(
+    signal: &str,
+    at: usize,
+    extra: &[&str],
+) -> (std::process::Output, usize, bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stopped, whole) = (tmp.path().join("stopped.st"), tmp.path().join("whole.st"));
+    fn args<'a>(save: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+        let run = [
+            "train",
+            "--data",
+            "mnist-sample",
+            "--hidden",
+            "32",
+            "--epochs",
+            "3",
+        ];
+        [&run[..], &["--save", s(save)][..], extra].concat()
+    }
+    let out = gpumlp_env(
+        &args(&stopped, extra),
+        tmp.path(),
+        &[("GPUMLP_TEST_SIGNAL", &format!("2:{at}:{signal}"))],
+    );
+    // The position is in the checkpoint's metadata (JSON inside the safetensors header).
+    let bytes = std::fs::read(&stopped).unwrap();
+    let header = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).replace('\\', "");
+    let steps = header
+        .split(r#""within_epoch":{"steps":"#)
+        .nth(1)
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap());
+    assert_eq!(
+        listing(tmp.path()),
+        vec!["stopped.st".to_string()],
+        "a temporary file was left"
+    );
+    let resumed = gpumlp(
+        &[
+            "train",
+            "--resume",
+            s(&stopped),
+            "--epochs",
+            "3",
+            "--save",
+            s(&stopped),
+        ],
+        tmp.path(),
+    );
+    assert_ok(&resumed);
+    assert_ok(&gpumlp(&args(&whole, extra), tmp.path()));
+    let same = std::fs::read(&stopped).unwrap() == std::fs::read(&whole).unwrap();
+    (out, steps, same)
+}
+
+#[test]
+fn sigterm_and_sigint_mid_epoch_save_that_step_and_resume_to_the_uninterrupted_bytes() {
+    for (signal, name, status) in [("TERM", "SIGTERM", 143), ("INT", "SIGINT", 130)] {
+        // Sent at step 10; noticed at the end of the slice under way.
+        let (out, steps, same) = stopped_and_resumed(signal, 10, &[]);
+        assert_eq!(steps, 32);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(status), "{err}");
+        // Epoch 1's line, then the one line saying where the run stopped and what it kept.
+        let last = err.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with(&format!(
+                "stopped by {name} at step 32 of 63 of epoch 2: checkpoint saved to "
+            )) && last.contains("--resume"),
+            "{err}"
+        );
+        assert!(
+            same,
+            "{name}: the resumed run's checkpoint differs from the uninterrupted one's"
+        );
+    }
+}
+
+#[test]
+fn save_every_bounds_what_a_kill_9_loses() {
+    // Killed (nothing runs after SIGKILL) at step 40 of epoch 2: the checkpoint written every 16
+    // steps (at the end of a 32-step slice) holds step 32, and the run resumes from there to
+    // the uninterrupted bytes.
+    let (out, steps, same) = stopped_and_resumed("KILL", 40, &["--save-every", "16"]);
+    assert_eq!(steps, 32, "the --save-every checkpoint");
+    assert_eq!(
+        out.status.code(),
+        None,
+        "killed by a signal: {}",
+        stderr(&out)
+    );
+    assert!(
+        same,
+        "the run resumed from the --save-every checkpoint differs"
+    );
+}
+
 #[test]
 fn same_seed_gives_identical_metrics_and_checkpoint_bytes_whatever_the_thread_count() {
     let tmp = tempfile::tempdir().unwrap();
