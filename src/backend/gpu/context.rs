@@ -121,12 +121,17 @@ impl GpuContext {
             // Its text names the call and the cause on the lines after the first.
             on_error(one_line(&e.to_string()))
         }));
-        let on_lost = record(&fault);
+        // A lost device is the cause of whatever failed after it (buffers made on a lost device
+        // are invalid, and say so first): it replaces any fault recorded before.
+        let lost = fault.clone();
         device.set_device_lost_callback(move |reason, message| {
-            on_lost(match reason {
+            let what = match reason {
                 wgpu::DeviceLostReason::Destroyed => "the device was destroyed".to_string(),
                 _ => format!("the device was lost: {}", one_line(&message)),
-            })
+            };
+            if let Ok(mut f) = lost.lock() {
+                *f = Some(what);
+            }
         });
         let tuning = GemmTuning {
             device: GemmTuning::device_key(&info),

@@ -279,7 +279,7 @@ impl Backend for GpuBackend {
     }
 
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let capacity = self.network.as_ref().map_or(0, |n| n.capacity);
         self.data[split as usize] = Some(SplitData::upload(&self.ctx, split, data, capacity)?);
         if self.last.is_some_and(|l| l.split == split) {
@@ -294,7 +294,7 @@ impl Backend for GpuBackend {
     }
 
     fn attach_optimizer(&mut self, optimizer: &OptimizerConfig) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let kernel = UpdateKernel::new(&self.ctx, &self.steps.layout, optimizer.kind);
         // New buffers are zero.
         let state: Vec<wgpu::Buffer> = optimizer
@@ -319,7 +319,7 @@ impl Backend for GpuBackend {
     }
 
     fn write(&mut self, tensor: Tensor, values: &[f32]) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let opt = self.optimizer.as_ref().map(|o| &o.config);
         super::check_write(tensor, values, &self.layout, opt)?;
         let buffer = self.buffer(tensor)?;
@@ -342,7 +342,7 @@ impl Backend for GpuBackend {
     }
 
     fn forward(&mut self, split: Split, rows: &[u32], mean_over: usize) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let len = self.data[split as usize].as_ref().map_or(0, |d| d.len);
         super::check_batch(split, rows, len)?;
         self.prepare(split, rows.len(), rows.len())?;
@@ -366,7 +366,7 @@ impl Backend for GpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let last = self.last.ok_or_else(super::no_forward)?;
         self.submit("backward", |pass| {
             self.steps.bind(pass, last.slot);
@@ -376,7 +376,7 @@ impl Backend for GpuBackend {
     }
 
     fn update(&mut self, hyper: StepHyper) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         let opt = self.attached()?;
         // The last forward's slot keeps its rows; only its optimizer scalars change.
         let slot = self.last.map_or(0, |l| l.slot);
@@ -395,7 +395,7 @@ impl Backend for GpuBackend {
     /// A span encoded whole, with no readback: the order and every step's slot uploaded at
     /// once, each step's dispatches reading its own slot.
     fn train(&mut self, span: Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
-        self.ctx.check()?;
+        self.ctx.poll_faults()?;
         if span.is_empty() {
             return Ok(());
         }
