@@ -185,8 +185,10 @@ impl<'a> Span<'a> {
 
 /// The seam: one step vocabulary that both backends speak alike. The required methods are the
 /// parts of a step (forward, backward, update) and the buffers read and written; a span of
-/// steps and an evaluation are built from them once, here. The GPU overrides [`Backend::train`]
-/// alone, to encode a span of steps with no readback.
+/// steps and an evaluation are built from them once, here. Each backend overrides
+/// [`Backend::train`] alone, to run a span its fastest way with the same results: the GPU
+/// encodes it with no readback, the CPU runs it on a team of spinning threads, each step's
+/// update made by the next step's forward.
 pub trait Backend {
     fn device(&self) -> DeviceInfo;
     fn layout(&self) -> &ParamLayout;
