@@ -18,7 +18,11 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 const META_KEY: &str = "gpumlp";
-const FORMAT_VERSION: u32 = 2;
+/// The format written; 3 is 2 with a position inside an epoch (`within_epoch`), written only
+/// when there is one, so that an older gpumlp refuses such a checkpoint rather than resume it
+/// at the epoch's start.
+const FORMAT_VERSION: u32 = 3;
+const FORMAT_WITHOUT_POSITION: u32 = 2;
 /// The oldest format this gpumlp reads.
 const OLDEST_FORMAT: u32 = 1;
 
@@ -94,7 +98,10 @@ impl Checkpoint {
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         let layout = ParamLayout::new(&self.architecture);
         let meta = Meta {
-            format_version: FORMAT_VERSION,
+            format_version: match &self.training {
+                Some(t) if t.within_epoch.is_some() => FORMAT_VERSION,
+                _ => FORMAT_WITHOUT_POSITION,
+            },
             architecture: self.architecture.sizes.clone(),
             activation: self.architecture.activation.to_string(),
             input_scale: INPUT_SCALE,

@@ -119,6 +119,7 @@ fn a_run_saved_mid_epoch_resumes_at_that_step_to_the_uninterrupted_bytes_and_met
         log.push(epoch(&mut resumed).train);
     }
     // The same batches: the same counts, and loss sums equal but for the order of the additions.
+    assert_eq!(log.len(), whole_log.len());
     for (got, want) in log.iter().zip(&whole_log) {
         assert_eq!((got.count, got.correct), (want.count, want.correct));
         assert!((got.loss_sum - want.loss_sum).abs() <= 1e-12 * want.loss_sum);
@@ -304,6 +305,7 @@ fn training_in_slices_equals_whole_epochs() {
     }
     // The same steps; the mid-epoch checkpoints took the stats out early, which changes only
     // the order of the loss sum's additions.
+    assert_eq!(sliced_results.len(), whole_results.len());
     for (s, w) in sliced_results.iter().zip(&whole_results) {
         assert_eq!((s.epoch, s.lr), (w.epoch, w.lr));
         assert_eq!(

@@ -26,6 +26,9 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         ("--metrics", &args.metrics),
         ("--plot", &args.plot),
     ];
+    if args.save_every.is_some() && (args.save.is_none() || job.ranks > 1) {
+        bail!("--save-every: needs --save, and a single process (not several ranks)");
+    }
     for (flag, path) in outputs.into_iter().filter(|_| lead) {
         if let Some(path) = path {
             check_writable(flag, path)?;
@@ -91,9 +94,6 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         None
     };
     let test_signal = TestSignal::from_env()?;
-    if args.save_every.is_some() && (args.save.is_none() || job.ranks > 1) {
-        bail!("--save-every: needs --save, and a single process (not several ranks)");
-    }
     let mut since_save = 0u64;
     let mut metrics = String::new();
     let mut points = Vec::new();
@@ -198,6 +198,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         if let Some(path) = &args.save {
             let checkpoint = block_on(trainer.checkpoint())?;
             write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+            since_save = 0;
         }
         points.push(plot::Point {
             epoch: epoch.epoch,

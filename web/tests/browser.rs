@@ -1,5 +1,5 @@
-//! Runs the browser tests (web/tests/demo.test.mjs) from `cargo test`, so the README's one test
-//! command covers the demo too: builds web/pkg with web/build.sh, then `node --test` drives
+//! Runs the browser tests (web/tests/*.test.mjs: the demo and its server) from `cargo test`, so
+//! the README's one test command covers the demo too: builds web/pkg with web/build.sh, then `node --test` drives
 //! Debian's Chromium through Playwright. Without Chromium, Node's playwright-core or a wasm32
 //! toolchain the test is reported as ignored, with what is missing, in the test summary, and
 //! fails under CI (CI=true).

@@ -241,8 +241,8 @@ struct SendPtrs(*mut f32, *const f32);
 // the inputs.
 unsafe impl Sync for SendPtrs {}
 
-/// A buffer that the blocks of one product write in disjoint parts (the parameters and the
-/// optimizer state updated beside a weight gradient's blocks, a bias gradient's shares).
+/// A buffer that several threads write in disjoint parts (the parameters and optimizer state
+/// updated by the forward's blocks or by the update's chunks, a bias gradient's shares).
 pub(crate) struct Disjoint<'a> {
     ptr: *mut f32,
     len: usize,

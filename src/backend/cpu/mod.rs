@@ -10,8 +10,8 @@
 //! `dZ = (softmax(Z) - onehot(y)) / mean_over`: `mean_over` is the batch for the gradient of its
 //! mean cross-entropy, a global batch for a data-parallel rank's share of it.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
-//! (see README), on column blocks of the output run on rayon's threads (none on wasm32: see
-//! `parallel.rs`); the work around each product rides on its blocks while they are in cache
+//! (see README), on column blocks of the output run in parallel (on rayon's threads, or on the
+//! spinning team of `team.rs` for a span of steps; none on wasm32: see `parallel.rs`); the work around each product rides on its blocks while they are in cache
 //! (`matmul`): the bias and the activation in forward, the activation's derivative on the input
 //! gradient, and beside each weight gradient the bias gradient. Every element is computed by one
 //! fixed sequence of

@@ -445,7 +445,7 @@ pub(crate) fn words(buffer: &wgpu::Buffer) -> u64 {
     buffer.size() / 4
 }
 
-/// The first line of a message (wgpu's errors run over several).
+/// A message on one line (wgpu's errors run over several: the error, then the call and cause).
 fn one_line(message: &str) -> String {
     let lines: Vec<&str> = message
         .lines()
