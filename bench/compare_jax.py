@@ -16,7 +16,6 @@ environment with JAX from the registry.
 """
 
 import argparse
-import gzip
 import json
 import os
 import statistics
@@ -26,31 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SIZES = [784, 512, 256, 10]
+from compare_keras import ROOT, SIZES, load  # the same IDX loading as the Keras comparison
+
 BATCH = 128
-
-
-def load_idx(path):
-    import numpy as np
-
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw[4 + 4 * ndim :], dtype=np.uint8).reshape(dims)
-
-
-def load(data_dir):
-    def find(base):
-        for name in (base + ".gz", base):
-            if (Path(data_dir) / name).exists():
-                return Path(data_dir) / name
-        sys.exit(f"error: {data_dir} has no {base}(.gz); install Debian's dataset-fashion-mnist or pass --data")
-
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    return [load_idx(find(n)) for n in names]
 
 
 class Jax:

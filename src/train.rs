@@ -308,10 +308,7 @@ impl Trainer {
             .last()
             .map_or(self.config.optimizer.lr, |h| h.lr);
         let mut train = self.backend.take_stats(Split::Train).await?;
-        let partial = std::mem::take(&mut self.partial);
-        train.loss_sum += partial.loss_sum;
-        train.correct += partial.correct;
-        train.count += partial.count;
+        train += std::mem::take(&mut self.partial);
         let train = self.sum_stats(train)?;
         if self.group.ranks() > 1 {
             self.check_same_params().await?;
@@ -405,10 +402,7 @@ impl Trainer {
             None
         } else {
             let within_epoch = if done > 0 {
-                let taken = self.backend.take_stats(Split::Train).await?;
-                self.partial.loss_sum += taken.loss_sum;
-                self.partial.correct += taken.correct;
-                self.partial.count += taken.count;
+                self.partial += self.backend.take_stats(Split::Train).await?;
                 Some(WithinEpoch {
                     steps: done,
                     loss_sum: self.partial.loss_sum,

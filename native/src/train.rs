@@ -143,15 +143,13 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
             if let Some(signal) = stop.as_ref().and_then(Stop::requested) {
                 bar.finish_and_clear();
                 if let Some(path) = &args.save {
-                    let checkpoint = block_on(trainer.checkpoint())?;
-                    write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+                    save_checkpoint(&mut trainer, path)?;
                 }
                 return Err(interrupted(&args, signal, &trainer).into());
             }
             if let (Some(every), Some(path)) = (args.save_every, &args.save) {
                 if since_save >= every {
-                    let checkpoint = block_on(trainer.checkpoint())?;
-                    write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+                    save_checkpoint(&mut trainer, path)?;
                     since_save = 0;
                 }
             }
@@ -196,8 +194,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
             write_atomic(path, metrics.as_bytes())?;
         }
         if let Some(path) = &args.save {
-            let checkpoint = block_on(trainer.checkpoint())?;
-            write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+            save_checkpoint(&mut trainer, path)?;
             since_save = 0;
         }
         points.push(plot::Point {
@@ -416,4 +413,10 @@ fn interrupted(args: &TrainArgs, signal: Signal, trainer: &Trainer) -> Interrupt
         signal,
         message: format!("stopped by {signal} {at}: {kept}"),
     }
+}
+
+/// Writes the run's checkpoint to `path` (`--save`), whole or not at all.
+fn save_checkpoint(trainer: &mut Trainer, path: &std::path::Path) -> Result<()> {
+    let checkpoint = block_on(trainer.checkpoint())?;
+    write_atomic(path, &checkpoint.to_bytes()?).context("--save")
 }

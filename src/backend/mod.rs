@@ -54,6 +54,14 @@ pub struct Stats {
     pub count: u64,
 }
 
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, other: Stats) {
+        self.loss_sum += other.loss_sum;
+        self.correct += other.correct;
+        self.count += other.count;
+    }
+}
+
 impl Stats {
     /// Mean cross-entropy.
     pub fn loss(&self) -> f64 {

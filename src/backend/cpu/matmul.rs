@@ -214,25 +214,21 @@ pub fn matmul_row_major(
     (a_t, b_t): (bool, bool),
     reps: usize,
 ) {
-    #[cfg(not(target_arch = "wasm32"))]
-    let team = super::team::Team::new();
-    #[cfg(not(target_arch = "wasm32"))]
-    let exec = team.as_ref().map_or(Exec::Pool, Exec::Team);
-    #[cfg(target_arch = "wasm32")]
-    let exec = Exec::Pool;
-    for _ in 0..reps {
-        let a = if a_t {
-            Mat::new(a, k, m).t()
-        } else {
-            Mat::new(a, m, k)
-        };
-        let b = if b_t {
-            Mat::new(b, n, k).t()
-        } else {
-            Mat::new(b, k, n)
-        };
-        matmul_blocks(&exec, dst, a, b, false, |_| {}, |_| {});
-    }
+    super::team::on_team(|exec| {
+        for _ in 0..reps {
+            let a = if a_t {
+                Mat::new(a, k, m).t()
+            } else {
+                Mat::new(a, m, k)
+            };
+            let b = if b_t {
+                Mat::new(b, n, k).t()
+            } else {
+                Mat::new(b, k, n)
+            };
+            matmul_blocks(exec, dst, a, b, false, |_| {}, |_| {});
+        }
+    });
 }
 
 /// Raw pointers of one product (the output, the left operand), shared by its column blocks.

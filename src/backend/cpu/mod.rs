@@ -258,33 +258,29 @@ impl Backend for CpuBackend {
     /// same values as forward, backward and update one by one. (Fusing each layer's update into
     /// its weight-gradient blocks instead measured slower than a separate pass.)
     fn train(&mut self, span: super::Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
-        #[cfg(not(target_arch = "wasm32"))]
-        let team = team::Team::new();
-        #[cfg(not(target_arch = "wasm32"))]
-        let exec = team.as_ref().map_or(Exec::Pool, Exec::Team);
-        #[cfg(target_arch = "wasm32")]
-        let exec = Exec::Pool;
-        // The update the last step left to the next forward.
-        let mut pending = None;
-        let mut steps = span.steps().peekable();
-        let mut i = 0;
-        while let Some(step) = steps.next() {
-            let rows = step.rows;
-            self.forward_on(&exec, Split::Train, rows, rows.len(), pending.take())?;
-            // The next batch's images are scattered over the training set: ask for them now,
-            // so they arrive while backward multiplies.
-            if let Some(next) = steps.peek() {
-                prefetch_images(&self.train, next.rows);
+        team::on_team(|exec| {
+            // The update the last step left to the next forward.
+            let mut pending = None;
+            let mut steps = span.steps().peekable();
+            let mut i = 0;
+            while let Some(step) = steps.next() {
+                let rows = step.rows;
+                self.forward_on(exec, Split::Train, rows, rows.len(), pending.take())?;
+                // The next batch's images are scattered over the training set: ask for them now,
+                // so they arrive while backward multiplies.
+                if let Some(next) = steps.peek() {
+                    prefetch_images(&self.train, next.rows);
+                }
+                self.backward_on(exec)?;
+                pending = Some(step.hyper);
+                i += 1;
+                progress(i);
             }
-            self.backward_on(&exec)?;
-            pending = Some(step.hyper);
-            i += 1;
-            progress(i);
-        }
-        match pending {
-            Some(hyper) => self.update_on(&exec, hyper),
-            None => Ok(()),
-        }
+            match pending {
+                Some(hyper) => self.update_on(exec, hyper),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -319,8 +315,8 @@ impl CpuBackend {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        // On one thread: split over two, the rows cost three times as long here (measured:
-        // 0.04 against 0.13 ms for B1's 128 rows), each core writing lines the other last read.
+        // On one thread: split over threads it measured several times slower (each core
+        // writing lines the other last read; README, "Measured results").
         for (row, &i) in self.acts[0].chunks_exact_mut(PIXELS).zip(indices) {
             for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
                 *x = px as f32 * INPUT_SCALE;

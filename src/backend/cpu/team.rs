@@ -4,8 +4,8 @@
 //!
 //! Why a team: a step has about six parallel regions with a little serial work between them
 //! (the softmax, the small last layer), long enough for rayon's idle workers to go to sleep,
-//! and waking a sleeping thread costs 60-100 us on these virtual machines (16 us when it is
-//! still awake): several times the work of a region. The team lives only while a span is
+//! and waking a sleeping thread costs several times the work of a region on these virtual
+//! machines (README, "Measured results"). The team lives only while a span is
 //! trained, so nothing spins otherwise. Which thread computes a part does not change what it
 //! computes, so results are the same on either.
 
@@ -45,6 +45,18 @@ impl Exec<'_> {
             Exec::Team(team) => team.for_each(count, job),
         }
     }
+}
+
+/// Runs `work` with a team as wide as rayon's pool for its parallel regions (rayon's pool where
+/// there is one thread, and on wasm32), the team ending with it.
+pub(crate) fn on_team<R>(work: impl FnOnce(&Exec) -> R) -> R {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let team = Team::new();
+        work(&team.as_ref().map_or(Exec::Pool, Exec::Team))
+    }
+    #[cfg(target_arch = "wasm32")]
+    work(&Exec::Pool)
 }
 
 /// The calling thread and `helpers` more, which spin waiting for work until the team is dropped.

@@ -152,6 +152,13 @@ impl GpuContext {
         })
     }
 
+    /// The most bytes one buffer bound as storage may hold here.
+    pub(crate) fn binding_limit(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
     /// The fault the device reported on its own, if any, as the error every call now returns.
     pub(crate) fn check(&self) -> Result<()> {
         match self.fault.lock().ok().and_then(|f| f.clone()) {

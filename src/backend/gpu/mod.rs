@@ -99,10 +99,7 @@ impl GpuBackend {
         let layout = ParamLayout::new(arch);
         let bytes = 4 * layout.len as u64;
         // Checked before anything is allocated: an oversized buffer is a validation panic in wgpu.
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
+        let limit = ctx.binding_limit();
         if bytes > limit {
             return Err(Error::Gpu(format!(
                 "{} parameters ({} MiB) exceed this GPU's storage binding limit of {} MiB",

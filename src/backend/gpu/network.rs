@@ -47,10 +47,7 @@ impl SplitData {
         min_order: usize,
     ) -> Result<Self> {
         let bytes = data.images.len() as u64;
-        let limit = ctx
-            .limits
-            .max_storage_buffer_binding_size
-            .min(ctx.limits.max_buffer_size);
+        let limit = ctx.binding_limit();
         if bytes > limit {
             return Err(Error::Gpu(format!(
                 "the {split:?} set's {} images ({} MiB) exceed this GPU's storage binding limit of {} MiB",
