@@ -12,10 +12,12 @@
 //               workgroups of the first column of tiles into c[db_off + i])
 //   (bias = aux[aux_off + j]; x = aux[aux_off + i*N + j]; `activate` and `backward` are the
 //   run's activation, put in front of this file by the host: gpumlp::activation)
-//   A_FROM_DATA: A[i, k] = pixel k of image order[o + i] * INPUT_SCALE     (o = step.order_offset)
-//   B_FROM_DATA: B[k, j] = pixel j of image order[o + k] * INPUT_SCALE
-//   (the first layer's input read straight from the resident dataset, bytes packed four to a
-//   u32, through the step's shuffled order: no separate gather kernel, no input batch buffer)
+//   A_FROM_DATA: A[i, k] = feature k of sample order[o + i] * INPUT_SCALE    (o = step.order_offset)
+//   B_FROM_DATA: B[k, j] = feature j of sample order[o + k] * INPUT_SCALE
+//   (the first layer's input read straight from the resident dataset through the step's
+//   shuffled order: no separate gather kernel, no input batch buffer. Each sample is ROW_WORDS
+//   u32 words, zero-padded to whole vec4s of features: bytes packed four to a word, INPUT_SCALE
+//   1/255, or, with DATA_FLOATS, one f32 per word, INPUT_SCALE 1)
 //
 // The MLP's products, with W [out, in] and activations [B, in] row-major:
 //   forward   Z  = X @ W^T (+ b, f)       M = B,   N = out, K = in    A_T false, B_T true
@@ -40,7 +42,7 @@
 // The operands are bound as vec4 arrays (their buffers are padded to 16 bytes); element e is
 // a[e / 4][e % 4].
 // Bindings (group 0): 0 params (uniform Gemm), 1 a vec4<f32>[], 2 b vec4<f32>[], 3 c f32[] (rw),
-//                     4 aux f32[], 5 images u32[N*PIXELS/4], 6 order u32[] (5 and 6 read only
+//                     4 aux f32[], 5 samples u32[N*ROW_WORDS], 6 order u32[] (5 and 6 read only
 //                     by the first layer's products; the others bind a placeholder there).
 
 struct Gemm {
@@ -66,7 +68,7 @@ const EPILOGUE_ROW_SUMS: u32 = 4u;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> aux: array<f32>;
-@group(0) @binding(5) var<storage, read> images: array<u32>;
+@group(0) @binding(5) var<storage, read> samples: array<u32>;
 @group(0) @binding(6) var<storage, read> order: array<u32>;
 
 override BM: u32 = 64u;
@@ -79,7 +81,8 @@ override A_VEC: bool = false;
 override B_VEC: bool = false;
 override A_FROM_DATA: bool = false;
 override B_FROM_DATA: bool = false;
-override PIXELS: u32 = 784u;
+override ROW_WORDS: u32 = 196u;
+override DATA_FLOATS: bool = false;
 override INPUT_SCALE: f32 = 0.003921569;
 override EPILOGUE: u32 = 0u;
 override KEEP_PRE: bool = false;
@@ -94,9 +97,14 @@ const BK: u32 = 8u;
 var<workgroup> a_s: array<vec4<f32>, 512>;
 var<workgroup> b_s: array<vec4<f32>, 512>;
 
-// Pixels p .. p+3 (p a multiple of 4) of the image in row `row` of the step's batch.
-fn pixels4(row: u32, p: u32) -> vec4<f32> {
-    let word = images[order[step.order_offset + row] * (PIXELS / 4u) + p / 4u];
+// Features p .. p+3 (p a multiple of 4) of the sample in row `row` of the step's batch.
+fn features4(row: u32, p: u32) -> vec4<f32> {
+    let base = order[step.order_offset + row] * ROW_WORDS;
+    if (DATA_FLOATS) {
+        return bitcast<vec4<f32>>(vec4<u32>(
+            samples[base + p], samples[base + p + 1u], samples[base + p + 2u], samples[base + p + 3u]));
+    }
+    let word = samples[base + p / 4u];
     let bytes = vec4<u32>(word & 0xffu, (word >> 8u) & 0xffu, (word >> 16u) & 0xffu, word >> 24u);
     return vec4<f32>(bytes) * INPUT_SCALE;
 }
@@ -123,7 +131,7 @@ fn stage(tile: Tile, k0: u32, half: u32) {
             let kk = (e % (BK / 4u)) * 4u;
             var v = vec4<f32>(0.0);
             if (row0 + i < m && k0 + kk < k) {
-                v = pixels4(row0 + i, k0 + kk);
+                v = features4(row0 + i, k0 + kk);
             }
             for (var q = 0u; q < 4u; q++) {
                 a_s[base + (kk + q) * a4 + i / 4u][i % 4u] = v[q];
@@ -174,7 +182,7 @@ fn stage(tile: Tile, k0: u32, half: u32) {
             let kk = e / b4;
             var v = vec4<f32>(0.0);
             if (col0 + j < n && k0 + kk < k) {
-                v = pixels4(k0 + kk, col0 + j);
+                v = features4(k0 + kk, col0 + j);
             }
             b_s[base + kk * b4 + j / 4u] = v;
         }

@@ -1,7 +1,8 @@
 // softmax_xent.wgsl: softmax cross-entropy, forward and backward, and the running stats, in one
-// workgroup for the whole batch (B x 10 is little work; one dispatch instead of two).
+// workgroup for the whole batch (B x CLASSES is little work next to the GEMMs; one dispatch
+// instead of two). Each invocation walks its rows' classes in a loop, so any class count works.
 //
-//   p[r, :]  = softmax(z[r, :])                                  z: logits [B, 10]
+//   p[r, :]  = softmax(z[r, :])                                  z: logits [B, CLASSES]
 //   loss[r]  = log(sum_c exp(z[r, c] - max)) - (z[r, y[r]] - max)
 //   hit[r]   = (argmax_c z[r, c] == y[r])    (first maximum on ties, as on the CPU)
 //   y[r]     = labels[order[o + r]]          (o = step.order_offset: the batch's own labels)
@@ -15,7 +16,8 @@
 // has them (reduce_subgroup.wgsl), else by a tree in workgroup memory (reduce_plain.wgsl); the
 // host puts one of the two in front of this file. The stats stay on the GPU until the trainer
 // reads them, once per epoch.
-// Bindings (group 0): 0 z f32[B*10], 1 labels u32[N], 2 dz f32[B*10] (rw), 3 stats f32[8] (rw),
+// Bindings (group 0): 0 z f32[B*CLASSES], 1 labels u32[N], 2 dz f32[B*CLASSES] (rw),
+//                     3 stats f32[8] (rw),
 //                     4 order u32[].
 
 @group(0) @binding(0) var<storage, read> z: array<f32>;

@@ -1,18 +1,21 @@
 //! Checkpoints as safetensors files: one f32 tensor per layer weight (`layers.{l}.weight`,
 //! `[out, in]`) and bias (`layers.{l}.bias`), plus, for resuming, the optimizer's state buffers
 //! over the flat buffer, each under its name (`optimizer.velocity` for SGD, `optimizer.m` and
-//! `optimizer.v` for Adam). The metadata holds one key, `gpumlp`, whose value is a JSON object
-//! with the architecture, the activation, the input normalisation and the training state; one
+//! `optimizer.v` for Adam), and for a model of standardised features their mean and deviation
+//! (`input.mean`, `input.deviation`). The metadata holds one key, `gpumlp`, whose value is a JSON
+//! object with the architecture, the activation, the input scale, the data's description
+//! ([`DataSpec`]: features, classes, names, how it was read) and the training state; one
 //! key because safetensors writes its metadata map in hash order, and one key keeps the bytes
 //! of a checkpoint identical for identical runs.
 //!
 //! Format 1 (gpumlp before the optimizer state was named) stored `optimizer.m` and `optimizer.v`
-//! for every optimizer, SGD's velocity in `m`; it still loads.
+//! for every optimizer, SGD's velocity in `m`; it still loads. A checkpoint without `data`
+//! (written before data was general) is a model of MNIST's 784 bytes and 10 classes.
 
 use crate::config::TrainConfig;
+use crate::data_spec::{DataSpec, Standardization};
 use crate::error::{Error, Result};
-use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Activation, Architecture, ParamLayout, INPUT_SCALE};
+use crate::model::{Activation, Architecture, ParamLayout};
 use crate::optim::OptimizerKind;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,8 @@ pub struct Checkpoint {
     /// Where it came from (a path), for error messages; not stored.
     pub name: String,
     pub architecture: Architecture,
+    /// What the model's ends were made for.
+    pub data: DataSpec,
     /// The flat parameter buffer.
     pub params: Vec<f32>,
     pub training: Option<TrainingState>,
@@ -85,9 +90,15 @@ struct Meta {
     #[serde(default = "relu")]
     activation: String,
     input_scale: f32,
+    /// Absent from checkpoints written before data was general: MNIST.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    data: Option<DataSpec>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     training: Option<TrainingState>,
 }
+
+const MEAN_TENSOR: &str = "input.mean";
+const DEVIATION_TENSOR: &str = "input.deviation";
 
 fn view(shape: Vec<usize>, data: &[f32]) -> TensorView<'_> {
     TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data)).expect("shape matches data")
@@ -104,7 +115,8 @@ impl Checkpoint {
             },
             architecture: self.architecture.sizes.clone(),
             activation: self.architecture.activation.to_string(),
-            input_scale: INPUT_SCALE,
+            input_scale: self.data.input.scale(),
+            data: Some(self.data.clone()),
             training: self.training.clone(),
         };
         let mut tensors: Vec<(String, TensorView)> = layout
@@ -117,6 +129,11 @@ impl Checkpoint {
                 )
             })
             .collect();
+        if let Some(s) = &self.data.standardization {
+            for (name, values) in [(MEAN_TENSOR, &s.mean), (DEVIATION_TENSOR, &s.deviation)] {
+                tensors.push((name.to_string(), view(vec![values.len()], values)));
+            }
+        }
         if let Some(t) = &self.training {
             let names = t.config.optimizer.kind.state_names();
             for (name, buffer) in names.iter().zip(&t.optimizer_state) {
@@ -150,21 +167,30 @@ impl Checkpoint {
             )));
         }
         let activation: Activation = meta.activation.parse().map_err(|e| bad(format!("{e}")))?;
-        if meta.input_scale != INPUT_SCALE {
+        let mut data = meta.data.unwrap_or_else(DataSpec::mnist);
+        if meta.input_scale != data.input.scale() {
             return Err(bad(format!(
-                "input scale {} is not the {INPUT_SCALE} this gpumlp feeds its models",
-                meta.input_scale
+                "input scale {} is not the {} this gpumlp feeds a model of {} features",
+                meta.input_scale,
+                data.input.scale(),
+                data.input
             )));
         }
         let sizes = &meta.architecture;
-        if sizes.len() < 2 || sizes[0] != PIXELS || sizes[sizes.len() - 1] != CLASSES {
+        if sizes.len() < 3 || sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes
+        {
             return Err(bad(format!(
-                "architecture {sizes:?} is not a {PIXELS}-input, {CLASSES}-class MLP"
+                "architecture {sizes:?} is not an MLP from its data's {} features to its {} classes",
+                data.features, data.classes
             )));
         }
-        let architecture = Architecture::mlp(&sizes[1..sizes.len() - 1])
-            .map_err(|e| bad(e.to_string()))?
-            .with_activation(activation);
+        let architecture = Architecture::new(
+            data.features,
+            &sizes[1..sizes.len() - 1],
+            data.classes,
+        )
+        .map_err(|e| bad(e.to_string()))?
+        .with_activation(activation);
         let layout = ParamLayout::new(&architecture);
         // The tensors must be in the file: check its size before allocating from the metadata.
         if (bytes.len() as u64) < 4 * layout.len as u64 {
@@ -200,6 +226,13 @@ impl Checkpoint {
                 "parameter {i} is not finite: the model diverged or the file is corrupt"
             )));
         }
+        if data.read.standardize {
+            data.standardization = Some(Standardization {
+                mean: read(MEAN_TENSOR, &[data.features])?,
+                deviation: read(DEVIATION_TENSOR, &[data.features])?,
+            });
+        }
+        data.check_limits("its data").map_err(|e| bad(e.to_string()))?;
         let training = match meta.training {
             Some(mut t) => {
                 t.config
@@ -229,6 +262,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             name: name.to_string(),
             architecture,
+            data,
             params,
             training,
         })

@@ -1,5 +1,6 @@
 //! The settings of a training run, checked once here for every front end.
 
+use crate::data_spec::DataSpec;
 use crate::error::{Error, Result, Setting};
 use crate::model::{Activation, Architecture};
 use crate::optim::{OptimizerConfig, OptimizerKind, Schedule};
@@ -42,13 +43,15 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn architecture(&self) -> Result<Architecture> {
-        Ok(Architecture::mlp(&self.hidden)?.with_activation(self.activation))
+    /// The network these settings train on data described by `spec`.
+    pub fn architecture(&self, spec: &DataSpec) -> Result<Architecture> {
+        Ok(Architecture::for_data(spec, &self.hidden)?.with_activation(self.activation))
     }
 
-    /// Rejects settings that cannot train, naming the setting.
+    /// Rejects settings that cannot train, naming the setting. (The hidden widths alone: the
+    /// parameter count, which depends on the data's ends, is checked by [`Self::architecture`].)
     pub fn validate(&self) -> Result<()> {
-        self.architecture()?;
+        Architecture::new(1, &self.hidden, 2)?;
         let count = |setting: Setting, n: usize, max: usize| {
             if (1..=max).contains(&n) {
                 Ok(())

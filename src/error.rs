@@ -4,9 +4,10 @@
 /// What went wrong in the core crate.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An IDX image or label file that is malformed, truncated or inconsistent.
+    /// A data file (IDX, NumPy, CSV) that is malformed, truncated or inconsistent, or data that
+    /// does not fit the model or gpumlp's limits.
     #[error("{name}: {reason}")]
-    Idx { name: String, reason: String },
+    Data { name: String, reason: String },
     /// A setting that cannot work (zero sizes, non-finite rates...). Front ends name the setting
     /// in their own words (a flag, a form field) through [`Setting`].
     #[error("{setting}: {reason}")]
@@ -89,8 +90,8 @@ impl Error {
             reason: reason.into(),
         }
     }
-    pub(crate) fn idx(name: &str, reason: impl Into<String>) -> Self {
-        Error::Idx {
+    pub(crate) fn data(name: &str, reason: impl Into<String>) -> Self {
+        Error::Data {
             name: name.to_string(),
             reason: reason.into(),
         }

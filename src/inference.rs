@@ -1,32 +1,36 @@
-//! Using a trained model: class probabilities for 28x28 images, on the CPU backend (one picture
-//! or a grid of 48 is far too little work to be worth a GPU). What `gpumlp predict` and the
-//! browser demo's drawing canvas and digit grid run.
+//! Using a trained model: class probabilities for samples, on the CPU backend (a few pictures or
+//! table rows are far too little work to be worth a GPU). What `gpumlp predict` and the browser
+//! demo's drawing canvas and digit grid run.
 
 use crate::backend::{Backend, CpuBackend, Split, Tensor};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, Features};
 use crate::error::Result;
-use crate::idx::{CLASSES, PIXELS};
 use crate::model::Architecture;
 
-/// Class probabilities of `images` (784 pixels each) under the model `architecture` with
-/// `params`, `[n, 10]` row-major.
+/// Class probabilities of `features` (samples of the model's input width, labels unused)
+/// under the model `architecture` with `params`, `[n, classes]` row-major.
 pub fn probabilities(
     architecture: &Architecture,
     params: &[f32],
-    images: &[u8],
+    features: Features,
 ) -> Result<Vec<f32>> {
-    let n = images.len() / PIXELS;
+    let width = architecture.sizes[0];
+    let n = features.len() / width;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     let mut cpu = CpuBackend::new(architecture);
     cpu.write(Tensor::Params, params)?;
     // Labels are unknown; zeros only feed the loss, which nobody reads here.
     cpu.upload(
         Split::Test,
-        &Dataset::new("images", images.to_vec(), vec![0; n])?,
+        &Dataset::new("samples", features, width, vec![0; n])?,
     )?;
     cpu.forward(Split::Test, &(0..n as u32).collect::<Vec<_>>(), n)?;
+    let classes = architecture.sizes[architecture.layers()];
     Ok(cpu
         .output()
-        .chunks_exact(CLASSES)
+        .chunks_exact(classes)
         .flat_map(softmax)
         .collect())
 }

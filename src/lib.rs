@@ -1,9 +1,13 @@
-//! gpumlp: train a multilayer perceptron on MNIST-style data.
+//! gpumlp: train a multilayer perceptron on labelled data: MNIST-style images, NumPy arrays, CSV
+//! tables.
 //!
 //! The core crate takes bytes and configurations, never paths or terminals, so the same code runs
 //! in the command-line program (`native/`) and in the browser (`web/`):
-//! - [`idx`] and [`dataset`]: the IDX format, checked before anything is allocated, and the
+//! - [`idx`], [`numpy`], [`csv_table`] and [`dataset`]: the data formats, each checked before
+//!   anything is allocated from what a file claims; samples of any width and class count; the
 //!   built-in sample of 10,000 real MNIST digits;
+//! - [`data_spec`]: what the data makes of a model's ends (features, classes, names), stored in
+//!   its checkpoint;
 //! - [`model`]: the architecture and the flat parameter buffer's offsets table;
 //! - [`activation`]: the hidden layers' activations, each defined once for the CPU and the GPU;
 //! - [`config`]: a training run's settings, parsed and checked once for every front end;
@@ -19,11 +23,14 @@ pub mod backend;
 pub mod checkpoint;
 pub mod collective;
 pub mod config;
+pub mod csv_table;
+pub mod data_spec;
 pub mod dataset;
 pub mod error;
 pub mod idx;
 pub mod inference;
 pub mod model;
+pub mod numpy;
 pub mod optim;
 pub mod preprocess;
 pub mod train;
@@ -32,7 +39,8 @@ pub use backend::{Backend, CpuBackend, DeviceInfo, Span, Split, Stats, Tensor};
 pub use checkpoint::Checkpoint;
 pub use collective::{Collective, SingleProcess};
 pub use config::TrainConfig;
-pub use dataset::{Dataset, Splits};
+pub use data_spec::{DataSpec, Input};
+pub use dataset::{Dataset, Features, Splits};
 pub use error::{Error, Result, Setting};
 pub use model::{Activation, Architecture, ParamLayout};
 pub use optim::{OptimizerConfig, OptimizerKind, Schedule};

@@ -1,29 +1,27 @@
 //! The network's shape and where each parameter lives in the flat parameter buffer.
 //!
 //! Layer `l` maps `sizes[l]` inputs to `sizes[l+1]` outputs: `z = a @ W^T + b`, then the
-//! [`Activation`] on every layer but the last, whose logits go to softmax cross-entropy. Pixels
-//! enter the first layer scaled by [`INPUT_SCALE`]. `W` is `[out, in]` row-major (the
+//! [`Activation`] on every layer but the last, whose logits go to softmax cross-entropy. The
+//! first layer's width is the data's features, the last's its classes ([`DataSpec`]). `W` is
+//! `[out, in]` row-major (the
 //! PyTorch convention, so checkpoints read naturally elsewhere). All weights and biases sit in one
 //! f32 buffer, layer by layer, weight before bias; [`ParamLayout`] is the table of offsets that
 //! the CPU backend, the GPU backend, the optimizers and the checkpoints share.
 
+use crate::data_spec::{DataSpec, MAX_CLASSES, MAX_FEATURES};
 use crate::error::{Error, Result, Setting};
-use crate::idx::{CLASSES, PIXELS};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use std::fmt;
 use std::str::FromStr;
 
-/// Pixels are scaled by this before the first layer (u8 0..=255 to 0..=1).
-pub const INPUT_SCALE: f32 = 1.0 / 255.0;
-
 pub use crate::activation::Activation;
 
 /// Layer widths from input to output, e.g. `[784, 512, 256, 10]`, and the hidden activation.
 ///
 /// Displays as `784-512-256-10`; parses from that form or from the hidden widths alone as users
-/// type them (`512,256`).
+/// type them (`512,256`, MNIST's ends).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Architecture {
     pub sizes: Vec<usize>,
@@ -39,8 +37,26 @@ pub const MAX_HIDDEN_LAYERS: usize = 16;
 pub const MAX_PARAMS: usize = 1 << 27;
 
 impl Architecture {
-    /// 784 inputs, the given hidden widths, 10 outputs.
+    /// MNIST's ends (784 inputs, 10 classes) around the given hidden widths.
     pub fn mlp(hidden: &[usize]) -> Result<Self> {
+        Architecture::new(784, hidden, 10)
+    }
+
+    /// The ends `spec` gives around the given hidden widths.
+    pub fn for_data(spec: &DataSpec, hidden: &[usize]) -> Result<Self> {
+        Architecture::new(spec.features, hidden, spec.classes)
+    }
+
+    /// `inputs` features, the given hidden widths, `classes` outputs.
+    pub fn new(inputs: usize, hidden: &[usize], classes: usize) -> Result<Self> {
+        if !(1..=MAX_FEATURES).contains(&inputs) || !(2..=MAX_CLASSES).contains(&classes) {
+            return Err(Error::setting(
+                Setting::Hidden,
+                format!(
+                    "a network of {inputs} inputs and {classes} classes: gpumlp takes 1 to {MAX_FEATURES} inputs and 2 to {MAX_CLASSES} classes"
+                ),
+            ));
+        }
         if let Some(&bad) = hidden.iter().find(|&&h| h == 0 || h > MAX_HIDDEN) {
             return Err(Error::setting(
                 Setting::Hidden,
@@ -62,9 +78,9 @@ impl Architecture {
                 ),
             ));
         }
-        let mut sizes = vec![PIXELS];
+        let mut sizes = vec![inputs];
         sizes.extend_from_slice(hidden);
-        sizes.push(CLASSES);
+        sizes.push(classes);
         let arch = Architecture {
             sizes,
             activation: Activation::Relu,
@@ -74,7 +90,7 @@ impl Architecture {
             return Err(Error::setting(
                 Setting::Hidden,
                 format!(
-                    "{hidden:?} make {params} parameters, more than the {MAX_PARAMS} supported"
+                    "{arch} makes {params} parameters, more than the {MAX_PARAMS} supported"
                 ),
             ));
         }
@@ -116,7 +132,7 @@ impl fmt::Display for Architecture {
 
 impl FromStr for Architecture {
     type Err = Error;
-    /// Hidden widths (`512,256`) or the whole network (`784-512-256-10`).
+    /// Hidden widths (`512,256`, with MNIST's ends) or the whole network (`784-512-256-10`).
     fn from_str(s: &str) -> Result<Self> {
         let (separator, whole) = if s.contains('-') {
             ('-', true)
@@ -140,10 +156,10 @@ impl FromStr for Architecture {
             return Architecture::mlp(&widths);
         }
         match widths.as_slice() {
-            [PIXELS, hidden @ .., CLASSES] => Architecture::mlp(hidden),
+            [inputs, hidden @ .., classes] => Architecture::new(*inputs, hidden, *classes),
             _ => Err(Error::setting(
                 Setting::Hidden,
-                format!("{s} is not a {PIXELS}-input, {CLASSES}-class network"),
+                format!("{s} names no hidden layer"),
             )),
         }
     }

@@ -6,8 +6,12 @@
 //! size and usually dark ink on a light background, so the polarity is read off the border first.
 
 use crate::error::{Error, Result};
-use crate::idx::{PIXELS, SIDE};
 use image::{imageops, GrayImage};
+
+/// Side of an MNIST-style digit image.
+pub const SIDE: usize = 28;
+/// Its pixels.
+pub const PIXELS: usize = SIDE * SIDE;
 
 /// Side of the box the digit is scaled to fit, as in MNIST.
 const BOX: u32 = 20;
@@ -106,4 +110,22 @@ pub fn digit_from_luma(width: u32, height: u32, luma: &[u8]) -> Result<Vec<u8>> 
         out[(oy + y as usize) * SIDE + ox + x as usize] = p.0[0];
     }
     Ok(out)
+}
+
+/// A picture scaled to `[height, width, channels]` bytes, row-major, channels last (1 grey,
+/// 3 RGB, 4 RGBA): what a model of other images than 28x28 grey digits reads. Taken as it is,
+/// without the digit preparation (no polarity, cropping or centring: such images were not made
+/// that way).
+pub fn scaled_picture(picture: &image::DynamicImage, [h, w, c]: [usize; 3]) -> Result<Vec<u8>> {
+    let resized = picture.resize_exact(w as u32, h as u32, imageops::FilterType::Triangle);
+    Ok(match c {
+        1 => resized.to_luma8().into_raw(),
+        3 => resized.to_rgb8().into_raw(),
+        4 => resized.to_rgba8().into_raw(),
+        _ => {
+            return Err(Error::Image(format!(
+                "the model reads images of {c} channels; a picture gives 1, 3 or 4"
+            )))
+        }
+    })
 }

@@ -17,9 +17,10 @@ use crate::backend::{Backend, Span, Split, Stats, StepHyper, Tensor};
 use crate::checkpoint::{Checkpoint, TrainingState, WithinEpoch};
 use crate::collective::{fingerprint, share, Collective, Fingerprint, SingleProcess};
 use crate::config::TrainConfig;
+use crate::data_spec::DataSpec;
 use crate::dataset::Splits;
 use crate::error::{Error, Result};
-use crate::model::{init_params, ParamLayout};
+use crate::model::{init_params, Architecture, ParamLayout};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -53,6 +54,8 @@ pub struct Trainer {
     pub backend: Box<dyn Backend>,
     /// Name of the data it trains on (recorded in checkpoints).
     pub data_name: String,
+    /// What the model's ends are made for (recorded in checkpoints).
+    pub spec: DataSpec,
     /// Epochs completed.
     pub epoch: usize,
     /// Optimizer steps completed.
@@ -92,7 +95,7 @@ impl Trainer {
         data: &Splits,
         group: Box<dyn Collective>,
     ) -> Result<Self> {
-        Self::start(config, backend, data, group, None)
+        Self::start(config, backend, data, &data.spec, group, None)
     }
 
     /// A run from its first epoch, or from where `resumed` left it.
@@ -100,11 +103,12 @@ impl Trainer {
         config: TrainConfig,
         mut backend: Box<dyn Backend>,
         data: &Splits,
+        spec: &DataSpec,
         group: Box<dyn Collective>,
         resumed: Option<(&[f32], &TrainingState)>,
     ) -> Result<Self> {
         config.validate()?;
-        let arch = config.architecture()?;
+        let arch = config.architecture(spec)?;
         if *backend.layout() != ParamLayout::new(&arch) {
             return Err(Error::Config(
                 "the backend was built for another architecture".into(),
@@ -160,6 +164,7 @@ impl Trainer {
             config,
             backend,
             data_name: data.name.clone(),
+            spec: spec.clone(),
             epoch,
             step,
             train_len: data.train.len(),
@@ -232,7 +237,20 @@ impl Trainer {
         })?;
         let mut config = state.config.clone();
         config.epochs = epochs;
-        Self::start(config, backend, data, group, Some((&ckpt.params, state)))
+        ckpt.data.accepts(&data.spec, &data.name)?;
+        Self::start(
+            config,
+            backend,
+            data,
+            &ckpt.data,
+            group,
+            Some((&ckpt.params, state)),
+        )
+    }
+
+    /// The network trained.
+    pub fn architecture(&self) -> Result<Architecture> {
+        self.config.architecture(&self.spec)
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -396,7 +414,7 @@ impl Trainer {
     /// rank of several holds the model only mid-epoch: ranks resume at epoch boundaries.)
     pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
         let params = self.backend.read(Tensor::Params).await?;
-        let architecture = self.config.architecture()?;
+        let architecture = self.architecture()?;
         let done = self.current.as_ref().map_or(0, |c| c.done);
         let training = if done > 0 && self.group.ranks() > 1 {
             None
@@ -428,6 +446,7 @@ impl Trainer {
         Ok(Checkpoint {
             name: String::new(),
             architecture,
+            data: self.spec.clone(),
             params,
             training,
         })
@@ -471,8 +490,8 @@ fn same_start(
     for set in [&data.train, &data.test] {
         print = print
             .feed(&(set.len() as u64).to_le_bytes())
-            .feed(&set.images)
-            .feed(&set.labels);
+            .feed(set.features.as_bytes())
+            .feed(bytemuck::cast_slice(&set.labels));
     }
     if let Some((params, state)) = resumed {
         print = print

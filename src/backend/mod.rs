@@ -97,6 +97,29 @@ pub(crate) fn check_batch(split: Split, indices: &[u32], len: usize) -> Result<(
     Ok(())
 }
 
+/// Checks that `data` fits the network `arch` before a backend takes it: its features are the
+/// first layer's width and every label is one of the last layer's classes.
+pub(crate) fn check_upload(
+    arch: &crate::model::Architecture,
+    split: Split,
+    data: &crate::Dataset,
+) -> Result<()> {
+    let (inputs, classes) = (arch.sizes[0], arch.sizes[arch.layers()]);
+    if data.width != inputs {
+        return Err(crate::Error::Config(format!(
+            "the {split:?} set's samples have {} features, the network reads {inputs}",
+            data.width
+        )));
+    }
+    if data.classes() > classes {
+        return Err(crate::Error::Config(format!(
+            "the {split:?} set has labels up to {}, the network has {classes} classes",
+            data.classes() - 1
+        )));
+    }
+    Ok(())
+}
+
 /// One of the buffers a backend holds, read and written through [`Backend::read`] and
 /// [`Backend::write`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

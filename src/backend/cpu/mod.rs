@@ -25,10 +25,10 @@ pub use matmul::matmul_row_major;
 
 use super::parallel::*;
 use super::{ready, Backend, DeviceInfo, LocalFuture, Split, Stats, StepHyper, Tensor};
+use crate::data_spec::Input;
 use crate::dataset::Dataset;
 use crate::error::Result;
-use crate::idx::{CLASSES, PIXELS};
-use crate::model::{Architecture, ParamLayout, INPUT_SCALE};
+use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
 use matmul::{matmul_blocks, matmul_blocks_by, Disjoint, Mat};
 use team::Exec;
@@ -52,12 +52,12 @@ pub struct CpuBackend {
     /// `pre[l]` layer `l-1`'s output before the activation, kept for hidden layers only where
     /// the activation's derivative needs it (empty otherwise).
     pre: Vec<Vec<f32>>,
-    /// Softmax of the logits, `[B, 10]`.
+    /// Softmax of the logits, `[B, classes]`.
     probs: Vec<f32>,
     /// Gradients of the loss with respect to each layer's pre-activation `Z`, `[B, sizes[l+1]]`.
     dz: Vec<Vec<f32>>,
     /// Labels of the last forward batch.
-    labels: Vec<u8>,
+    labels: Vec<u32>,
     batch: usize,
     /// What the last forward's loss gradient is divided by (see [`Backend::forward`]).
     mean_over: usize,
@@ -71,10 +71,7 @@ impl CpuBackend {
     pub fn new(arch: &Architecture) -> Self {
         let layout = ParamLayout::new(arch);
         let n = layout.len;
-        let empty = Dataset {
-            images: Vec::new(),
-            labels: Vec::new(),
-        };
+        let empty = Dataset::empty(Input::Bytes, arch.sizes[0]);
         CpuBackend {
             arch: arch.clone(),
             layout,
@@ -127,7 +124,7 @@ impl CpuBackend {
         for (l, d) in self.dz.iter_mut().enumerate() {
             d.resize(b * self.arch.sizes[l + 1], 0.0);
         }
-        self.probs.resize(b * CLASSES, 0.0);
+        self.probs.resize(b * self.classes(), 0.0);
     }
 }
 
@@ -142,11 +139,17 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Softmax of each row of `logits` into `probs`; returns each row's cross-entropy against `labels`.
-fn softmax_xent_forward(logits: &[f32], labels: &[u8], probs: &mut [f32]) -> Vec<f64> {
+/// Softmax of each row of `logits` (`classes` wide) into `probs`; returns each row's
+/// cross-entropy against `labels`.
+fn softmax_xent_forward(
+    logits: &[f32],
+    classes: usize,
+    labels: &[u32],
+    probs: &mut [f32],
+) -> Vec<f64> {
     logits
-        .chunks_exact(CLASSES)
-        .zip(probs.chunks_exact_mut(CLASSES))
+        .chunks_exact(classes)
+        .zip(probs.chunks_exact_mut(classes))
         .zip(labels)
         .map(|((z, p), &y)| {
             let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -169,6 +172,10 @@ impl CpuBackend {
     pub(crate) fn output(&self) -> &[f32] {
         &self.acts[self.arch.layers()]
     }
+
+    fn classes(&self) -> usize {
+        self.arch.sizes[self.arch.layers()]
+    }
 }
 
 impl Backend for CpuBackend {
@@ -185,6 +192,7 @@ impl Backend for CpuBackend {
     }
 
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
+        super::check_upload(&self.arch, split, data)?;
         match split {
             Split::Train => self.train = data.clone(),
             Split::Test => self.test = data.clone(),
@@ -317,10 +325,8 @@ impl CpuBackend {
         };
         // On one thread: split over threads it measured several times slower (each core
         // writing lines the other last read; README, "Measured results").
-        for (row, &i) in self.acts[0].chunks_exact_mut(PIXELS).zip(indices) {
-            for (x, &px) in row.iter_mut().zip(data.image(i as usize)) {
-                *x = px as f32 * INPUT_SCALE;
-            }
+        for (row, &i) in self.acts[0].chunks_exact_mut(data.width).zip(indices) {
+            data.read_row(i as usize, row);
         }
         self.labels.clear();
         self.labels
@@ -396,11 +402,12 @@ impl CpuBackend {
         }
 
         let logits = &self.acts[layers];
-        let losses = softmax_xent_forward(logits, &self.labels, &mut self.probs);
+        let classes = self.classes();
+        let losses = softmax_xent_forward(logits, classes, &self.labels, &mut self.probs);
         let stats = &mut self.stats[split as usize];
         stats.loss_sum += losses.iter().sum::<f64>();
         stats.correct += logits
-            .chunks_exact(CLASSES)
+            .chunks_exact(classes)
             .zip(&self.labels)
             .filter(|(z, &y)| argmax(z) == y as usize)
             .count() as u64;
@@ -436,10 +443,11 @@ impl CpuBackend {
         let layers = self.arch.layers();
         // Top: dZ = (softmax - onehot) / mean_over.
         let scale = 1.0 / self.mean_over as f32;
+        let classes = self.classes();
         let top = &mut self.dz[layers - 1];
         for ((d, p), &y) in top
-            .chunks_exact_mut(CLASSES)
-            .zip(self.probs.chunks_exact(CLASSES))
+            .chunks_exact_mut(classes)
+            .zip(self.probs.chunks_exact(classes))
             .zip(&self.labels)
         {
             for (c, (d, &p)) in d.iter_mut().zip(p).enumerate() {
@@ -540,7 +548,7 @@ fn prefetch_images(data: &Dataset, rows: &[u32]) {
     #[cfg(target_arch = "x86_64")]
     for &i in rows {
         if (i as usize) < data.len() {
-            for line in data.image(i as usize).chunks(64) {
+            for line in data.row_bytes(i as usize).chunks(64) {
                 // SAFETY: a prefetch only hints the cache; the address is inside a live slice.
                 unsafe {
                     std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(

@@ -81,7 +81,7 @@ pub enum EpilogueReach {
 
 /// Proves a GEMM of at most `m x k` times `k x n` (the batch may shrink M or K, never grow them)
 /// with C written row-major at `c_off`. An operand given as None is read from the dataset
-/// (see [`dataset`]); its extent along the pixels must be `pixels`.
+/// (see [`dataset`]); its extent along the features must be `features`.
 pub fn gemm(
     (m, n, k): (u64, u64, u64),
     a: Option<Operand>,
@@ -89,14 +89,14 @@ pub fn gemm(
     c_off: u64,
     epilogue: EpilogueReach,
     buffers: GemmBuffers,
-    pixels: u64,
+    features: u64,
 ) -> Result<()> {
     let from_data = |what: &str, extent: u64| {
-        if extent == pixels {
+        if extent == features {
             Ok(())
         } else {
             Err(Error::Gpu(format!(
-                "internal error: {what} reads {extent} pixels per image, not {pixels}"
+                "internal error: {what} reads {extent} features per sample, not {features}"
             )))
         }
     };
@@ -159,21 +159,21 @@ pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) ->
 
 /// Proves the reads of the first layer's products and the softmax from the resident dataset:
 /// batches read entries `0..order_end` of `order`, whose entries are below `samples` (checked
-/// before they are written, by `check_batch`), and each image is `pixels` bytes packed four to
-/// a u32.
+/// before they are written, by `check_batch`), and each sample is `row_words` u32 words (the
+/// kernel reads no further into a row: `gemm.wgsl`'s `features4`).
 pub fn dataset(
     order_end: u64,
     order_len: u64,
     samples: u64,
-    (images, labels): (u64, u64),
-    pixels: u64,
+    (stored, labels): (u64, u64),
+    row_words: u64,
 ) -> Result<()> {
     let rows = |n: u64| n.checked_sub(1);
     inside("batch order", rows(order_end), order_len)?;
     inside(
-        "dataset images",
-        rows(samples).map(|s| s * (pixels / 4) + pixels / 4 - 1),
-        images,
+        "dataset samples",
+        rows(samples).and_then(|s| (s * row_words + row_words).checked_sub(1)),
+        stored,
     )?;
     inside("dataset labels", rows(samples), labels)
 }
@@ -319,7 +319,7 @@ mod tests {
             huge,
         );
         assert!(wraps.is_err());
-        // An operand read from the dataset must span exactly its images' pixels.
+        // An operand read from the dataset must span exactly its samples' features.
         let data = |k| {
             gemm(
                 (128, 8, k),
@@ -356,13 +356,13 @@ mod tests {
 
     #[test]
     fn dataset_reads_softmaxes_and_updates_are_checked() {
-        let fits = |end, samples| dataset(end, 1000, samples, (60 * 196, 60), 784);
+        let fits = |end, samples| dataset(end, 1000, samples, (60 * 196, 60), 196);
         fits(1000, 60).unwrap();
         assert!(fits(1001, 60).is_err(), "order read past its end");
         assert!(fits(1000, 61).is_err(), "images and labels short");
         assert!(
-            dataset(1, 1, 60, (60 * 196 - 1, 60), 784).is_err(),
-            "images short"
+            dataset(1, 1, 60, (60 * 196 - 1, 60), 196).is_err(),
+            "samples short"
         );
         softmax(128, 10, (1280, 1280, 8)).unwrap();
         assert!(softmax(128, 10, (1279, 1280, 8)).is_err());

@@ -11,9 +11,9 @@
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
 use super::tuning::{Shape, Variant};
+use crate::data_spec::Input;
 use crate::error::{Error, Result};
-use crate::idx::PIXELS;
-use crate::model::{Activation, INPUT_SCALE};
+use crate::model::Activation;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
@@ -88,9 +88,11 @@ pub(crate) struct Layout {
     pub b_t: bool,
     pub a_vec: bool,
     pub b_vec: bool,
-    /// The operand is the first layer's input, read from the dataset (`DataSide`).
+    /// The operand is the first layer's input, read from the dataset (`DataSide`) stored as
+    /// `data_format` (the default where neither is).
     pub a_data: bool,
     pub b_data: bool,
+    pub data_format: DataFormat,
     pub epilogue: Epilogue,
     /// The activation epilogues 2 and 3 apply (compiled into the pipeline).
     pub activation: Activation,
@@ -105,6 +107,29 @@ pub(crate) enum DataSide {
     B,
 }
 
+/// How a resident dataset stores its samples: bytes packed four to a u32 word or f32, each
+/// sample padded to whole vec4s (`row_words` words), `features` of them read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct DataFormat {
+    pub input: Option<Input>,
+    pub features: u32,
+    pub row_words: u32,
+}
+
+impl DataFormat {
+    pub fn new(input: Input, features: usize) -> Self {
+        let row_words = match input {
+            Input::Bytes => features.div_ceil(4),
+            Input::Floats => features.next_multiple_of(4),
+        };
+        DataFormat {
+            input: Some(input),
+            features: features as u32,
+            row_words: row_words as u32,
+        }
+    }
+}
+
 impl Layout {
     /// The layout of a product of at most `m x k` by `k x n` whose `batch_dim` follows the
     /// batch: vec4 loads where the operand's offset, leading dimension and contiguous extent are
@@ -114,9 +139,10 @@ impl Layout {
         a: Operand,
         b: Operand,
         epilogue: Epilogue,
-        data: Option<DataSide>,
+        data: Option<(DataSide, DataFormat)>,
         (activation, keep_pre): (Activation, bool),
     ) -> Self {
+        let side = data.map(|(side, _)| side);
         let aligned = |o: Operand, extent: u32, extent_is_batch: bool| {
             o.offset % 4 == 0 && o.ld % 4 == 0 && extent % 4 == 0 && !extent_is_batch
         };
@@ -135,8 +161,9 @@ impl Layout {
             b_t: b.transposed,
             a_vec: aligned(a, a_extent, a_batch),
             b_vec: aligned(b, b_extent, b_batch),
-            a_data: data == Some(DataSide::A),
-            b_data: data == Some(DataSide::B),
+            a_data: side == Some(DataSide::A),
+            b_data: side == Some(DataSide::B),
+            data_format: data.map(|(_, f)| f).unwrap_or_default(),
             epilogue,
             activation,
             keep_pre,
@@ -213,8 +240,15 @@ impl GemmKernels {
                 ("B_VEC", flag(layout.b_vec)),
                 ("A_FROM_DATA", flag(layout.a_data)),
                 ("B_FROM_DATA", flag(layout.b_data)),
-                ("PIXELS", PIXELS as f64),
-                ("INPUT_SCALE", INPUT_SCALE as f64),
+                ("ROW_WORDS", layout.data_format.row_words as f64),
+                (
+                    "DATA_FLOATS",
+                    flag(layout.data_format.input == Some(Input::Floats)),
+                ),
+                (
+                    "INPUT_SCALE",
+                    layout.data_format.input.map_or(1.0, Input::scale) as f64,
+                ),
                 ("EPILOGUE", layout.epilogue as u32 as f64),
                 ("KEEP_PRE", flag(layout.keep_pre)),
                 ("WG", variant.invocations() as f64),
@@ -239,8 +273,13 @@ pub(crate) struct GemmOperands<'a> {
     /// keeps the pre-activation (None: not kept).
     pub activation: (Activation, Option<u64>),
     /// The operand (its buffer above then a placeholder) that is the first layer's input, read
-    /// from the dataset, and each split's `(images, order)` where uploaded.
-    pub data: Option<(DataSide, [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2])>,
+    /// from the dataset stored as the format says, and each split's `(samples, order)` where
+    /// uploaded.
+    pub data: Option<(
+        DataSide,
+        DataFormat,
+        [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2],
+    )>,
 }
 
 /// One product of the network with its bind group built once (a call reading a dataset bound
@@ -281,7 +320,8 @@ impl GemmCall {
             Epilogue::ActivationGrad => EpilogueReach::Mask(ops.aux.1),
             Epilogue::RowSums => EpilogueReach::RowSums(ops.aux.1),
         };
-        let side = ops.data.as_ref().map(|(side, _)| *side);
+        let side = ops.data.as_ref().map(|(side, _, _)| *side);
+        let format = ops.data.as_ref().map(|(side, format, _)| (*side, *format));
         bounds::gemm(
             (m as u64, n as u64, k as u64),
             (side != Some(DataSide::A)).then_some(ops.a.1),
@@ -294,7 +334,7 @@ impl GemmCall {
                 c: words(ops.c.0),
                 aux: words(ops.aux.0),
             },
-            PIXELS as u64,
+            format.map_or(0, |(_, f)| f.features as u64),
         )?;
         let (db_off, aux_off) = match epilogue {
             Epilogue::RowSums => (ops.aux.1 as u32, 0),
@@ -344,12 +384,12 @@ impl GemmCall {
                 ops.a.1,
                 ops.b.1,
                 epilogue,
-                side,
+                format,
                 (ops.activation.0, ops.activation.1.is_some()),
             ),
             chosen: Vec::new(),
         };
-        call.bind_datasets(ctx, kernels, ops.data.map_or([None, None], |(_, d)| d));
+        call.bind_datasets(ctx, kernels, ops.data.map_or([None, None], |(_, _, d)| d));
         Ok(call)
     }
 

@@ -45,7 +45,6 @@ pub use tuning::{GemmTuning, Shape, Variant, VARIANTS};
 use super::{Backend, DeviceInfo, LocalFuture, Span, Split, Stats, StepHyper, Tensor};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
-use crate::idx::CLASSES;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::OptimizerConfig;
 use network::{padded, Flat, Kernels, Network, SplitData};
@@ -111,7 +110,7 @@ impl GpuBackend {
         let steps = StepTable::new(&ctx.device);
         let kernels = Kernels {
             gemm: gemm::GemmKernels::new(&ctx.device),
-            softmax: SoftmaxKernel::new(&ctx, &steps.layout),
+            softmax: SoftmaxKernel::new(&ctx, &steps.layout, arch.sizes[arch.layers()]),
         };
         let (params, grads) = (
             flat_buffer(&ctx, "params", layout.len),
@@ -154,13 +153,18 @@ impl GpuBackend {
             .as_mut()
             .ok_or_else(|| Error::Config(format!("no {split:?} set was uploaded")))?;
         let grown = data.hold_order(&self.ctx, split, order_end);
-        if self.network.as_ref().is_none_or(|n| n.capacity < batch) {
+        let format = data.format;
+        if self
+            .network
+            .as_ref()
+            .is_none_or(|n| n.capacity < batch || n.format != format)
+        {
             self.network = Some(Network::new(
                 &self.ctx,
                 &self.kernels,
                 &self.arch,
                 &self.layout,
-                [self.data[0].as_ref(), self.data[1].as_ref()],
+                (format, [self.data[0].as_ref(), self.data[1].as_ref()]),
                 self.flat(),
                 capacity,
             )?);
@@ -277,8 +281,19 @@ impl Backend for GpuBackend {
 
     fn upload(&mut self, split: Split, data: &Dataset) -> Result<()> {
         self.ctx.poll_faults()?;
+        super::check_upload(&self.arch, split, data)?;
         let capacity = self.network.as_ref().map_or(0, |n| n.capacity);
-        self.data[split as usize] = Some(SplitData::upload(&self.ctx, split, data, capacity)?);
+        let uploaded = SplitData::upload(&self.ctx, split, data, capacity)?;
+        // One network reads one storage format: a split stored otherwise is dropped.
+        let other = &mut self.data[1 - split as usize];
+        if other.as_ref().is_some_and(|o| o.format != uploaded.format) {
+            *other = None;
+        }
+        if self.network.as_ref().is_some_and(|n| n.format != uploaded.format) {
+            self.network = None;
+            self.last = None;
+        }
+        self.data[split as usize] = Some(uploaded);
         if self.last.is_some_and(|l| l.split == split) {
             self.last = None;
         }
@@ -328,7 +343,7 @@ impl Backend for GpuBackend {
 
     fn read(&mut self, tensor: Tensor) -> LocalFuture<'_, Result<Vec<f32>>> {
         let len = match (tensor, self.last) {
-            (Tensor::Logits, Some(last)) => last.batch * CLASSES,
+            (Tensor::Logits, Some(last)) => last.batch * self.arch.sizes[self.arch.layers()],
             (Tensor::Logits, None) => return super::ready(Err(super::no_forward())),
             _ => self.layout.len,
         };

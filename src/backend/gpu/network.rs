@@ -15,11 +15,13 @@
 
 use super::bounds::{self, Operand};
 use super::context::{words, GpuContext};
-use super::gemm::{DataSide, Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M};
+use super::gemm::{
+    DataFormat, DataSide, Epilogue, GemmCall, GemmKernels, GemmOperands, BATCH_K, BATCH_M,
+};
 use super::softmax_xent::SoftmaxKernel;
 use crate::backend::Split;
+use crate::dataset::Features;
 use crate::error::{Error, Result};
-use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Architecture, ParamLayout};
 use wgpu::util::DeviceExt;
 
@@ -29,9 +31,11 @@ pub(crate) struct Kernels {
     pub softmax: SoftmaxKernel,
 }
 
-/// A dataset resident on the GPU.
+/// A dataset resident on the GPU: each sample `format.row_words` u32 words (bytes packed four
+/// to a word, or f32), zero-padded to whole vec4s so the first layer reads it four at a time.
 pub(crate) struct SplitData {
-    pub images: wgpu::Buffer,
+    pub samples: wgpu::Buffer,
+    pub format: DataFormat,
     pub labels: wgpu::Buffer,
     /// Batch order: the epoch's permutation, or the rows of a single forward.
     pub order: wgpu::Buffer,
@@ -46,11 +50,13 @@ impl SplitData {
         data: &crate::Dataset,
         min_order: usize,
     ) -> Result<Self> {
-        let bytes = data.images.len() as u64;
+        let format = DataFormat::new(data.input(), data.width);
+        let words = data.len() * format.row_words as usize;
+        let bytes = 4 * words as u64;
         let limit = ctx.binding_limit();
         if bytes > limit {
             return Err(Error::Gpu(format!(
-                "the {split:?} set's {} images ({} MiB) exceed this GPU's storage binding limit of {} MiB",
+                "the {split:?} set's {} samples ({} MiB) exceed this GPU's storage binding limit of {} MiB",
                 data.len(),
                 bytes >> 20,
                 limit >> 20
@@ -70,12 +76,27 @@ impl SplitData {
                     usage: wgpu::BufferUsages::STORAGE,
                 })
         };
-        // 784 bytes per image: whole u32 words, no padding needed.
-        let images = init(format!("{name} images"), &data.images);
-        let labels: Vec<u32> = data.labels.iter().map(|&l| l as u32).collect();
-        let labels = init(format!("{name} labels"), bytemuck::cast_slice(&labels));
+        let row = 4 * format.row_words as usize;
+        let samples = match &data.features {
+            // MNIST's 784 bytes are whole words: uploaded as they are.
+            Features::Bytes(v) if data.width == row => init(format!("{name} samples"), v),
+            features => {
+                let stored = features.as_bytes();
+                let size = stored.len() / (data.len() * data.width).max(1);
+                let mut padded = vec![0u8; 4 * words];
+                for (to, from) in padded
+                    .chunks_exact_mut(row)
+                    .zip(stored.chunks_exact(size * data.width))
+                {
+                    to[..from.len()].copy_from_slice(from);
+                }
+                init(format!("{name} samples"), &padded)
+            }
+        };
+        let labels = init(format!("{name} labels"), bytemuck::cast_slice(&data.labels));
         Ok(SplitData {
-            images,
+            samples,
+            format,
             labels,
             order: order_buffer(ctx, split, data.len().max(min_order)),
             len: data.len(),
@@ -126,6 +147,10 @@ pub(crate) struct Flat<'a> {
 /// Buffers for batches of up to `capacity` rows and the network's products bound to them.
 pub(crate) struct Network {
     pub capacity: usize,
+    /// How the datasets its first layer reads store their samples.
+    pub format: DataFormat,
+    /// The logits' width.
+    classes: usize,
     /// `acts[l]` layer l-1's output after the activation, the last the logits; for a hidden
     /// layer whose activation's derivative needs it, followed by its pre-activation (at
     /// an offset of `capacity * width`). (`acts[0]`, the input, is never made: the first layer reads the
@@ -150,7 +175,7 @@ impl Network {
         kernels: &Kernels,
         arch: &Architecture,
         layout: &ParamLayout,
-        data: [Option<&SplitData>; 2],
+        (format, data): (DataFormat, [Option<&SplitData>; 2]),
         flat: Flat,
         capacity: usize,
     ) -> Result<Self> {
@@ -195,7 +220,7 @@ impl Network {
             ..plain(offset, ld)
         };
         // The first layer's input: read from the dataset, not from a buffer.
-        let input = |l: usize, side| (l == 0).then_some((side, datasets));
+        let input = |l: usize, side| (l == 0).then_some((side, format, datasets));
         let placeholder = &kernels.gemm.placeholder;
         let (mut forward, mut weight_grad, mut input_grad) = (Vec::new(), Vec::new(), Vec::new());
         let cap32 = cap as u32;
@@ -262,6 +287,8 @@ impl Network {
         }
         let mut network = Network {
             capacity,
+            format,
+            classes: arch.sizes[layers],
             dz_top: dz[layers - 1].clone(),
             acts,
             forward,
@@ -362,22 +389,22 @@ impl Network {
         batch: usize,
         order_end: usize,
     ) -> Result<()> {
-        if batch > self.capacity {
+        if batch > self.capacity || data.format != self.format {
             return Err(Error::Gpu(format!(
-                "internal error: a batch of {batch} on buffers made for {}",
-                self.capacity
+                "internal error: a batch of {batch} {:?} on buffers made for {} {:?}",
+                data.format, self.capacity, self.format
             )));
         }
         bounds::dataset(
             order_end as u64,
             words(&data.order),
             data.len as u64,
-            (words(&data.images), words(&data.labels)),
-            PIXELS as u64,
+            (words(&data.samples), words(&data.labels)),
+            data.format.row_words as u64,
         )?;
         bounds::softmax(
             batch as u64,
-            CLASSES as u64,
+            self.classes as u64,
             (
                 words(self.acts.last().expect("layers")),
                 words(&self.dz_top),
@@ -434,7 +461,7 @@ impl Network {
     }
 }
 
-/// Each split's `(images, order)`, as the products that read a dataset bind them.
+/// Each split's `(samples, order)`, as the products that read a dataset bind them.
 fn datasets(data: [Option<&SplitData>; 2]) -> [Option<(&wgpu::Buffer, &wgpu::Buffer)>; 2] {
-    data.map(|d| d.map(|d| (&d.images, &d.order)))
+    data.map(|d| d.map(|d| (&d.samples, &d.order)))
 }

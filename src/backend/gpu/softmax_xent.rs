@@ -3,7 +3,6 @@
 //! the step's order.
 
 use super::context::{entry, storage, GpuContext};
-use crate::idx::CLASSES;
 
 pub(crate) struct SoftmaxKernel {
     layout: wgpu::BindGroupLayout,
@@ -11,7 +10,8 @@ pub(crate) struct SoftmaxKernel {
 }
 
 impl SoftmaxKernel {
-    pub fn new(ctx: &GpuContext, step: &wgpu::BindGroupLayout) -> Self {
+    /// The kernel for logits of `classes`.
+    pub fn new(ctx: &GpuContext, step: &wgpu::BindGroupLayout, classes: usize) -> Self {
         let layout = ctx
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -24,13 +24,13 @@ impl SoftmaxKernel {
                     storage(4, true),
                 ],
             });
-        // The class count comes from the core crate, not mirrored in WGSL.
+        // The class count comes from the network, not mirrored in WGSL.
         let pipeline = ctx.pipeline(
             "softmax_xent.wgsl",
             "softmax_xent",
             &layout,
             step,
-            &[("CLASSES", CLASSES as f64)],
+            &[("CLASSES", classes as f64)],
             "",
         );
         SoftmaxKernel { layout, pipeline }

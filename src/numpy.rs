@@ -1,0 +1,280 @@
+//! NumPy arrays as data: `.npy` files (`numpy.save`) and `.npz` archives of them
+//! (`numpy.savez`, `numpy.savez_compressed`, and the `mnist.npz` of `keras.datasets`), read
+//! through the `npyz` and `zip` crates.
+//!
+//! Arrays are found by name: `x_train`, `y_train` and optionally `x_test`, `y_test` (Keras's
+//! layout), or `x` and `y` for one set that is cut into training and test splits. Features are
+//! u8 (kept as bytes, scaled by 1/255 as MNIST's are), f32 or f64 (floats), or other integers
+//! (as floats), of any shape `[n, ...]` whose trailing dimensions flatten to the features
+//! (`[n, h, w]` and `[n, h, w, c]` u8 arrays are images); labels are integers, `[n]` or `[n, 1]`.
+//! Each array's header is checked against the bytes that follow it before its data is read,
+//! and an archive's members are decompressed no further than the size they claim.
+
+use crate::data_spec::MAX_CLASSES;
+use crate::dataset::{Dataset, Features, Splits};
+use crate::error::{Error, Result};
+use npyz::{DType, NpyFile, Order, TypeChar};
+use std::io::Read;
+
+/// Largest array accepted, in bytes (as for an IDX file).
+const MAX_ARRAY_BYTES: u64 = 1 << 32;
+
+/// One array's values, by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    Bytes(Vec<u8>),
+    Floats(Vec<f32>),
+    Ints(Vec<i64>),
+}
+
+/// An array read from a `.npy` file or an `.npz` member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    /// Its name: the member or file name without `.npy`.
+    pub name: String,
+    pub shape: Vec<u64>,
+    pub values: Values,
+}
+
+/// Reads one `.npy` array; `name` (a path, usually) is used in errors, `key` names the array.
+pub fn read_npy(name: &str, key: &str, bytes: &[u8]) -> Result<Array> {
+    let bad = |reason: String| Error::data(name, reason);
+    let npy = NpyFile::new(bytes).map_err(|e| bad(format!("not a NumPy .npy array ({e})")))?;
+    let shape = npy.shape().to_vec();
+    if npy.order() == Order::Fortran {
+        return Err(bad(format!(
+            "array {key} is stored in Fortran order; save it with numpy.ascontiguousarray"
+        )));
+    }
+    let dtype = match npy.dtype() {
+        DType::Plain(t) => t,
+        other => {
+            return Err(bad(format!(
+                "array {key} has the structured type {}; expected numbers",
+                other.descr()
+            )))
+        }
+    };
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n.checked_mul(dtype.size_field()).is_some_and(|b| b <= MAX_ARRAY_BYTES))
+        .ok_or_else(|| {
+            bad(format!(
+                "array {key} of shape {shape:?} is larger than the 4 GiB gpumlp reads"
+            ))
+        })?;
+    let (kind, size) = (dtype.type_char(), dtype.size_field());
+    let supported = matches!(
+        (kind, size),
+        (TypeChar::Uint | TypeChar::Int, 1 | 2 | 4 | 8) | (TypeChar::Float, 4 | 8) | (TypeChar::Bool, 1)
+    );
+    if !supported {
+        return Err(bad(format!(
+            "array {key} holds {dtype}; gpumlp reads integers, floats and booleans"
+        )));
+    }
+    // The data must all be there, and no more, before anything is allocated from the header.
+    let data = npy.into_inner();
+    let expected = count * size;
+    if data.len() as u64 != expected {
+        return Err(bad(format!(
+            "array {key}: its header claims {shape:?} of {dtype} ({expected} bytes) but {} bytes follow",
+            data.len()
+        )));
+    }
+    let npy = NpyFile::new(bytes).map_err(|e| bad(format!("unreadable .npy ({e})")))?;
+    let read_err = |e: std::io::Error| bad(format!("array {key}: {e}"));
+    let ints = |v: Vec<i64>| Values::Ints(v);
+    let values = match (kind, size) {
+        (TypeChar::Uint, 1) | (TypeChar::Bool, 1) => {
+            Values::Bytes(npy.into_vec::<u8>().map_err(read_err)?)
+        }
+        (TypeChar::Float, 4) => Values::Floats(npy.into_vec::<f32>().map_err(read_err)?),
+        (TypeChar::Float, _) => Values::Floats(
+            npy.into_vec::<f64>()
+                .map_err(read_err)?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ),
+        (TypeChar::Int, 1) => ints(widen(npy.into_vec::<i8>().map_err(read_err)?)),
+        (TypeChar::Int, 2) => ints(widen(npy.into_vec::<i16>().map_err(read_err)?)),
+        (TypeChar::Int, 4) => ints(widen(npy.into_vec::<i32>().map_err(read_err)?)),
+        (TypeChar::Int, _) => ints(npy.into_vec::<i64>().map_err(read_err)?),
+        (TypeChar::Uint, 2) => ints(widen(npy.into_vec::<u16>().map_err(read_err)?)),
+        (TypeChar::Uint, 4) => ints(widen(npy.into_vec::<u32>().map_err(read_err)?)),
+        (_, _) => ints(
+            npy.into_vec::<u64>()
+                .map_err(read_err)?
+                .into_iter()
+                .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+                .collect(),
+        ),
+    };
+    Ok(Array {
+        name: key.to_string(),
+        shape,
+        values,
+    })
+}
+
+fn widen<T: Into<i64>>(v: Vec<T>) -> Vec<i64> {
+    v.into_iter().map(Into::into).collect()
+}
+
+/// Reads every `.npy` member of an `.npz` archive.
+pub fn read_npz(name: &str, bytes: &[u8]) -> Result<Vec<Array>> {
+    let bad = |reason: String| Error::data(name, reason);
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad(format!("not a NumPy .npz archive ({e})")))?;
+    let mut arrays = Vec::new();
+    for i in 0..zip.len() {
+        let mut member = zip
+            .by_index(i)
+            .map_err(|e| bad(format!("member {i} is unreadable ({e})")))?;
+        let member_name = member
+            .name()
+            .map_err(|e| bad(format!("member {i} has an unreadable name ({e})")))?
+            .to_string();
+        let Some(key) = member_name.strip_suffix(".npy") else {
+            continue;
+        };
+        let key = key.to_string();
+        let claimed = member.size();
+        if claimed > MAX_ARRAY_BYTES + 4096 {
+            return Err(bad(format!(
+                "member {member_name} claims {claimed} bytes, more than the 4 GiB gpumlp reads"
+            )));
+        }
+        // Grows with what the stream really yields, never past what the member claims.
+        let mut data = Vec::with_capacity((claimed as usize).min(1 << 24));
+        (&mut member)
+            .take(claimed + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("member {member_name} is corrupt ({e})")))?;
+        if data.len() as u64 != claimed {
+            return Err(bad(format!(
+                "member {member_name} holds {} bytes, not the {claimed} it claims",
+                data.len()
+            )));
+        }
+        arrays.push(read_npy(&format!("{name} ({member_name})"), &key, &data)?);
+    }
+    Ok(arrays)
+}
+
+/// Training and test splits from named arrays (`x_train`, `y_train`, and `x_test`, `y_test`
+/// or else a cut of `test_fraction` of the training arrays; or `x`, `y` cut the same way).
+pub fn splits(name: &str, mut arrays: Vec<Array>, test_fraction: f64) -> Result<Splits> {
+    let mut take = |key: &str| {
+        arrays
+            .iter()
+            .position(|a| a.name == key)
+            .map(|i| arrays.swap_remove(i))
+    };
+    let pair = |x: Array, y: Array| -> Result<(Dataset, Option<[usize; 3]>)> { pair(name, x, y) };
+    match (take("x_train"), take("y_train"), take("x_test"), take("y_test")) {
+        (Some(x), Some(y), Some(tx), Some(ty)) => {
+            let (train, image) = pair(x, y)?;
+            let (test, _) = pair(tx, ty)?;
+            Splits::new(name, train, test, image, None)
+        }
+        (Some(x), Some(y), None, None) => {
+            let (all, image) = pair(x, y)?;
+            Splits::cut(name, all, test_fraction, image, None)
+        }
+        (None, None, None, None) => match (take("x"), take("y")) {
+            (Some(x), Some(y)) => {
+                let (all, image) = pair(x, y)?;
+                Splits::cut(name, all, test_fraction, image, None)
+            }
+            _ => Err(Error::data(
+                name,
+                "no arrays named x_train and y_train (and x_test, y_test), or x and y",
+            )),
+        },
+        _ => Err(Error::data(
+            name,
+            "x_train and y_train go together, and x_test and y_test",
+        )),
+    }
+}
+
+/// Features `x` and labels `y` as a dataset, with the image shape of a u8 `[n, h, w(, c)]`.
+fn pair(name: &str, x: Array, y: Array) -> Result<(Dataset, Option<[usize; 3]>)> {
+    let (features, width, image) = features(name, x)?;
+    let labels = labels(name, y)?;
+    Ok((Dataset::new(name, features, width, labels)?, image))
+}
+
+/// An array's values as the features of its first dimension's samples.
+pub fn features(name: &str, x: Array) -> Result<(Features, usize, Option<[usize; 3]>)> {
+    let Some((&n, rest)) = x.shape.split_first() else {
+        return Err(Error::data(
+            name,
+            format!("array {} is a scalar, not samples of features", x.name),
+        ));
+    };
+    let width: u64 = rest.iter().product();
+    if width == 0 || n == 0 {
+        return Err(Error::data(
+            name,
+            format!("array {} of shape {:?} holds no features", x.name, x.shape),
+        ));
+    }
+    let dims: Vec<usize> = rest.iter().map(|&d| d as usize).collect();
+    let image = match (&x.values, dims.as_slice()) {
+        (Values::Bytes(_), &[h, w]) => Some([h, w, 1]),
+        (Values::Bytes(_), &[h, w, c]) if matches!(c, 1 | 3 | 4) => Some([h, w, c]),
+        _ => None,
+    };
+    let features = match x.values {
+        Values::Bytes(v) => Features::Bytes(v),
+        Values::Floats(v) => Features::Floats(v),
+        Values::Ints(v) => Features::Floats(v.into_iter().map(|i| i as f32).collect()),
+    };
+    Ok((features, width as usize, image))
+}
+
+/// An array's values as class labels.
+pub fn labels(name: &str, y: Array) -> Result<Vec<u32>> {
+    let flat = matches!(y.shape.as_slice(), [_] | [_, 1]);
+    if !flat {
+        return Err(Error::data(
+            name,
+            format!(
+                "labels {} have shape {:?}; expected [n] or [n, 1] class numbers",
+                y.name, y.shape
+            ),
+        ));
+    }
+    let out_of_range = |at: usize, value: String| {
+        Error::data(
+            name,
+            format!(
+                "label {value} at index {at} of {} is not a class 0 to {}",
+                y.name,
+                MAX_CLASSES - 1
+            ),
+        )
+    };
+    match y.values {
+        Values::Bytes(v) => Ok(v.into_iter().map(u32::from).collect()),
+        Values::Ints(v) => v
+            .iter()
+            .enumerate()
+            .map(|(at, &l)| {
+                if (0..MAX_CLASSES as i64).contains(&l) {
+                    Ok(l as u32)
+                } else {
+                    Err(out_of_range(at, l.to_string()))
+                }
+            })
+            .collect(),
+        Values::Floats(_) => Err(Error::data(
+            name,
+            format!("labels {} are floats; expected integer class numbers", y.name),
+        )),
+    }
+}
