@@ -3,6 +3,7 @@
 //! data was read (so `eval`, `predict` and `--resume` read theirs the same way). A checkpoint
 //! stores it; one written before data was general reads as [`DataSpec::mnist`].
 
+use crate::dataset::Features;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +223,40 @@ impl DataSpec {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Samples given for prediction (`features` values each) as the model reads them: bytes or
+    /// floats as it was trained on, standardised as it was; `name` is used in errors.
+    pub fn prepare(&self, name: &str, features: Features) -> Result<Features> {
+        if features.len() % self.features != 0 {
+            return Err(Error::data(
+                name,
+                format!(
+                    "{} values are not whole samples of the model's {} features",
+                    features.len(),
+                    self.features
+                ),
+            ));
+        }
+        let floats = |f: Features| match f {
+            Features::Bytes(v) => v.into_iter().map(f32::from).collect(),
+            Features::Floats(v) => v,
+        };
+        Ok(match (&self.standardization, self.input, features) {
+            (Some(s), _, f) => {
+                let mut v = floats(f);
+                v.chunks_exact_mut(self.features).for_each(|row| s.apply(row));
+                Features::Floats(v)
+            }
+            (None, Input::Bytes, Features::Bytes(v)) => Features::Bytes(v),
+            (None, Input::Bytes, Features::Floats(_)) => {
+                return Err(Error::data(
+                    name,
+                    "floats, but the model was trained on bytes (u8 values 0-255)",
+                ))
+            }
+            (None, Input::Floats, f) => Features::Floats(floats(f)),
+        })
     }
 
     /// Whether a model made for `self` can be evaluated on data described by `data`: the same

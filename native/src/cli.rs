@@ -12,7 +12,7 @@ use std::path::PathBuf;
 #[command(
     name = "gpumlp",
     version,
-    about = "Train, evaluate and use an MLP digit classifier on MNIST-style data"
+    about = "Train, evaluate and use an MLP classifier on labelled data: MNIST-style images, NumPy arrays, CSV tables"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,7 +28,7 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a saved model on a dataset's test set
     Eval(EvalArgs),
-    /// Classify pictures of digits (PNG or JPEG, any size, dark on light or light on dark)
+    /// Classify pictures (PNG or JPEG) or the rows of a CSV table or .npy array
     Predict(PredictArgs),
     /// List the devices gpumlp can train on
     Devices(DevicesArgs),
@@ -38,11 +38,24 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// mnist, fashion-mnist, mnist-sample, or a folder with the four IDX files (gz or raw)
+    /// mnist, fashion-mnist, mnist-sample, a folder with the four IDX files (gz or raw) or with
+    /// .npy arrays (x_train.npy, y_train.npy, ...), an .npz archive, or a .csv table
     /// [default: mnist when cached or downloadable, else mnist-sample]
     #[arg(long, value_parser = DataSource::parse)]
     pub data: Option<DataSource>,
-    /// Hidden layer widths, comma-separated [default: 512,256]
+    /// A CSV table's label column, by its header name [default: the last column]
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
+    /// Share of a single file (CSV, or arrays without x_test/y_test) held out for testing, cut
+    /// by a fixed seeded permutation [default: 0.2]
+    #[arg(long, value_name = "F", value_parser = parse_fraction)]
+    pub test_fraction: Option<f64>,
+    /// Standardise every feature by the training split's mean and deviation (kept in the model
+    /// and applied by eval and predict)
+    #[arg(long)]
+    pub standardize: bool,
+    /// Hidden layer widths, comma-separated; the first and last layers' widths come from the
+    /// data [default: 512,256]
     #[arg(long, value_parser = parse_core::<Architecture>)]
     pub hidden: Option<Architecture>,
     /// Passes over the training set [default: 20]
@@ -115,8 +128,9 @@ pub struct PredictArgs {
     /// A checkpoint written by `gpumlp train --save`
     #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
-    /// Images of single digits
-    #[arg(required = true, value_name = "IMAGE")]
+    /// Pictures (PNG or JPEG: of single digits for a 28x28 grey model), CSV tables or .npy
+    /// arrays of samples
+    #[arg(required = true, value_name = "FILE")]
     pub images: Vec<PathBuf>,
     /// Print a JSON array as the last line of standard output
     #[arg(long)]
@@ -208,6 +222,14 @@ where
         s.parse()
             .unwrap_or_else(|_| unreachable!("a displayed name parses"))
     })
+}
+
+/// A share strictly between 0 and 1.
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a fraction above 0 and below 1")),
+    }
 }
 
 /// A finite number; its range is the core's to check, for every front end alike.

@@ -13,6 +13,7 @@ use crate::interrupt::{Interrupted, Signal, Stop, TestSignal};
 use crate::ranks::Job;
 use crate::{devices, plot, progress};
 use anyhow::{bail, Context, Result};
+use gpumlp::data_spec::ReadOptions;
 use gpumlp::{Checkpoint, OptimizerConfig, TrainConfig, Trainer};
 use pollster::block_on;
 use serde_json::json;
@@ -43,8 +44,6 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     };
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
-    let arch = config.architecture()?;
-    let (backend, tuning, device_loss) = devices::open(&args.device.device, &arch, job)?;
 
     // The checkpoint resumed and its training state.
     let saved = resume
@@ -60,7 +59,31 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         }
     }
     let source = data::choose(&args.data, resume.as_ref())?;
-    let data = data::load(&source, notice)?;
+    let reading = match &resume {
+        Some(ckpt) => {
+            if args.label.is_some() || args.test_fraction.is_some() || args.standardize {
+                bail!(
+                    "--label, --test-fraction and --standardize: a resumed run reads its data as {} records",
+                    ckpt.name
+                );
+            }
+            data::Reading::like(&ckpt.data)
+        }
+        None => data::Reading {
+            read: ReadOptions {
+                label: args.label.clone(),
+                test_fraction: args.test_fraction,
+                standardize: args.standardize,
+            },
+            model: None,
+        },
+    };
+    let data = data::load(&source, &reading, notice)?;
+    let arch = match &resume {
+        Some(ckpt) => ckpt.architecture.clone(),
+        None => config.architecture(&data.spec)?,
+    };
+    let (backend, tuning, device_loss) = devices::open(&args.device.device, &arch, job)?;
     if let Some((ckpt, state)) = saved.filter(|_| lead) {
         resume_notes(&args, ckpt, state, &config);
     }
@@ -257,7 +280,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
                 "ranks": job.ranks,
                 "rank_devices": rank_devices,
                 "allreduce": job.traffic(),
-                "data": { "name": data.name, "train": data.train.len(), "test": data.test.len() },
+                "data": data::describe(&data),
                 "config": {
                     "hidden": c.hidden, "activation": c.activation, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
                     "schedule": c.schedule, "seed": c.seed,
