@@ -177,20 +177,16 @@ impl Checkpoint {
             )));
         }
         let sizes = &meta.architecture;
-        if sizes.len() < 3 || sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes
-        {
+        if sizes.len() < 3 || sizes[0] != data.features || sizes[sizes.len() - 1] != data.classes {
             return Err(bad(format!(
                 "architecture {sizes:?} is not an MLP from its data's {} features to its {} classes",
                 data.features, data.classes
             )));
         }
-        let architecture = Architecture::new(
-            data.features,
-            &sizes[1..sizes.len() - 1],
-            data.classes,
-        )
-        .map_err(|e| bad(e.to_string()))?
-        .with_activation(activation);
+        let architecture =
+            Architecture::new(data.features, &sizes[1..sizes.len() - 1], data.classes)
+                .map_err(|e| bad(e.to_string()))?
+                .with_activation(activation);
         let layout = ParamLayout::new(&architecture);
         // The tensors must be in the file: check its size before allocating from the metadata.
         if (bytes.len() as u64) < 4 * layout.len as u64 {
@@ -232,7 +228,8 @@ impl Checkpoint {
                 deviation: read(DEVIATION_TENSOR, &[data.features])?,
             });
         }
-        data.check_limits("its data").map_err(|e| bad(e.to_string()))?;
+        data.check_limits("its data")
+            .map_err(|e| bad(e.to_string()))?;
         let training = match meta.training {
             Some(mut t) => {
                 t.config

@@ -63,7 +63,14 @@ pub fn read(
     if label_cells.is_empty() {
         return Err(Error::data(name, "the table has no rows of data"));
     }
-    let (labels, names) = classes(name, &label_cells, &body_lines(body), names, &header, label_at)?;
+    let (labels, names) = classes(
+        name,
+        &label_cells,
+        &body_lines(body),
+        names,
+        &header,
+        label_at,
+    )?;
     Ok(Table {
         data: Dataset::new(name, Features::Floats(features), width - 1, labels)?,
         names,
@@ -128,7 +135,9 @@ fn records(name: &str, bytes: &[u8]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map_or(String::new(), |p| format!("line {}: ", p.line()));
+            let line = e
+                .position()
+                .map_or(String::new(), |p| format!("line {}: ", p.line()));
             Error::data(name, format!("{line}not readable as CSV ({e})"))
         })?;
         // Blank lines are skipped by the reader; a line of empty cells is data, and wrong.
@@ -225,18 +234,23 @@ fn classes(
 ) -> Result<(Vec<u32>, Option<Vec<String>>)> {
     let col = column(header, label_at);
     if let Some(known) = known {
-        let labels = cells
-            .iter()
-            .zip(lines)
-            .map(|(cell, line)| {
-                known.iter().position(|n| n == cell).map(|c| c as u32).ok_or_else(|| {
-                    Error::data(
+        let labels =
+            cells
+                .iter()
+                .zip(lines)
+                .map(|(cell, line)| {
+                    known
+                        .iter()
+                        .position(|n| n == cell)
+                        .map(|c| c as u32)
+                        .ok_or_else(|| {
+                            Error::data(
                         name,
                         format!("line {line}, {col}: '{cell}' is not one of the model's classes"),
                     )
+                        })
                 })
-            })
-            .collect::<Result<_>>()?;
+                .collect::<Result<_>>()?;
         return Ok((labels, Some(known.to_vec())));
     }
     let numbers: Option<Vec<u32>> = cells.iter().map(|c| c.parse::<u32>().ok()).collect();
@@ -262,13 +276,20 @@ fn classes(
     if distinct.len() > MAX_CLASSES {
         return Err(Error::data(
             name,
-            format!("{} class names, more than the {MAX_CLASSES} gpumlp takes", distinct.len()),
+            format!(
+                "{} class names, more than the {MAX_CLASSES} gpumlp takes",
+                distinct.len()
+            ),
         ));
     }
     let names: Vec<String> = distinct.into_iter().map(String::from).collect();
     let labels = cells
         .iter()
-        .map(|c| names.binary_search_by(|n| n.as_str().cmp(c)).expect("from the set") as u32)
+        .map(|c| {
+            names
+                .binary_search_by(|n| n.as_str().cmp(c))
+                .expect("from the set") as u32
+        })
         .collect();
     Ok((labels, Some(names)))
 }

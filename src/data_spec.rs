@@ -177,10 +177,7 @@ impl DataSpec {
         if !(2..=MAX_CLASSES).contains(&self.classes) {
             return Err(Error::data(
                 name,
-                format!(
-                    "{} classes; gpumlp takes 2 to {MAX_CLASSES}",
-                    self.classes
-                ),
+                format!("{} classes; gpumlp takes 2 to {MAX_CLASSES}", self.classes),
             ));
         }
         if let Some(names) = &self.names {
@@ -195,10 +192,7 @@ impl DataSpec {
             if h.checked_mul(w).and_then(|p| p.checked_mul(c)) != Some(self.features) {
                 return Err(Error::data(
                     name,
-                    format!(
-                        "images of {h}x{w}x{c} are not {} features",
-                        self.features
-                    ),
+                    format!("images of {h}x{w}x{c} are not {} features", self.features),
                 ));
             }
         }
@@ -213,8 +207,9 @@ impl DataSpec {
                     ),
                 ))
             }
-            Some(s) if s.mean.iter().chain(&s.deviation).any(|v| !v.is_finite())
-                || s.deviation.iter().any(|&d| d <= 0.0) =>
+            Some(s)
+                if s.mean.iter().chain(&s.deviation).any(|v| !v.is_finite())
+                    || s.deviation.iter().any(|&d| d <= 0.0) =>
             {
                 Err(Error::data(
                     name,
@@ -245,7 +240,8 @@ impl DataSpec {
         Ok(match (&self.standardization, self.input, features) {
             (Some(s), _, f) => {
                 let mut v = floats(f);
-                v.chunks_exact_mut(self.features).for_each(|row| s.apply(row));
+                v.chunks_exact_mut(self.features)
+                    .for_each(|row| s.apply(row));
                 Features::Floats(v)
             }
             (None, Input::Bytes, Features::Bytes(v)) => Features::Bytes(v),

@@ -200,12 +200,20 @@ impl Dataset {
     pub fn select(&self, indices: &[usize]) -> Dataset {
         let w = self.width;
         let features = match &self.features {
-            Features::Bytes(v) => {
-                Features::Bytes(indices.iter().flat_map(|&i| &v[i * w..(i + 1) * w]).copied().collect())
-            }
-            Features::Floats(v) => {
-                Features::Floats(indices.iter().flat_map(|&i| &v[i * w..(i + 1) * w]).copied().collect())
-            }
+            Features::Bytes(v) => Features::Bytes(
+                indices
+                    .iter()
+                    .flat_map(|&i| &v[i * w..(i + 1) * w])
+                    .copied()
+                    .collect(),
+            ),
+            Features::Floats(v) => Features::Floats(
+                indices
+                    .iter()
+                    .flat_map(|&i| &v[i * w..(i + 1) * w])
+                    .copied()
+                    .collect(),
+            ),
         };
         Dataset {
             features,
@@ -311,7 +319,10 @@ impl Splits {
         if all.len() < 2 {
             return Err(Error::data(
                 name,
-                format!("{} samples cannot be split into training and test", all.len()),
+                format!(
+                    "{} samples cannot be split into training and test",
+                    all.len()
+                ),
             ));
         }
         let mut order: Vec<usize> = (0..all.len()).collect();

@@ -89,9 +89,7 @@ impl Architecture {
         if params > MAX_PARAMS {
             return Err(Error::setting(
                 Setting::Hidden,
-                format!(
-                    "{arch} makes {params} parameters, more than the {MAX_PARAMS} supported"
-                ),
+                format!("{arch} makes {params} parameters, more than the {MAX_PARAMS} supported"),
             ));
         }
         Ok(arch)

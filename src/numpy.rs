@@ -58,7 +58,10 @@ pub fn read_npy(name: &str, key: &str, bytes: &[u8]) -> Result<Array> {
     let count = shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n.checked_mul(dtype.size_field()).is_some_and(|b| b <= MAX_ARRAY_BYTES))
+        .filter(|&n| {
+            n.checked_mul(dtype.size_field())
+                .is_some_and(|b| b <= MAX_ARRAY_BYTES)
+        })
         .ok_or_else(|| {
             bad(format!(
                 "array {key} of shape {shape:?} is larger than the 4 GiB gpumlp reads"
@@ -67,7 +70,9 @@ pub fn read_npy(name: &str, key: &str, bytes: &[u8]) -> Result<Array> {
     let (kind, size) = (dtype.type_char(), dtype.size_field());
     let supported = matches!(
         (kind, size),
-        (TypeChar::Uint | TypeChar::Int, 1 | 2 | 4 | 8) | (TypeChar::Float, 4 | 8) | (TypeChar::Bool, 1)
+        (TypeChar::Uint | TypeChar::Int, 1 | 2 | 4 | 8)
+            | (TypeChar::Float, 4 | 8)
+            | (TypeChar::Bool, 1)
     );
     if !supported {
         return Err(bad(format!(
@@ -174,7 +179,12 @@ pub fn splits(name: &str, mut arrays: Vec<Array>, test_fraction: f64) -> Result<
             .map(|i| arrays.swap_remove(i))
     };
     let pair = |x: Array, y: Array| -> Result<(Dataset, Option<[usize; 3]>)> { pair(name, x, y) };
-    match (take("x_train"), take("y_train"), take("x_test"), take("y_test")) {
+    match (
+        take("x_train"),
+        take("y_train"),
+        take("x_test"),
+        take("y_test"),
+    ) {
         (Some(x), Some(y), Some(tx), Some(ty)) => {
             let (train, image) = pair(x, y)?;
             let (test, _) = pair(tx, ty)?;
@@ -274,7 +284,10 @@ pub fn labels(name: &str, y: Array) -> Result<Vec<u32>> {
             .collect(),
         Values::Floats(_) => Err(Error::data(
             name,
-            format!("labels {} are floats; expected integer class numbers", y.name),
+            format!(
+                "labels {} are floats; expected integer class numbers",
+                y.name
+            ),
         )),
     }
 }

@@ -121,7 +121,7 @@ fn train_group(group: Vec<Threads>, ranks: Vec<(TrainConfig, Splits)>) -> Vec<gp
             .map(|(ranks, (config, data))| {
                 scope.spawn(move || {
                     let data = &data;
-                    let arch = config.architecture()?;
+                    let arch = config.architecture(&data.spec)?;
                     let backend = Box::new(CpuBackend::new(&arch));
                     let mut t = Trainer::in_group(config, backend, data, Box::new(ranks))?;
                     let mut epochs = Vec::new();

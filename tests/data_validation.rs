@@ -14,7 +14,7 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 }
 
 fn images(n: usize) -> Vec<u8> {
-    (0..n * idx::PIXELS).map(|i| (i % 256) as u8).collect()
+    (0..n * 784).map(|i| (i % 256) as u8).collect()
 }
 
 fn err_images(bytes: &[u8]) -> String {
@@ -31,7 +31,8 @@ fn the_built_in_sample_is_the_real_mnist_test_set() {
         "l",
         dataset::SAMPLE_LABELS_GZ,
     )
-    .unwrap();
+    .unwrap()
+    .0;
     assert_eq!(all.len(), 10_000);
     // Label counts of the MNIST test set, as published.
     let mut counts = [0usize; 10];
@@ -55,9 +56,12 @@ fn the_built_in_sample_is_the_real_mnist_test_set() {
 #[test]
 fn good_files_parse_raw_and_gzipped() {
     let px = images(3);
-    assert_eq!(idx::parse_images("a", &encode_images(&px)).unwrap(), px);
+    let parsed = idx::parse_images("a", &encode_images(&px)).unwrap();
+    assert_eq!((parsed.shape, &parsed.pixels), ([28, 28, 1], &px));
     assert_eq!(
-        idx::parse_images("a", &gz(&encode_images(&px))).unwrap(),
+        idx::parse_images("a", &gz(&encode_images(&px)))
+            .unwrap()
+            .pixels,
         px
     );
     assert_eq!(
@@ -115,24 +119,32 @@ fn a_header_claiming_billions_of_images_allocates_nothing() {
 }
 
 #[test]
-fn trailing_data_and_wrong_image_size_are_refused() {
+fn trailing_data_and_empty_images_are_refused() {
     let mut extra = encode_images(&images(2));
     extra.extend_from_slice(&[0; 5]);
     assert!(err_images(&extra).contains("5 bytes of trailing data"));
-    let mut small = encode_images(&images(1));
-    small[8..12].copy_from_slice(&14u32.to_be_bytes());
-    assert!(err_images(&small).contains("images are 14x28, expected 28x28"));
+    let mut empty = encode_images(&images(0));
+    empty[8..12].copy_from_slice(&0u32.to_be_bytes());
+    assert!(err_images(&empty).contains("images of 0x28 make 0 pixels"));
 }
 
 #[test]
-fn labels_above_nine_are_refused() {
-    let e = idx::parse_labels("labels.idx", &encode_labels(&[1, 2, 12, 3]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("labels.idx") && e.contains("label 12 at index 2"),
-        "{e}"
-    );
+fn images_of_any_size_and_colour_parse_with_their_shape() {
+    // Two 14x28 grey images, then three 32x32 RGB ones (an IDX file of 4 dimensions).
+    let grey: Vec<u8> = (0..2 * 14 * 28).map(|i| i as u8).collect();
+    let parsed = idx::parse_images("a", &idx::encode_images_of([14, 28, 1], &grey)).unwrap();
+    assert_eq!((parsed.shape, parsed.pixels), ([14, 28, 1], grey));
+    let rgb: Vec<u8> = (0..3 * 32 * 32 * 3).map(|i| (i * 7) as u8).collect();
+    let bytes = gz(&idx::encode_images_of([32, 32, 3], &rgb));
+    let (set, shape) = Dataset::from_idx("c", &bytes, "l", &encode_labels(&[4, 0, 46])).unwrap();
+    assert_eq!((shape, set.width, set.classes()), ([32, 32, 3], 3072, 47));
+}
+
+#[test]
+fn labels_name_their_classes() {
+    // EMNIST-style: 47 classes from labels 0..=46.
+    let labels = idx::parse_labels("labels.idx", &encode_labels(&[1, 2, 46, 3])).unwrap();
+    assert_eq!(labels, vec![1, 2, 46, 3]);
 }
 
 #[test]
@@ -160,7 +172,7 @@ fn image_and_label_counts_must_agree() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("i.idx") && e.contains("3 images but 2 labels"),
+        e.contains("i.idx") && e.contains("3 samples but 2 labels"),
         "{e}"
     );
 }

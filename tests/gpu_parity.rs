@@ -356,7 +356,7 @@ fn a_short_training_run_ends_within_a_point_of_the_cpu(ctx: GpuContext) {
         schedule: Schedule::Cosine,
         ..TrainConfig::default()
     };
-    let arch = config.architecture().unwrap();
+    let arch = config.architecture(&data.spec).unwrap();
     let run = |backend: Box<dyn Backend>| {
         let mut t = Trainer::new(config.clone(), backend, &data).unwrap();
         let mut train = Vec::new();

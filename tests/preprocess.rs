@@ -1,8 +1,8 @@
 //! Digit pictures of any size and polarity come out as MNIST-like 28x28 images.
 
 use gpumlp::dataset;
-use gpumlp::idx::{PIXELS, SIDE};
 use gpumlp::preprocess::digit_from_luma;
+use gpumlp::preprocess::{PIXELS, SIDE};
 
 /// Centre of mass (x, y) of a 28x28 image, in pixel-index coordinates.
 fn centre(img: &[u8]) -> (f64, f64) {

@@ -12,7 +12,9 @@ use gpumlp::{
 use pollster::block_on;
 
 fn cpu(config: &TrainConfig) -> Box<CpuBackend> {
-    Box::new(CpuBackend::new(&config.architecture().unwrap()))
+    Box::new(CpuBackend::new(
+        &config.architecture(&gpumlp::DataSpec::mnist()).unwrap(),
+    ))
 }
 
 fn trainer(config: TrainConfig, data: &gpumlp::Splits) -> Trainer {

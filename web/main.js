@@ -66,6 +66,14 @@ function drawCharts() {
 function buildGrid() {
   const grid = $('grid');
   grid.innerHTML = '';
+  const digits = demo.digit_data();
+  // The grid and the drawing canvas show 28x28 grey images; other data says why they are off.
+  $('draw-note').textContent = digits ? '' : 'drawing is for 28x28 grey digit data; this data is not';
+  $('draw').style.opacity = digits ? 1 : 0.3;
+  if (!digits) {
+    grid.textContent = 'the grid shows 28x28 grey test images; this data is not images';
+    return;
+  }
   for (let i = 0; i < GRID; i++) {
     const cell = document.createElement('div');
     const c = document.createElement('canvas');
@@ -82,6 +90,7 @@ function buildGrid() {
 }
 
 function refreshGrid() {
+  if (!demo.digit_data()) return;
   const predicted = demo.predict_test(GRID);
   const truth = demo.test_labels(GRID);
   [...$('grid').children].forEach((cell, i) => {
@@ -239,9 +248,16 @@ async function main() {
   };
   $('data-files').onchange = async (e) => {
     const files = [...e.target.files];
+    if (files.length === 1 && /\.(npz|csv)$/i.test(files[0].name)) {
+      try {
+        $('data-info').textContent = demo.set_file(files[0].name, new Uint8Array(await files[0].arrayBuffer()));
+        buildGrid();
+      } catch (err) { fail(err); }
+      return;
+    }
     const find = (stem) => files.find((f) => f.name.startsWith(stem));
     const parts = ['train-images', 'train-labels', 't10k-images', 't10k-labels'].map(find);
-    if (parts.some((f) => !f)) { fail(new Error('pick the four IDX files: train-images, train-labels, t10k-images, t10k-labels')); return; }
+    if (parts.some((f) => !f)) { fail(new Error('pick the four IDX files (train-images, train-labels, t10k-images, t10k-labels), or one .npz or .csv file')); return; }
     try {
       const bytes = await Promise.all(parts.map(async (f) => new Uint8Array(await f.arrayBuffer())));
       $('data-info').textContent = demo.set_data(...bytes);

@@ -70,9 +70,7 @@ impl DataSource {
     /// Parses a `--data` value; anything but the names is a folder or a file, which must exist.
     pub fn parse(s: &str) -> Result<Self, String> {
         let path = Path::new(s);
-        let extension = path
-            .extension()
-            .map(|e| e.to_string_lossy().to_lowercase());
+        let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase());
         Ok(match s {
             "auto" => DataSource::Auto,
             "mnist" => DataSource::Mnist,
@@ -103,7 +101,10 @@ impl DataSource {
 
     /// Whether it is one file or set of arrays, which `--test-fraction` cuts.
     fn is_single(&self) -> bool {
-        matches!(self, DataSource::Npz(_) | DataSource::Csv(_) | DataSource::Dir(_))
+        matches!(
+            self,
+            DataSource::Npz(_) | DataSource::Csv(_) | DataSource::Dir(_)
+        )
     }
 }
 
@@ -189,7 +190,10 @@ pub fn load(
         other => load_named(other, notice)?,
     };
     if flags && read.test_fraction.is_some() && splits.spec.read.test_fraction.is_none() {
-        bail!("--test-fraction: {} comes with its own test split", splits.name);
+        bail!(
+            "--test-fraction: {} comes with its own test split",
+            splits.name
+        );
     }
     if csv {
         splits.spec.read.label = read.label.clone();
@@ -212,7 +216,11 @@ fn load_path(source: &DataSource, path: &Path, reading: &Reading) -> Result<Spli
     let name = path.display().to_string();
     let fraction = reading.read.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
     Ok(match source {
-        DataSource::Npz(_) => numpy::splits(&name, numpy::read_npz(&name, &files::read(path)?)?, fraction)?,
+        DataSource::Npz(_) => numpy::splits(
+            &name,
+            numpy::read_npz(&name, &files::read(path)?)?,
+            fraction,
+        )?,
         DataSource::Csv(_) => {
             let names = reading.model.and_then(|m| m.names.as_deref());
             let table = csv_table::read(
@@ -236,7 +244,9 @@ fn load_path(source: &DataSource, path: &Path, reading: &Reading) -> Result<Spli
         }
         _ => {
             if reading.read.test_fraction.is_some() && reading.model.is_none() {
-                bail!("--test-fraction: {name} holds IDX files, which come with their own test split");
+                bail!(
+                    "--test-fraction: {name} holds IDX files, which come with their own test split"
+                );
             }
             load_dir(path, &name)?
         }
@@ -245,7 +255,9 @@ fn load_path(source: &DataSource, path: &Path, reading: &Reading) -> Result<Spli
 
 /// Whether a folder holds NumPy arrays (and not IDX files).
 fn has_npy(dir: &Path) -> bool {
-    ["x_train.npy", "x.npy"].iter().any(|f| dir.join(f).is_file())
+    ["x_train.npy", "x.npy"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
 }
 
 /// The named datasets.
@@ -337,17 +349,16 @@ pub fn load_dir(dir: &Path, name: &str) -> Result<Splits> {
     };
     let paths = IDX_FILES.map(find);
     let [train_images, train_labels, test_images, test_labels] = paths;
-    let pair = |images: Result<PathBuf>,
-                labels: Result<PathBuf>|
-     -> Result<(Dataset, [usize; 3])> {
-        let (images, labels) = (images?, labels?);
-        Ok(Dataset::from_idx(
-            &images.display().to_string(),
-            &files::read(&images)?,
-            &labels.display().to_string(),
-            &files::read(&labels)?,
-        )?)
-    };
+    let pair =
+        |images: Result<PathBuf>, labels: Result<PathBuf>| -> Result<(Dataset, [usize; 3])> {
+            let (images, labels) = (images?, labels?);
+            Ok(Dataset::from_idx(
+                &images.display().to_string(),
+                &files::read(&images)?,
+                &labels.display().to_string(),
+                &files::read(&labels)?,
+            )?)
+        };
     let (train, shape) = pair(train_images, train_labels)?;
     let (test, test_shape) = pair(test_images, test_labels)?;
     if shape != test_shape {

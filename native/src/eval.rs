@@ -84,9 +84,7 @@ fn load_picture(path: &Path) -> Result<image::DynamicImage> {
 /// the model's images).
 fn samples(path: &Path, spec: &DataSpec) -> Result<Features> {
     let name = path.display().to_string();
-    let extension = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_lowercase());
+    let extension = path.extension().map(|e| e.to_string_lossy().to_lowercase());
     let features = match extension.as_deref() {
         Some("csv") => Features::Floats(csv_table::read_features(
             &name,

@@ -39,7 +39,10 @@ pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
-    backend.upload(Split::Train, &Dataset::digits("synthetic", images, &labels)?)?;
+    backend.upload(
+        Split::Train,
+        &Dataset::digits("synthetic", images, &labels)?,
+    )?;
     backend.write(Tensor::Params, &init_params(&architecture(), 1))?;
     backend.attach_optimizer(&optimizer())?;
     let order: Vec<u32> = (0..n as u32).collect();

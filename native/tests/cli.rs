@@ -502,7 +502,7 @@ fn classes_of_originals(model: &Path, n: usize) -> Vec<u64> {
     let probabilities = gpumlp::inference::probabilities(
         &ckpt.architecture,
         &ckpt.params,
-        &sample.test.images[..n * 784],
+        gpumlp::Features::Bytes(sample.test.features.as_bytes()[..n * 784].to_vec()),
     )
     .unwrap();
     probabilities

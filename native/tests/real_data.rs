@@ -28,9 +28,11 @@ fn debians_fashion_mnist_loads_with_the_published_counts() {
         Path::new(FOLDER).is_dir(),
         "CI must install dataset-fashion-mnist (see .ci/run)"
     );
-    let data = load(&DataSource::FashionMnist, &mut |n, _| {
-        panic!("unexpected notice: {n}")
-    })
+    let data = load(
+        &DataSource::FashionMnist,
+        &Default::default(),
+        &mut |n, _| panic!("unexpected notice: {n}"),
+    )
     .unwrap();
     assert_eq!(data.name, "fashion-mnist");
     assert_eq!((data.train.len(), data.test.len()), (60_000, 10_000));

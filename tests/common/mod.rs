@@ -16,6 +16,7 @@ pub fn small_sample(train: usize, test: usize) -> Splits {
         name: "mnist-sample".into(),
         train: first(&s.train, train),
         test: first(&s.test, test),
+        spec: s.spec,
     }
 }
 

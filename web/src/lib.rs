@@ -6,18 +6,22 @@
 //! GPU readback is awaited. Predictions (the drawing canvas, the grid of test digits) run on a
 //! CPU copy of the model taken after each epoch, so they answer during training.
 //!
+//! Data: the built-in sample, the four IDX files of a dataset, or one `.npz` archive or CSV
+//! table picked from disk (cut 80/20 into training and test where it has no test split, float
+//! features standardised, as `gpumlp train --standardize` does). The drawing canvas and the
+//! digit grid are for 28x28 grey images; the page says so for other data.
+//!
 //! JavaScript calls one method at a time and awaits it; a call made while another is still
 //! running is refused with an error rather than interleaved.
 
 use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
 use gpumlp::backend::{argmax, Backend, Tensor};
 use gpumlp::dataset::{split_sample, Dataset, Splits};
-use gpumlp::idx::CLASSES;
 use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
 use gpumlp::{
-    Activation, Architecture, Checkpoint, CpuBackend, OptimizerConfig, OptimizerKind, Schedule,
-    Setting, TrainConfig, Trainer,
+    csv_table, numpy, Activation, Architecture, Checkpoint, CpuBackend, Features, Input,
+    OptimizerConfig, OptimizerKind, Schedule, Setting, TrainConfig, Trainer,
 };
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -80,7 +84,7 @@ impl Demo {
         adapter_label: String,
     ) -> Result<Demo, JsError> {
         console_panic_hook();
-        let all = Dataset::from_idx("sample images", &images_gz, "sample labels", &labels_gz)
+        let (all, _) = Dataset::from_idx("sample images", &images_gz, "sample labels", &labels_gz)
             .map_err(err)?;
         let data = split_sample(&all);
         let (adapter, backend_label) = if backend == "cpu" {
@@ -126,21 +130,67 @@ impl Demo {
         test_labels: Vec<u8>,
     ) -> Result<String, JsError> {
         let mut inner = self.inner()?;
-        let train = Dataset::from_idx("train images", &train_images, "train labels", &train_labels)
-            .map_err(err)?;
-        let test = Dataset::from_idx("test images", &test_images, "test labels", &test_labels)
-            .map_err(err)?;
-        inner.data = Splits {
-            name: "files".into(),
-            train,
-            test,
-        };
+        let (train, shape) =
+            Dataset::from_idx("train images", &train_images, "train labels", &train_labels)
+                .map_err(err)?;
+        let (test, test_shape) =
+            Dataset::from_idx("test images", &test_images, "test labels", &test_labels)
+                .map_err(err)?;
+        if shape != test_shape {
+            return Err(err(format!(
+                "the training images are {shape:?}, the test images {test_shape:?}"
+            )));
+        }
+        inner.data = Splits::new("files", train, test, Some(shape), None).map_err(err)?;
         inner.trainer = None;
         Ok(format!(
             "{} train / {} test images",
             inner.data.train.len(),
             inner.data.test.len()
         ))
+    }
+
+    /// Replaces the data with one `.npz` archive or CSV table (by `name`'s extension): cut 80/20
+    /// where it has no test split, float features standardised. Returns what it holds.
+    pub fn set_file(&self, name: String, bytes: Vec<u8>) -> Result<String, JsError> {
+        let mut inner = self.inner()?;
+        let lower = name.to_lowercase();
+        let mut data = if lower.ends_with(".npz") {
+            let arrays = numpy::read_npz(&name, &bytes).map_err(err)?;
+            numpy::splits(&name, arrays, TEST_FRACTION).map_err(err)?
+        } else if lower.ends_with(".csv") {
+            let table = csv_table::read(&name, &bytes, None, None).map_err(err)?;
+            Splits::cut(&name, table.data, TEST_FRACTION, None, table.names).map_err(err)?
+        } else {
+            return Err(err(format!(
+                "{name}: pick an .npz archive, a .csv table, or the four IDX files"
+            )));
+        };
+        if data.spec.input == Input::Floats {
+            data.standardize(None).map_err(err)?;
+        }
+        inner.data = data;
+        inner.trainer = None;
+        let spec = &inner.data.spec;
+        Ok(format!(
+            "{} train / {} test samples, {} features, {} classes",
+            inner.data.train.len(),
+            inner.data.test.len(),
+            spec.features,
+            spec.classes
+        ))
+    }
+
+    /// Whether the data is 28x28 grey images: the drawing canvas and the digit grid need them.
+    pub fn digit_data(&self) -> Result<bool, JsError> {
+        Ok(self.inner()?.data.spec.is_digit_image())
+    }
+
+    /// The class names of the data (numbers where it has none).
+    pub fn class_names(&self) -> Result<Vec<String>, JsError> {
+        let inner = self.inner()?;
+        let spec = &inner.data.spec;
+        Ok((0..spec.classes).map(|c| spec.class_name(c)).collect())
     }
 
     /// Starts a new run (dropping the current one) with these settings; `activation` (relu,
@@ -217,7 +267,8 @@ impl Demo {
         let params = trainer.backend.read(Tensor::Params).await.map_err(err)?;
         inner.model = Some(Checkpoint {
             name: "trained".into(),
-            architecture: trainer.config.architecture().map_err(err)?,
+            architecture: trainer.architecture().map_err(err)?,
+            data: trainer.spec.clone(),
             params,
             training: None,
         });
@@ -257,6 +308,9 @@ impl Demo {
     pub fn test_image(&self, i: u32) -> Result<Vec<u8>, JsError> {
         let inner = self.inner()?;
         let test = &inner.data.test;
+        if !inner.data.spec.is_digit_image() {
+            return Err(err("the data is not 28x28 grey images"));
+        }
         if i as usize >= test.len() {
             return Err(err(format!(
                 "test digit {i} is past the {} there are",
@@ -266,26 +320,35 @@ impl Demo {
         Ok(test.image(i as usize).to_vec())
     }
 
-    /// The labels of the first `count` test digits.
-    pub fn test_labels(&self, count: u32) -> Result<Vec<u8>, JsError> {
+    /// The labels of the first `count` test samples.
+    pub fn test_labels(&self, count: u32) -> Result<Vec<u32>, JsError> {
         let inner = self.inner()?;
         let n = (count as usize).min(inner.data.test.len());
         Ok(inner.data.test.labels[..n].to_vec())
     }
 
-    /// The model's classes for the first `count` test digits (empty before there is a model).
-    pub fn predict_test(&self, count: u32) -> Result<Vec<u8>, JsError> {
+    /// The model's classes for the first `count` test samples (empty before there is a model,
+    /// or where the model was made for other data).
+    pub fn predict_test(&self, count: u32) -> Result<Vec<u32>, JsError> {
         let inner = self.inner()?;
         let Some(model) = &inner.model else {
             return Ok(Vec::new());
         };
+        if model
+            .data
+            .accepts(&inner.data.spec, &inner.data.name)
+            .is_err()
+        {
+            return Ok(Vec::new());
+        }
         let n = (count as usize).min(inner.data.test.len());
-        let images = inner.data.test.select(&(0..n).collect::<Vec<_>>()).images;
+        let features: Features = inner.data.test.select(&(0..n).collect::<Vec<_>>()).features;
         let probabilities =
-            probabilities(&model.architecture, &model.params, &images).map_err(err)?;
+            probabilities(&model.architecture, &model.params, features).map_err(err)?;
+        let classes = model.data.classes;
         Ok(probabilities
-            .chunks(CLASSES)
-            .map(|p| argmax(p) as u8)
+            .chunks(classes)
+            .map(|p| argmax(p) as u32)
             .collect())
     }
 
@@ -301,11 +364,21 @@ impl Demo {
         let Some(model) = &inner.model else {
             return Ok(Vec::new());
         };
+        if !model.data.is_digit_image() {
+            return Err(err(format!(
+                "drawing needs a model of 28x28 grey digits; this one reads {} features",
+                model.data.features
+            )));
+        }
         if rgba.len() != 4 * (width * height) as usize {
             return Err(err("the drawing's pixels do not match its size"));
         }
         let digit = digit_from_luma(width, height, &luma_over_white(&rgba)).map_err(err)?;
-        probabilities(&model.architecture, &model.params, &digit).map_err(err)
+        let digit = model
+            .data
+            .prepare("the drawing", Features::Bytes(digit))
+            .map_err(err)?;
+        probabilities(&model.architecture, &model.params, digit).map_err(err)
     }
 
     /// The model predictions use, as a safetensors file (the native program reads it too).
@@ -333,6 +406,9 @@ impl Demo {
         Ok(self.inner()?.model.is_some())
     }
 }
+
+/// The share of a single file held out for testing (as `gpumlp train` does by default).
+const TEST_FRACTION: f64 = 0.2;
 
 /// Panics show up in the browser console with their message (wasm otherwise says "unreachable").
 fn console_panic_hook() {

@@ -118,3 +118,23 @@ test('the four IDX files of a full dataset can be picked from disk', async () =>
   assert.equal(await page.evaluate(() => window.gpumlp.demo.train_count()), 60000);
   await page.close();
 });
+
+test('a CSV table picked from disk trains in the page, and the digit views say why they are off', async () => {
+  const page = await session.browser.newPage();
+  await page.goto(`${session.url}?backend=cpu&hidden=32&batch=16&epochs=40&lr=0.01`);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  await page.locator('#data-files').setInputFiles(join(ROOT, 'data', 'tables', 'iris.csv'));
+  await page.waitForFunction(() => document.getElementById('data-info').textContent.includes('features')
+    || document.getElementById('status').textContent.startsWith('error'), null, { timeout: 60_000 });
+  assert.equal(await text(page, 'data-info'), '120 train / 30 test samples, 4 features, 3 classes',
+    `status: ${await text(page, 'status')}`);
+  assert.match(await text(page, 'grid'), /not images/);
+  assert.match(await text(page, 'draw-note'), /28x28/);
+  await page.locator('#start').click();
+  await page.waitForFunction(() => ['done', 'error'].some((s) => document.getElementById('status').textContent.startsWith(s)),
+    null, { timeout: 120_000 });
+  assert.equal(await text(page, 'status'), 'done');
+  const accuracy = Number(await text(page, 'test-accuracy'));
+  assert.ok(accuracy >= 0.9, `iris test accuracy ${accuracy}`);
+  await page.close();
+});

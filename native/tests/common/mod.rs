@@ -92,7 +92,8 @@ pub fn sample_dir(dir: &Path, train: usize, test: usize, gz: bool) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let suffix = if gz { ".gz" } else { "" };
     for (prefix, set, n) in [("train", &s.train, train), ("t10k", &s.test, test)] {
-        let (i, l) = idx_files(&set.images[..n * 784], &set.labels[..n], gz);
+        let labels: Vec<u8> = set.labels[..n].iter().map(|&l| l as u8).collect();
+        let (i, l) = idx_files(&set.features.as_bytes()[..n * 784], &labels, gz);
         std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte{suffix}")), i).unwrap();
         std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte{suffix}")), l).unwrap();
     }

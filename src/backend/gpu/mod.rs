@@ -289,7 +289,11 @@ impl Backend for GpuBackend {
         if other.as_ref().is_some_and(|o| o.format != uploaded.format) {
             *other = None;
         }
-        if self.network.as_ref().is_some_and(|n| n.format != uploaded.format) {
+        if self
+            .network
+            .as_ref()
+            .is_some_and(|n| n.format != uploaded.format)
+        {
             self.network = None;
             self.last = None;
         }
