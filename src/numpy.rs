@@ -291,3 +291,54 @@ pub fn labels(name: &str, y: Array) -> Result<Vec<u32>> {
         )),
     }
 }
+
+/// Encodes values as a `.npy` file (format 1.0, C order, little-endian) of `shape`: the
+/// tests and tools use it.
+pub fn encode_npy(shape: &[usize], values: &Values) -> Vec<u8> {
+    let (descr, data): (&str, Vec<u8>) = match values {
+        Values::Bytes(v) => ("|u1", v.clone()),
+        Values::Floats(v) => ("<f4", bytemuck::cast_slice(v).to_vec()),
+        Values::Ints(v) => ("<i8", bytemuck::cast_slice(v).to_vec()),
+    };
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic, version and length take 10 bytes; the header ends in a newline at a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    out
+}
+
+/// Encodes named `.npy` files as an `.npz` archive (deflated, as `numpy.savez_compressed`
+/// writes it, or stored, as `numpy.savez`).
+pub fn encode_npz(arrays: &[(&str, Vec<u8>)], compressed: bool) -> Vec<u8> {
+    use std::io::Write;
+    let method = if compressed {
+        zip::CompressionMethod::Deflated
+    } else {
+        zip::CompressionMethod::Stored
+    };
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(method)
+        .large_file(
+            arrays
+                .iter()
+                .any(|(_, a)| a.len() as u64 >= u32::MAX as u64),
+        );
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, npy) in arrays {
+        zip.start_file(format!("{name}.npy"), options)
+            .and_then(|_| zip.write_all(npy).map_err(Into::into))
+            .expect("writing to memory");
+    }
+    zip.finish().expect("writing to memory").into_inner()
+}

@@ -13,15 +13,19 @@ use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
 use gpumlp::backend::{Backend, Span, Split, StepHyper, Tensor};
 use gpumlp::model::init_params;
 use gpumlp::{
-    Activation, Architecture, CpuBackend, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
-    Trainer,
+    Activation, Architecture, CpuBackend, Dataset, Features, OptimizerConfig, OptimizerKind,
+    Schedule, TrainConfig, Trainer,
 };
 use pollster::block_on;
 use std::process::ExitCode;
 
 type Body = fn(GpuContext);
 
-const TESTS: [(&str, Body); 11] = [
+const TESTS: [(&str, Body); 12] = [
+    (
+        "any_feature_and_class_count_bytes_or_floats_match_the_cpu",
+        any_feature_and_class_count_bytes_or_floats_match_the_cpu,
+    ),
     (
         "every_gemm_variant_gives_the_cpus_logits_and_gradients",
         every_gemm_variant_gives_the_cpus_logits_and_gradients,
@@ -191,6 +195,92 @@ fn pair_for(
         b.upload(Split::Test, &data.test).unwrap();
     }
     (cpu, gpu)
+}
+
+/// `n` samples of `width` generated features (bytes, or floats in -2..2) labelled `0..classes`
+/// so that every class up to the last appears.
+fn generated(n: usize, width: usize, classes: usize, floats: bool) -> Dataset {
+    let value = |i: usize| (i.wrapping_mul(2_654_435_761) >> 7) % 256;
+    let features = if floats {
+        Features::Floats(
+            (0..n * width)
+                .map(|i| value(i) as f32 / 64.0 - 2.0)
+                .collect(),
+        )
+    } else {
+        Features::Bytes((0..n * width).map(|i| value(i) as u8).collect())
+    };
+    let labels = (0..n)
+        .map(|i| if i == 0 { classes - 1 } else { (i * 37) % classes } as u32)
+        .collect();
+    Dataset::new("generated", features, width, labels).unwrap()
+}
+
+/// Widths the MNIST path never sees: features not a multiple of 4 (bytes padded to whole
+/// words, floats to whole vec4s), 3 classes, 1,000 classes; every GEMM variant on the first.
+fn any_feature_and_class_count_bytes_or_floats_match_the_cpu(ctx: GpuContext) {
+    let cases = [
+        (13, 3, true, true),
+        (30, 7, false, true),
+        (21, 1000, true, false),
+        (64, 5, false, false),
+    ];
+    for (features, classes, floats, every_variant) in cases {
+        let arch = Architecture::new(features, &[24], classes).unwrap();
+        let train = generated(300, features, classes, floats);
+        let test = generated(100, features, classes, floats);
+        let variants: Vec<Option<gpu::Variant>> = if every_variant {
+            gpu::VARIANTS.iter().copied().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for variant in variants {
+            ctx.tuning.lock().unwrap().force = variant;
+            let what = format!(
+                "{} {arch} ({variant:?})",
+                if floats { "floats" } else { "bytes" }
+            );
+            let params = init_params(&arch, 5);
+            let mut cpu = CpuBackend::new(&arch);
+            let mut gpu = GpuBackend::new(ctx.clone(), &arch).unwrap();
+            for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+                b.attach_optimizer(&adam()).unwrap();
+                b.write(Tensor::Params, &params).unwrap();
+                b.upload(Split::Train, &train).unwrap();
+                b.upload(Split::Test, &test).unwrap();
+                b.forward(Split::Train, &batch(), 37).unwrap();
+                b.backward().unwrap();
+            }
+            let (g, c) = (
+                block_on(gpu.read(Tensor::Logits)).unwrap(),
+                block_on(cpu.read(Tensor::Logits)).unwrap(),
+            );
+            assert_eq!(c.len(), 37 * classes, "{what}");
+            common::assert_close(&format!("{what} logits"), &g, &c, 1e-4, 1e-4);
+            let (g, c) = (
+                block_on(gpu.read(Tensor::Grads)).unwrap(),
+                block_on(cpu.read(Tensor::Grads)).unwrap(),
+            );
+            common::assert_close(&format!("{what} gradients"), &g, &c, 1e-5, 1e-3);
+            let (gs, cs) = (
+                block_on(gpu.take_stats(Split::Train)).unwrap(),
+                block_on(cpu.take_stats(Split::Train)).unwrap(),
+            );
+            assert_eq!((gs.count, gs.correct), (cs.count, cs.correct), "{what}");
+            let (ge, ce) = (
+                block_on(gpu.evaluate(Split::Test, 100)).unwrap(),
+                block_on(cpu.evaluate(Split::Test, 100)).unwrap(),
+            );
+            assert_eq!((ge.count, ge.correct), (ce.count, ce.correct), "{what}");
+            assert!(
+                (ge.loss_sum - ce.loss_sum).abs() < 1e-4 * ce.loss_sum,
+                "{what}: test loss {} vs {}",
+                ge.loss_sum,
+                ce.loss_sum
+            );
+        }
+    }
+    ctx.tuning.lock().unwrap().force = None;
 }
 
 /// Writes every optimizer state buffer.
@@ -433,7 +523,7 @@ fn data_beyond_the_storage_binding_limit_is_refused_clearly(mut ctx: GpuContext)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("2000 images") && err.contains("storage binding limit"),
+        err.contains("2000 samples") && err.contains("storage binding limit"),
         "{err}"
     );
     // A batch whose activations would not fit is refused the same way, not a validation panic.

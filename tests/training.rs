@@ -329,7 +329,18 @@ fn settings_parse_and_display_as_users_write_them() {
     let b1: Architecture = "512,256".parse().unwrap();
     assert_eq!(b1.to_string(), "784-512-256-10");
     assert_eq!("784-512-256-10".parse::<Architecture>().unwrap(), b1);
-    for bad in ["", "512,,256", "abc", "0", "784-512-11"] {
+    // The whole form takes any ends (a program checks them against its data).
+    let iris: Architecture = "4-32-3".parse().unwrap();
+    assert_eq!(iris.sizes, [4, 32, 3]);
+    for bad in [
+        "",
+        "512,,256",
+        "abc",
+        "0",
+        "784-10",
+        "784-512-1",
+        "0-512-10",
+    ] {
         assert!(bad.parse::<Architecture>().is_err(), "'{bad}' parsed");
     }
     for kind in OptimizerKind::ALL {

@@ -1,5 +1,5 @@
 //! Settings as text: every value the command line parses through the core crate, and a run's
-//! settings as the JSON a checkpoint carries, then checked.
+//! settings and a data description as the JSON a checkpoint carries, then checked.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -13,9 +13,13 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = text.parse::<gpumlp::Schedule>();
     if let Ok(config) = serde_json::from_str::<gpumlp::TrainConfig>(text) {
         if config.validate().is_ok() {
-            config
-                .architecture()
-                .expect("valid settings make a network");
+            // Valid hidden widths; the parameter count still depends on the data's ends.
+            let _ = config.architecture(&gpumlp::DataSpec::mnist());
+        }
+    }
+    if let Ok(spec) = serde_json::from_str::<gpumlp::DataSpec>(text) {
+        if spec.check_limits("fuzz").is_ok() {
+            let _ = gpumlp::Architecture::for_data(&spec, &[8]);
         }
     }
 });

@@ -54,10 +54,10 @@ pub struct TrainArgs {
     /// and applied by eval and predict)
     #[arg(long)]
     pub standardize: bool,
-    /// Hidden layer widths, comma-separated; the first and last layers' widths come from the
-    /// data [default: 512,256]
-    #[arg(long, value_parser = parse_core::<Architecture>)]
-    pub hidden: Option<Architecture>,
+    /// Hidden layer widths, comma-separated (the first and last layers' widths come from the
+    /// data), or the whole network as 784-512-256-10, checked against the data [default: 512,256]
+    #[arg(long, value_parser = parse_hidden)]
+    pub hidden: Option<Hidden>,
     /// Passes over the training set [default: 20]
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -106,6 +106,21 @@ pub struct TrainArgs {
     /// Print a JSON summary object as the last line of standard output
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--hidden`: the network it parses to, and whether it was written whole (`784-512-10`, whose
+/// ends the data must have) or as hidden widths alone (`512`).
+#[derive(Clone, Debug)]
+pub struct Hidden {
+    pub network: Architecture,
+    pub whole: bool,
+}
+
+fn parse_hidden(s: &str) -> Result<Hidden, String> {
+    Ok(Hidden {
+        network: parse_core::<Architecture>(s)?,
+        whole: s.contains('-'),
+    })
 }
 
 #[derive(Args, Debug)]

@@ -79,6 +79,18 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         },
     };
     let data = data::load(&source, &reading, notice)?;
+    if let Some(whole) = args.hidden.as_ref().filter(|h| h.whole).map(|h| &h.network) {
+        let (inputs, classes) = (whole.sizes[0], whole.sizes[whole.layers()]);
+        if (inputs, classes) != (data.spec.features, data.spec.classes) {
+            bail!(
+                "--hidden {whole}: {} has {} features and {} classes; give the hidden widths alone ({})",
+                data.name,
+                data.spec.features,
+                data.spec.classes,
+                whole.hidden().iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+            );
+        }
+    }
     let arch = match &resume {
         Some(ckpt) => ckpt.architecture.clone(),
         None => config.architecture(&data.spec)?,
@@ -298,7 +310,7 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
     let Some(ckpt) = resume else {
         let mut c = TrainConfig::default();
         if let Some(arch) = &args.hidden {
-            c.hidden = arch.hidden().to_vec();
+            c.hidden = arch.network.hidden().to_vec();
         }
         c.activation = args.activation.unwrap_or(c.activation);
         if let Some(kind) = args.optimizer {
@@ -323,7 +335,9 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
     let conflicts = [
         (
             "--hidden",
-            args.hidden.as_ref().map(|h| h.hidden() != saved.hidden),
+            args.hidden
+                .as_ref()
+                .map(|h| h.network.hidden() != saved.hidden),
         ),
         ("--batch", args.batch.map(|b| b != saved.batch)),
         (

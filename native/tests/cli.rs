@@ -672,16 +672,16 @@ fn bad_data_is_refused_with_the_file_named_and_nothing_written() {
             Box::new(move |d: &Path| {
                 std::fs::write(labels(d), gpumlp::idx::encode_labels(&[1; 99])).unwrap()
             }),
-            "100 images but 99 labels",
+            "100 samples but 99 labels",
         ),
         (
-            "label above 9",
+            "images of no pixels",
             Box::new(move |d: &Path| {
-                let mut l = vec![3u8; 100];
-                l[42] = 10;
-                std::fs::write(labels(d), gpumlp::idx::encode_labels(&l)).unwrap()
+                let mut b = std::fs::read(images(d)).unwrap();
+                b[12..16].copy_from_slice(&0u32.to_be_bytes());
+                std::fs::write(images(d), b).unwrap()
             }),
-            "label 10 at index 42",
+            "images of 28x0 make 0 pixels",
         ),
         (
             "corrupt gzip",
@@ -757,7 +757,7 @@ fn bad_flags_are_refused_with_the_flag_named() {
     // The argument parser's own messages keep what they name, in their one line.
     for (args, named) in [
         (&["eval"][..], &["--model"][..]),
-        (&["predict", "--model", "m.st"][..], &["<IMAGE>"][..]),
+        (&["predict", "--model", "m.st"][..], &["<FILE>"][..]),
         (
             &["train", "--epoch", "2"][..],
             &["'--epoch'", "tip", "'--epochs'"][..],

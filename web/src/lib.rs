@@ -211,15 +211,12 @@ impl Demo {
             Some(name) => name.parse().map_err(field_err)?,
             None => Activation::default(),
         };
-        let arch = hidden
-            .parse::<Architecture>()
-            .map_err(field_err)?
-            .with_activation(activation);
+        let hidden = hidden.parse::<Architecture>().map_err(field_err)?;
         let kind: OptimizerKind = optimizer.parse().map_err(field_err)?;
         let mut opt = OptimizerConfig::new(kind);
         opt.lr = lr;
         let config = TrainConfig {
-            hidden: arch.hidden().to_vec(),
+            hidden: hidden.hidden().to_vec(),
             activation,
             epochs: epochs as usize,
             batch: batch as usize,
@@ -228,6 +225,8 @@ impl Demo {
             seed: 1,
         };
         config.validate().map_err(field_err)?;
+        // The data decides the network's ends.
+        let arch = config.architecture(&inner.data.spec).map_err(field_err)?;
         let backend: Box<dyn Backend> = match &inner.adapter {
             Some(adapter) => {
                 let ctx = GpuContext::new(adapter).await.map_err(err)?;
