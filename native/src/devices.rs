@@ -95,12 +95,17 @@ pub fn open_gpu(device: &Device, job: &Job) -> Result<Option<GpuContext>> {
 
 /// The backend `device` asks for, built for `arch`, and on a GPU its GEMM tuning cache (save
 /// it once the backend has run) and the test-only device loss (see [`DeviceLoss`]).
-pub fn open(
-    device: &Device,
-    arch: &Architecture,
-    job: &Job,
-) -> Result<(Box<dyn Backend>, Option<TuningCache>, Option<DeviceLoss>)> {
-    Ok(match open_gpu(device, job)? {
+pub fn open(device: &Device, arch: &Architecture, job: &Job) -> Result<Opened> {
+    on(open_gpu(device, job)?, arch)
+}
+
+/// A backend, its GPU's tuning cache and the test-only device loss: what [`open`] gives.
+pub type Opened = (Box<dyn Backend>, Option<TuningCache>, Option<DeviceLoss>);
+
+/// The backend for `arch` on the GPU [`open_gpu`] opened, or on the CPU (what [`open`] does in
+/// two steps, for a program that opens the device before it knows the network).
+pub fn on(gpu: Option<GpuContext>, arch: &Architecture) -> Result<Opened> {
+    Ok(match gpu {
         Some(context) => {
             let cache = TuningCache::load(&context);
             let loss = DeviceLoss::from_env(&context)?;

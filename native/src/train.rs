@@ -44,6 +44,8 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     };
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
+    // The device first: a missing one fails before any data is read.
+    let gpu = devices::open_gpu(&args.device.device, job)?;
 
     // The checkpoint resumed and its training state.
     let saved = resume
@@ -95,7 +97,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         Some(ckpt) => ckpt.architecture.clone(),
         None => config.architecture(&data.spec)?,
     };
-    let (backend, tuning, device_loss) = devices::open(&args.device.device, &arch, job)?;
+    let (backend, tuning, device_loss) = devices::on(gpu, &arch)?;
     if let Some((ckpt, state)) = saved.filter(|_| lead) {
         resume_notes(&args, ckpt, state, &config);
     }
