@@ -36,9 +36,52 @@ pub struct Array {
     pub values: Values,
 }
 
+/// The longest `.npy` header accepted (numpy writes a few hundred bytes; format 2 could claim
+/// 4 GiB).
+const MAX_HEADER: usize = 1 << 16;
+/// The deepest nesting of brackets accepted in a header (a structured type nests a few levels):
+/// the header's Python-literal parser takes exponential time on deep nesting (found by fuzzing).
+const MAX_HEADER_DEPTH: usize = 8;
+
+/// Checks an `.npy` header's length and nesting before it is parsed.
+fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
+    let len_at = 8;
+    let (start, len) = match (bytes.get(..6), bytes.get(6)) {
+        (Some(b"\x93NUMPY"), Some(1)) if bytes.len() >= 10 => {
+            (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize)
+        }
+        (Some(b"\x93NUMPY"), Some(2 | 3)) if bytes.len() >= 12 => (
+            12,
+            u32::from_le_bytes(bytes[len_at..12].try_into().expect("4 bytes")) as usize,
+        ),
+        _ => return Err("no .npy magic and version at its start".into()),
+    };
+    if len > MAX_HEADER || start + len > bytes.len() {
+        return Err(format!(
+            "its header claims {len} bytes; the file holds {} and gpumlp reads headers up to {MAX_HEADER}",
+            bytes.len().saturating_sub(start)
+        ));
+    }
+    let mut depth = 0usize;
+    for &b in &bytes[start..start + len] {
+        match b {
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_HEADER_DEPTH {
+            return Err(format!(
+                "its header nests brackets deeper than the {MAX_HEADER_DEPTH} levels gpumlp reads"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads one `.npy` array; `name` (a path, usually) is used in errors, `key` names the array.
 pub fn read_npy(name: &str, key: &str, bytes: &[u8]) -> Result<Array> {
     let bad = |reason: String| Error::data(name, reason);
+    check_header(bytes).map_err(|e| bad(format!("not a NumPy .npy array: {e}")))?;
     let npy = NpyFile::new(bytes).map_err(|e| bad(format!("not a NumPy .npy array ({e})")))?;
     let shape = npy.shape().to_vec();
     if npy.order() == Order::Fortran {

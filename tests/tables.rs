@@ -383,3 +383,31 @@ fn a_checkpoint_from_before_general_data_reads_as_mnist() {
     assert_eq!(ckpt.data, DataSpec::mnist());
     assert!(Trainer::resume(&ckpt, 2, Box::new(CpuBackend::new(&arch)), &data).is_ok());
 }
+
+/// Every file of the NumPy and CSV fuzz targets' seeds, the inputs fuzzing found among them
+/// (`regression-*`), through what the targets run: no panic, and each in well under a second.
+#[test]
+fn the_fuzz_seeds_and_what_fuzzing_found_parse_or_fail_quickly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    let mut regressions = 0;
+    for target in ["numpy", "csv"] {
+        for entry in std::fs::read_dir(root.join(target)).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            regressions += path.to_string_lossy().contains("regression-") as usize;
+            let start = std::time::Instant::now();
+            if let Ok(a) = numpy::read_npy("f", "x", &bytes) {
+                let _ = numpy::features("f", a.clone());
+                let _ = numpy::labels("f", a);
+            }
+            if let Ok(arrays) = numpy::read_npz("f", &bytes) {
+                let _ = numpy::splits("f", arrays, 0.2);
+            }
+            let _ = csv_table::read("f", &bytes, None, None);
+            let _ = csv_table::read_features("f", &bytes, 3, None);
+            let took = start.elapsed();
+            assert!(took.as_secs_f64() < 1.0, "{path:?} took {took:?}");
+        }
+    }
+    assert!(regressions >= 1, "the regression inputs are missing");
+}

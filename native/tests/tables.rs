@@ -283,3 +283,86 @@ fn bad_tables_and_arrays_are_refused_in_one_line_with_nothing_written() {
         assert!(listing(&out).is_empty(), "{data:?}: files were written");
     }
 }
+
+#[test]
+fn a_model_of_colour_images_of_another_size_predicts_on_scaled_pictures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("colour");
+    std::fs::create_dir(&dir).unwrap();
+    // 6x5 RGB images: class 1 is red, class 0 blue; IDX of four dimensions.
+    let images = |n: usize| -> (Vec<u8>, Vec<u8>) {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
+        let pixels = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &l)| {
+                (0..30).flat_map(move |p| {
+                    let noise = ((i * 31 + p * 7) % 40) as u8;
+                    if l == 1 {
+                        [200 + noise / 2, noise, noise]
+                    } else {
+                        [noise, noise, 200 + noise / 2]
+                    }
+                })
+            })
+            .collect();
+        (pixels, labels)
+    };
+    for (prefix, n) in [("train", 200), ("t10k", 50)] {
+        let (pixels, labels) = images(n);
+        let bytes = gpumlp::idx::encode_images_of([6, 5, 3], &pixels);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), bytes).unwrap();
+        std::fs::write(
+            dir.join(format!("{prefix}-labels-idx1-ubyte")),
+            gpumlp::idx::encode_labels(&labels),
+        )
+        .unwrap();
+    }
+    let model = tmp.path().join("colour.st");
+    let o = gpumlp(
+        &[
+            "train",
+            "--data",
+            s(&dir),
+            "--epochs",
+            "10",
+            "--batch",
+            "16",
+            "--hidden",
+            "8",
+            "--save",
+            s(&model),
+            "--json",
+        ],
+        tmp.path(),
+    );
+    assert_ok(&o);
+    let j = json(&o);
+    assert_eq!(j["data"]["image"], serde_json::json!([6, 5, 3]));
+    assert_eq!(j["data"]["features"].as_u64(), Some(90));
+    assert_eq!(j["test_accuracy"].as_f64(), Some(1.0), "{j}");
+    // A big red picture and a big blue one, scaled down to 6x5.
+    let picture = |name: &str, rgb: [u8; 3]| {
+        let path = tmp.path().join(name);
+        image::RgbImage::from_pixel(60, 50, image::Rgb(rgb))
+            .save(&path)
+            .unwrap();
+        path
+    };
+    let (red, blue) = (
+        picture("red.png", [220, 10, 10]),
+        picture("blue.png", [10, 10, 220]),
+    );
+    let p = gpumlp(
+        &["predict", "--model", s(&model), "--json", s(&red), s(&blue)],
+        tmp.path(),
+    );
+    assert_ok(&p);
+    let classes: Vec<u64> = json(&p)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["class"].as_u64().unwrap())
+        .collect();
+    assert_eq!(classes, [1, 0]);
+}
