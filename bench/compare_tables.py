@@ -4,7 +4,7 @@ For each table and each of SPLITS seeded 80/20 splits, the split is written as N
 (x_train.npy, y_train.npy, x_test.npy, y_test.npy) that both read: gpumlp through
 `train --data DIR --standardize`, scikit-learn after a StandardScaler fitted on the training
 split. Both train one hidden layer of 32 ReLU units with Adam (learning rate 0.002, batch 16,
-EPOCHS epochs; scikit-learn's constant rate, gpumlp's cosine decay) and report test accuracy.
+EPOCHS epochs, a constant rate for both) and report test accuracy.
 
     bench/compare_tables.sh [--splits 10] [--epochs 60]
 """
@@ -37,7 +37,8 @@ def read_table(path):
 def gpumlp_accuracy(folder, epochs):
     out = subprocess.run(
         [GPUMLP, "train", "--data", folder, "--standardize", "--hidden", "32",
-         "--batch", "16", "--epochs", str(epochs), "--device", "cpu", "--json"],
+         "--batch", "16", "--epochs", str(epochs), "--schedule", "constant", "--device", "cpu",
+         "--json"],
         check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["test_accuracy"]
 

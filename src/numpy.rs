@@ -62,8 +62,9 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             bytes.len().saturating_sub(start)
         ));
     }
+    let header = &bytes[start..start + len];
     let mut depth = 0usize;
-    for &b in &bytes[start..start + len] {
+    for &b in header {
         match b {
             b'(' | b'[' | b'{' => depth += 1,
             b')' | b']' | b'}' => depth = depth.saturating_sub(1),
@@ -73,6 +74,25 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             return Err(format!(
                 "its header nests brackets deeper than the {MAX_HEADER_DEPTH} levels gpumlp reads"
             ));
+        }
+    }
+    // The shape's dimensions and their product must fit 64 bits (the header parser's
+    // arithmetic assumes they do; found by fuzzing).
+    let text = String::from_utf8_lossy(header);
+    if let Some(tuple) = text
+        .split_once("'shape'")
+        .and_then(|(_, rest)| rest.split_once('('))
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(tuple, _)| tuple)
+    {
+        let mut count = 1u64;
+        for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let d = dim.parse::<u64>().map_err(|_| {
+                format!("its shape ({tuple}) is not a tuple of dimensions that fit 64 bits")
+            })?;
+            count = count
+                .checked_mul(d)
+                .ok_or_else(|| format!("its shape ({tuple}) holds more than 2^64 values"))?;
         }
     }
     Ok(())
