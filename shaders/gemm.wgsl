@@ -27,6 +27,14 @@
 // The batch changes on an epoch's last step, so `batch_dim` says which of M or K is the batch,
 // taken from the step's slot.
 //
+// Split-K (SPLIT > 1, never with epilogue 4): workgroup z of the grid's SPLIT layers sums only
+// its part of K, k in [z * KC, min((z + 1) * KC, K)) with KC = ceil(K / SPLIT) rounded up to
+// whole BK slices (a part past K sums nothing and writes zeros), and writes its partial tile,
+// no epilogue, to the workspace bound as `c`:  c[z * M * N + i * N + j]  (M, N: g.m, g.n, the
+// largest the call runs). A second dispatch, `reduce_split`, with the workspace bound as `a`,
+// sums the SPLIT parts of each element in order z = 0, 1, ... (the same sum every run) and
+// applies the epilogue, writing C as the unsplit kernel does.
+//
 // Variants (pipeline-overridable constants, one pipeline per variant and layout, chosen per
 // shape by timing on the device): each workgroup computes a BM x BN tile of C with
 // (BM/TM) x (BN/TN) invocations, each accumulating a TM x TN register tile (TM in {4, 8},
@@ -86,6 +94,7 @@ override DATA_FLOATS: bool = false;
 override INPUT_SCALE: f32 = 0.003921569;
 override EPILOGUE: u32 = 0u;
 override KEEP_PRE: bool = false;
+override SPLIT: u32 = 1u;
 // Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
 override WG: u32 = 256u;
 
@@ -227,6 +236,45 @@ fn stage(tile: Tile, k0: u32, half: u32) {
     }
 }
 
+// C[i, j] = the epilogue applied to the product's sum `v` (what both the unsplit kernel and
+// `reduce_split` write).
+fn finish(i: u32, j: u32, n: u32, sum: f32) {
+    var v = sum;
+    switch EPILOGUE {
+        case EPILOGUE_BIAS: { v += aux[g.aux_off + j]; }
+        case EPILOGUE_BIAS_ACTIVATE: {
+            let z = v + aux[g.aux_off + j];
+            if (KEEP_PRE) { c[g.pre_off + i * n + j] = z; }
+            v = activate(z);
+        }
+        case EPILOGUE_ACTIVATION_GRAD: { v = backward(v, aux[g.aux_off + i * n + j]); }
+        default: {}
+    }
+    c[g.c_off + i * n + j] = v;
+}
+
+// The second dispatch of a split product: one invocation per element of C (i, j), over a grid
+// of (x, y) workgroups of 256 (x * y * 256 >= M * N).
+@compute @workgroup_size(256)
+fn reduce_split(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+                @builtin(local_invocation_index) t: u32) {
+    var m = g.m;
+    if (g.batch_dim == 1u) { m = step.batch; }
+    let n = g.n;
+    let e = (wid.y * groups.x + wid.x) * 256u + t;
+    let i = e / n;
+    let j = e % n;
+    if (i >= m) {
+        return;
+    }
+    var sum = 0.0;
+    for (var z = 0u; z < SPLIT; z++) {
+        let at = z * g.m * n + e;
+        sum += a[at / 4u][at % 4u];
+    }
+    finish(i, j, n, sum);
+}
+
 @compute @workgroup_size(WG)
 fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) t: u32) {
     var m = g.m;
@@ -234,6 +282,13 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (g.batch_dim == 1u) { m = step.batch; }
     if (g.batch_dim == 2u) { k = step.batch; }
     let n = g.n;
+    // This workgroup's part of K (all of it unless split).
+    var k_lo = 0u;
+    if (SPLIT > 1u) {
+        let part = ((k + SPLIT - 1u) / SPLIT + BK - 1u) / BK * BK;
+        k_lo = min(wid.z * part, k);
+        k = min(k_lo + part, k);
+    }
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     if (row0 >= m) {
@@ -260,9 +315,9 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     var sum1 = vec4<f32>(0.0);   // and of rows 4..7
 
     let tile = Tile(m, n, k, row0, col0, t, a4, b4);
-    stage(tile, 0u, 0u);
+    stage(tile, k_lo, (k_lo / BK) % 2u);
     workgroupBarrier();
-    for (var k0 = 0u; k0 < k; k0 += BK) {
+    for (var k0 = k_lo; k0 < k; k0 += BK) {
         let base = 256u * ((k0 / BK) % 2u);
         if (k0 + BK < k) {
             stage(tile, k0 + BK, 1u - (k0 / BK) % 2u);
@@ -304,18 +359,12 @@ fn gemm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             for (var s = 0u; s < 4u; s++) {
                 let j = col0 + tx * TN + q * 4u + s;
                 if (j < n) {
-                    var v = acc[r * 2u + q][s];
-                    switch EPILOGUE {
-                        case EPILOGUE_BIAS: { v += aux[g.aux_off + j]; }
-                        case EPILOGUE_BIAS_ACTIVATE: {
-                            let z = v + aux[g.aux_off + j];
-                            if (KEEP_PRE) { c[g.pre_off + i * n + j] = z; }
-                            v = activate(z);
-                        }
-                        case EPILOGUE_ACTIVATION_GRAD: { v = backward(v, aux[g.aux_off + i * n + j]); }
-                        default: {}
+                    let v = acc[r * 2u + q][s];
+                    if (SPLIT > 1u) {
+                        c[wid.z * g.m * n + i * n + j] = v;
+                    } else {
+                        finish(i, j, n, v);
                     }
-                    c[g.c_off + i * n + j] = v;
                 }
             }
         }

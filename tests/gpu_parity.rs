@@ -217,7 +217,8 @@ fn generated(n: usize, width: usize, classes: usize, floats: bool) -> Dataset {
 }
 
 /// Widths the MNIST path never sees: features not a multiple of 4 (bytes padded to whole
-/// words, floats to whole vec4s), 3 classes, 1,000 classes; every GEMM variant on the first.
+/// words, floats to whole vec4s), 3 classes, 1,000 classes; on the first two, the largest and
+/// smallest tiles, each also with K split.
 fn any_feature_and_class_count_bytes_or_floats_match_the_cpu(ctx: GpuContext) {
     let cases = [
         (13, 3, true, true),
@@ -229,8 +230,11 @@ fn any_feature_and_class_count_bytes_or_floats_match_the_cpu(ctx: GpuContext) {
         let arch = Architecture::new(features, &[24], classes).unwrap();
         let train = generated(300, features, classes, floats);
         let test = generated(100, features, classes, floats);
+        let (largest, smallest) = (gpu::VARIANTS[0], gpu::VARIANTS[5]);
         let variants: Vec<Option<gpu::Variant>> = if every_variant {
-            gpu::VARIANTS.iter().copied().map(Some).collect()
+            [largest, smallest, largest.split(2), smallest.split(8)]
+                .map(Some)
+                .to_vec()
         } else {
             vec![None]
         };
@@ -343,16 +347,27 @@ fn forward_logits_stats_and_every_gradient_match_the_cpu(ctx: GpuContext) {
     assert_eq!((ge.count, ge.correct), (ce.count, ce.correct));
 }
 
+/// Every tile, and the largest and the smallest with K split in 2, 4 and 8 parts: what the
+/// variant tests force in turn.
+fn variants_to_test() -> Vec<gpu::Variant> {
+    let mut all = gpu::VARIANTS.to_vec();
+    let (largest, smallest) = (gpu::VARIANTS[0], gpu::VARIANTS[gpu::VARIANTS.len() - 1]);
+    for parts in gpu::SPLITS {
+        all.extend([largest.split(parts), smallest.split(parts)]);
+    }
+    all
+}
+
 /// The network's products run by each GEMM variant in turn (every layout and epilogue, on
 /// widths that are not multiples of any tile, read one float at a time and, where aligned,
-/// four), against the CPU.
+/// four; K split into parts that are ragged or empty: 33 in 8 parts of 8), against the CPU.
 fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
-    for (variant, arch) in gpu::VARIANTS
-        .iter()
-        .flat_map(|v| [(*v, arch()), (*v, aligned_arch())])
+    for (v, arch) in variants_to_test()
+        .into_iter()
+        .flat_map(|v| [(v, arch()), (v, aligned_arch())])
     {
-        let variant = &format!("{variant} on {arch}")[..];
-        ctx.tuning.lock().unwrap().force = Some(variant_of(variant));
+        let variant = &format!("{v} on {arch}")[..];
+        ctx.tuning.lock().unwrap().force = Some(v);
         let (mut cpu, mut gpu) = pair_for(&arch, ctx.clone(), &adam());
         for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
             b.forward(Split::Train, &batch(), 37).unwrap();
@@ -372,16 +387,14 @@ fn every_gemm_variant_gives_the_cpus_logits_and_gradients(ctx: GpuContext) {
         gpu.forward(Split::Train, &rows, rows.len()).unwrap();
         cpu.forward(Split::Train, &rows, rows.len()).unwrap();
         same_logits(&format!("{variant} logits, 150 rows"), &mut gpu, &mut cpu);
+        if v.split > 1 {
+            assert!(
+                gpu.dispatches_per_step() > 1 + 3 * arch.layers(),
+                "{variant}: no product was split"
+            );
+        }
     }
     ctx.tuning.lock().unwrap().force = None;
-}
-
-/// The variant a label `128x64/8x4 on ...` names.
-fn variant_of(label: &str) -> gpu::Variant {
-    *gpu::VARIANTS
-        .iter()
-        .find(|v| label.starts_with(&v.to_string()))
-        .unwrap()
 }
 
 /// The last forward's logits agree (1e-4 + 1e-4 of the CPU's).

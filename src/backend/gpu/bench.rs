@@ -32,7 +32,7 @@ impl GemmProbe {
             let mut tuning = ctx.tuning.lock().expect("tuning lock");
             self.kernels.choose(ctx, &self.step, &mut tuning, shape)?
         };
-        let bench = GemmBench::new(ctx, &self.kernels, &self.step, shape)?;
+        let mut bench = GemmBench::new(ctx, &self.kernels, &self.step, shape)?;
         Ok((
             variant,
             bench.seconds_per_product(ctx, &self.kernels, &self.step, variant)?,
@@ -51,9 +51,11 @@ impl GemmProbe {
 }
 
 impl GpuBackend {
-    /// Dispatches per training step.
+    /// Dispatches per training step at the largest batch prepared: `1 + 3L` for `L` layers,
+    /// and one more for each product whose K is split.
     pub fn dispatches_per_step(&self) -> usize {
-        1 + 3 * self.arch.layers()
+        let split = self.network.as_ref().map_or(0, |n| n.split_products());
+        1 + 3 * self.arch.layers() + split
     }
 
     /// Seconds per training step of each kernel family (the GEMMs, the softmax, the optimizer)

@@ -157,6 +157,30 @@ pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) ->
     }
 }
 
+/// A split factor the kernel has: 1, or 2, 4 or 8 parts of K for a product whose epilogue does
+/// not itself sum over K (`row_sums`: the bias gradients).
+pub fn split(parts: u32, row_sums: bool) -> Result<()> {
+    if parts == 1 || ([2, 4, 8].contains(&parts) && !row_sums) {
+        Ok(())
+    } else {
+        Err(Error::Gpu(format!(
+            "internal error: K split in {parts} parts{}",
+            if row_sums {
+                " for a product summing over K"
+            } else {
+                ""
+            }
+        )))
+    }
+}
+
+/// Proves a split product's workspace: the first pass writes, and the second reads, elements
+/// `z * m * n + i * n + j` for z < `parts`, i < `m`, j < `n`.
+pub fn split_workspace(parts: u64, m: u64, n: u64, words: u64) -> Result<()> {
+    let last = (parts * m * n).checked_sub(1);
+    inside("split-K workspace", last, words)
+}
+
 /// Proves the reads of the first layer's products and the softmax from the resident dataset:
 /// batches read entries `0..order_end` of `order`, whose entries are below `samples` (checked
 /// before they are written, by `check_batch`), and each sample is `row_words` u32 words (the
@@ -352,6 +376,16 @@ mod tests {
             gemm_variant(64, 64, 4, 4, 128).is_err(),
             "over the device's limit"
         );
+    }
+
+    #[test]
+    fn splits_and_their_workspaces_are_checked() {
+        split(1, true).unwrap();
+        split(4, false).unwrap();
+        assert!(split(4, true).is_err(), "the bias sums are never split");
+        assert!(split(3, false).is_err());
+        split_workspace(4, 128, 512, 4 * 128 * 512).unwrap();
+        assert!(split_workspace(4, 128, 512, 4 * 128 * 512 - 1).is_err());
     }
 
     #[test]

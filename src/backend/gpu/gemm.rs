@@ -175,6 +175,8 @@ impl Layout {
 pub(crate) struct GemmKernels {
     pub layout: wgpu::BindGroupLayout,
     pipelines: RefCell<HashMap<(Layout, Variant), wgpu::ComputePipeline>>,
+    /// `reduce_split` per layout and split factor.
+    reducers: RefCell<HashMap<(Layout, u32), wgpu::ComputePipeline>>,
     /// Bound where a call reads no dataset (bindings 5 and 6) or an operand comes from one.
     pub placeholder: wgpu::Buffer,
 }
@@ -195,6 +197,7 @@ impl GemmKernels {
                 ],
             }),
             pipelines: RefCell::new(HashMap::new()),
+            reducers: RefCell::new(HashMap::new()),
             placeholder: device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("placeholder"),
                 size: 16,
@@ -219,6 +222,7 @@ impl GemmKernels {
             variant.tn,
             ctx.limits.max_compute_invocations_per_workgroup,
         )?;
+        bounds::split(variant.split, layout.epilogue == Epilogue::RowSums)?;
         let key = (layout, variant);
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return Ok(p.clone());
@@ -251,12 +255,43 @@ impl GemmKernels {
                 ),
                 ("EPILOGUE", layout.epilogue as u32 as f64),
                 ("KEEP_PRE", flag(layout.keep_pre)),
+                ("SPLIT", variant.split as f64),
                 ("WG", variant.invocations() as f64),
             ],
             &layout.activation.wgsl(),
         );
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The second dispatch of a product split in `split` parts: sums them and applies this
+    /// layout's epilogue.
+    fn reducer(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        layout: Layout,
+        split: u32,
+    ) -> wgpu::ComputePipeline {
+        let key = (layout, split);
+        if let Some(p) = self.reducers.borrow().get(&key) {
+            return p.clone();
+        }
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let pipeline = ctx.pipeline(
+            "gemm.wgsl",
+            "reduce_split",
+            &self.layout,
+            step,
+            &[
+                ("EPILOGUE", layout.epilogue as u32 as f64),
+                ("KEEP_PRE", flag(layout.keep_pre)),
+                ("SPLIT", split as f64),
+            ],
+            &layout.activation.wgsl(),
+        );
+        self.reducers.borrow_mut().insert(key, pipeline.clone());
+        pipeline
     }
 }
 
@@ -295,8 +330,32 @@ pub(crate) struct GemmCall {
     side: Option<DataSide>,
     params: GemmParams,
     layout: Layout,
-    /// `(batch, pipeline, workgroups (x, y))`.
-    chosen: Vec<(u32, wgpu::ComputePipeline, (u32, u32))>,
+    /// Each uploaded split's `(samples, order)`, for a call that reads them (kept to bind a
+    /// split variant's first pass).
+    datasets: [Option<(wgpu::Buffer, wgpu::Buffer)>; 2],
+    /// Where a split variant's parts go, made when one is first chosen.
+    workspace: Option<Workspace>,
+    /// Per batch size prepared: the variant's pipeline and grid, and for a split variant its
+    /// second dispatch.
+    chosen: Vec<Chosen>,
+}
+
+struct Chosen {
+    batch: u32,
+    pipeline: wgpu::ComputePipeline,
+    /// Workgroups (x, y, the split's parts).
+    groups: (u32, u32, u32),
+    /// `reduce_split` and its grid.
+    reduce: Option<(wgpu::ComputePipeline, (u32, u32))>,
+}
+
+/// A split product's workspace, `parts x m x n` f32 (m, n: the call's largest), bound as C for
+/// the first pass (per dataset split, as the call's own bind groups are) and as A for the
+/// second.
+struct Workspace {
+    parts: u32,
+    partial: [Option<wgpu::BindGroup>; 2],
+    reduce: wgpu::BindGroup,
 }
 
 impl GemmCall {
@@ -378,6 +437,8 @@ impl GemmCall {
             ],
             binds: [None, None],
             side,
+            datasets: [None, None],
+            workspace: None,
             params,
             layout: Layout::new(
                 (m, n, k, batch_dim),
@@ -393,7 +454,7 @@ impl GemmCall {
         Ok(call)
     }
 
-    /// Binds each split's `(images, order)` where uploaded, for a call that reads the dataset
+    /// Binds each split's `(samples, order)` where uploaded, for a call that reads the dataset
     /// (the bounds of those reads are proven per dispatch: `bounds::dataset`). A call that reads
     /// none binds placeholders once.
     pub fn bind_datasets(
@@ -402,8 +463,27 @@ impl GemmCall {
         kernels: &GemmKernels,
         splits: [Option<(&wgpu::Buffer, &wgpu::Buffer)>; 2],
     ) {
-        let [uniform, a, b, c, aux] = &self.buffers;
-        let bind = |(images, order): (&wgpu::Buffer, &wgpu::Buffer)| {
+        if self.side.is_none() && self.binds[0].is_some() {
+            return;
+        }
+        self.datasets = splits.map(|s| s.map(|(x, o)| (x.clone(), o.clone())));
+        self.binds = self.bind_groups(ctx, kernels, &self.buffers[3]);
+        if let Some(parts) = self.workspace.as_ref().map(|w| w.parts) {
+            self.workspace = None;
+            self.make_workspace(ctx, kernels, parts)
+                .expect("a workspace already proven for these parts");
+        }
+    }
+
+    /// The call's bind groups per dataset split, with `c` bound as C.
+    fn bind_groups(
+        &self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        c: &wgpu::Buffer,
+    ) -> [Option<wgpu::BindGroup>; 2] {
+        let [uniform, a, b, _, aux] = &self.buffers;
+        let bind = |(samples, order): (&wgpu::Buffer, &wgpu::Buffer)| {
             ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&self.label),
                 layout: &kernels.layout,
@@ -413,28 +493,73 @@ impl GemmCall {
                     entry(2, b),
                     entry(3, c),
                     entry(4, aux),
-                    entry(5, images),
+                    entry(5, samples),
                     entry(6, order),
                 ],
             })
         };
-        self.binds = match self.side {
-            Some(_) => splits.map(|s| s.map(bind)),
-            None if self.binds[0].is_some() => return,
+        match self.side {
+            Some(_) => self
+                .datasets
+                .each_ref()
+                .map(|d| d.as_ref().map(|(x, o)| bind((x, o)))),
             None => {
                 let one = bind((&kernels.placeholder, &kernels.placeholder));
                 [Some(one.clone()), Some(one)]
             }
-        };
+        }
+    }
+
+    /// A workspace for `parts` parts of the call's largest product, proven to hold them, and
+    /// the bind groups of both passes.
+    fn make_workspace(
+        &mut self,
+        ctx: &GpuContext,
+        kernels: &GemmKernels,
+        parts: u32,
+    ) -> Result<()> {
+        let (m, n) = (self.params.m as u64, self.params.n as u64);
+        let len = parts as u64 * m * n;
+        let bytes = 4 * len.max(1).next_multiple_of(4);
+        if bytes > ctx.binding_limit() {
+            return Err(Error::Gpu(format!(
+                "{}: K split in {parts} needs a {} MiB workspace, over this GPU's binding limit",
+                self.label,
+                bytes >> 20
+            )));
+        }
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&format!("{} split-K workspace", self.label)),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        bounds::split_workspace(parts as u64, m, n, bytes / 4)?;
+        let [uniform, _, b, c, aux] = &self.buffers;
+        let reduce = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&self.label),
+            layout: &kernels.layout,
+            entries: &[
+                entry(0, uniform),
+                entry(1, &buffer),
+                entry(2, b),
+                entry(3, c),
+                entry(4, aux),
+                entry(5, &kernels.placeholder),
+                entry(6, &kernels.placeholder),
+            ],
+        });
+        self.workspace = Some(Workspace {
+            parts,
+            partial: self.bind_groups(ctx, kernels, &buffer),
+            reduce,
+        });
+        Ok(())
     }
 
     /// The bind group for `split` (for a call that reads no dataset, the one bind group).
     pub fn bind_group(&self, split: usize) -> &wgpu::BindGroup {
         self.binds[split].as_ref().expect("the split was uploaded")
-    }
-
-    pub fn layout(&self) -> Layout {
-        self.layout
     }
 
     /// The shape this call runs at with `batch` rows.
@@ -450,7 +575,8 @@ impl GemmCall {
     }
 
     /// Chooses (and compiles) the variant this call runs with at `batch`, unless chosen already.
-    /// `choose` names the variant for a shape (the tuner's choice).
+    /// `choose` names the variant for a shape (the tuner's choice); a split of K is dropped
+    /// where the epilogue sums over K itself (the weight gradients' bias sums).
     pub fn prepare(
         &mut self,
         ctx: &GpuContext,
@@ -459,30 +585,90 @@ impl GemmCall {
         batch: u32,
         choose: impl FnOnce(Shape) -> Result<Variant>,
     ) -> Result<()> {
-        if self.chosen.iter().any(|(b, _, _)| *b == batch) {
+        if self.chosen.iter().any(|c| c.batch == batch) {
             return Ok(());
         }
         let shape = self.shape(batch);
-        let variant = choose(shape)?;
+        let mut variant = choose(shape)?;
+        if self.layout.epilogue == Epilogue::RowSums {
+            variant = variant.split(1);
+        }
         let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-        let groups = workgroups(ctx, shape, variant)?;
-        self.chosen.push((batch, pipeline, groups));
+        let (x, y) = workgroups(ctx, shape, variant)?;
+        let reduce = if variant.split > 1 {
+            if self
+                .workspace
+                .as_ref()
+                .is_none_or(|w| w.parts < variant.split)
+            {
+                self.make_workspace(ctx, kernels, variant.split)?;
+            }
+            let elements = self.params.m as u64 * self.params.n as u64;
+            let groups = elements.div_ceil(256);
+            let max = ctx.limits.max_compute_workgroups_per_dimension as u64;
+            let (rx, ry) = (groups.min(max), groups.div_ceil(max));
+            if ry > max {
+                return Err(Error::Gpu(format!(
+                    "{}: a {shape} product is too large to split",
+                    self.label
+                )));
+            }
+            let reducer = kernels.reducer(ctx, step, self.layout, variant.split);
+            Some((reducer, (rx as u32, ry as u32)))
+        } else {
+            None
+        };
+        self.chosen.push(Chosen {
+            batch,
+            pipeline,
+            groups: (x, y, variant.split),
+            reduce,
+        });
         Ok(())
     }
 
+    /// Whether the variant for the largest batch prepared splits K.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn is_split(&self) -> bool {
+        self.chosen
+            .iter()
+            .max_by_key(|c| c.batch)
+            .is_some_and(|c| c.reduce.is_some())
+    }
+
+    /// Forgets every variant chosen (the tuner's bench prepares each candidate in turn).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub fn forget_choices(&mut self) {
+        self.chosen.clear();
+    }
+
     /// Encodes the product at `batch` rows: the variant prepared for that batch, else (a short
-    /// last batch) the one prepared for the largest batch, whose tiles cover it.
+    /// last batch) the one prepared for the largest batch, whose tiles cover it; a split variant
+    /// as its two dispatches.
     pub fn encode(&self, pass: &mut wgpu::ComputePass, batch: u32, split: usize) {
-        let (_, pipeline, (x, y)) = self
+        let chosen = self
             .chosen
             .iter()
-            .find(|(b, _, _)| *b == batch)
-            .or_else(|| self.chosen.iter().max_by_key(|(b, _, _)| *b))
+            .find(|c| c.batch == batch)
+            .or_else(|| self.chosen.iter().max_by_key(|c| c.batch))
             .expect("prepared before encoding");
+        let (x, y, parts) = chosen.groups;
         // For a shorter batch the extra rows of tiles return at once (gemm.wgsl).
-        pass.set_pipeline(pipeline);
-        pass.set_bind_group(0, self.bind_group(split), &[]);
-        pass.dispatch_workgroups(*x, *y, 1);
+        pass.set_pipeline(&chosen.pipeline);
+        match (&chosen.reduce, &self.workspace) {
+            (Some((reducer, (rx, ry))), Some(workspace)) => {
+                let partial = workspace.partial[split].as_ref();
+                pass.set_bind_group(0, partial.expect("the split was uploaded"), &[]);
+                pass.dispatch_workgroups(x, y, parts);
+                pass.set_pipeline(reducer);
+                pass.set_bind_group(0, &workspace.reduce, &[]);
+                pass.dispatch_workgroups(*rx, *ry, 1);
+            }
+            _ => {
+                pass.set_bind_group(0, self.bind_group(split), &[]);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+        }
     }
 }
 

@@ -40,7 +40,7 @@ mod wgsl_layouts;
 #[cfg(not(target_arch = "wasm32"))]
 pub use bench::GemmProbe;
 pub use context::{adapters, device_kind, runtime_dir_for_mesa, GpuContext};
-pub use tuning::{GemmTuning, Shape, Variant, VARIANTS};
+pub use tuning::{GemmTuning, Shape, Variant, SPLITS, VARIANTS};
 
 use super::{Backend, DeviceInfo, LocalFuture, Span, Split, Stats, StepHyper, Tensor};
 use crate::dataset::Dataset;

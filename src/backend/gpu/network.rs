@@ -372,6 +372,17 @@ impl Network {
         Ok(())
     }
 
+    /// Products run split in K at the largest batch prepared (each a second dispatch).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn split_products(&self) -> usize {
+        self.forward
+            .iter()
+            .chain(&self.weight_grad)
+            .chain(&self.input_grad)
+            .filter(|c| c.is_split())
+            .count()
+    }
+
     fn calls_mut(&mut self) -> impl Iterator<Item = &mut GemmCall> {
         self.forward
             .iter_mut()

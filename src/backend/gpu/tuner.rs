@@ -4,10 +4,8 @@
 
 use super::bounds::Operand;
 use super::context::GpuContext;
-#[cfg(not(target_arch = "wasm32"))]
-use super::gemm::workgroups;
-use super::gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands, Layout};
-use super::tuning::{GemmTuning, Shape, Variant, VARIANTS};
+use super::gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands};
+use super::tuning::{GemmTuning, Shape, Variant};
 use crate::error::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -50,23 +48,35 @@ impl GemmKernels {
     }
 
     /// Seconds per product of every candidate on `shape`, on synthetic operands: each timed as
-    /// a run of dispatches in one pass, after a warm-up, waiting for the device.
+    /// a run of dispatches in one pass, after a warm-up, waiting for the device. The tiles
+    /// first, then the split K of the fastest tile and of the largest (two dispatches each, the
+    /// second summing the parts), so a shape times at most 12 candidates.
     pub(crate) fn time_candidates(
         &self,
         ctx: &GpuContext,
         step: &wgpu::BindGroupLayout,
         shape: Shape,
     ) -> Result<Vec<(Variant, f64)>> {
-        let bench = GemmBench::new(ctx, self, step, shape)?;
+        let mut bench = GemmBench::new(ctx, self, step, shape)?;
+        let max = ctx.limits.max_compute_invocations_per_workgroup;
         let mut out = Vec::new();
-        for variant in VARIANTS {
-            if variant.invocations() > ctx.limits.max_compute_invocations_per_workgroup {
-                continue;
-            }
+        for variant in shape.candidates(max) {
             out.push((
                 variant,
                 bench.seconds_per_product(ctx, self, step, variant)?,
             ));
+        }
+        let best = out
+            .iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(v, _)| *v);
+        if let Some(best) = best {
+            for variant in shape.split_candidates(best, max) {
+                out.push((
+                    variant,
+                    bench.seconds_per_product(ctx, self, step, variant)?,
+                ));
+            }
         }
         Ok(out)
     }
@@ -76,10 +86,11 @@ impl GemmKernels {
 // In a browser the candidates cannot be timed (`seconds_per_product`), so nothing reads these.
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct GemmBench {
-    bind: wgpu::BindGroup,
+    call: GemmCall,
     step_bind: wgpu::BindGroup,
     shape: Shape,
-    layout: Layout,
+    /// The operands, kept alive with the call that binds them.
+    _buffers: [wgpu::Buffer; 3],
 }
 
 impl GemmBench {
@@ -119,36 +130,43 @@ impl GemmBench {
             ld: if transposed { rows } else { cols },
             transposed,
         };
+        // A weight gradient's shape is timed with its epilogue (the bias-gradient sums), the
+        // others plain: what decides whether K may be split.
+        let epilogue = if shape.a_t {
+            Epilogue::RowSums
+        } else {
+            Epilogue::None
+        };
         let call = GemmCall::new(
             ctx,
             kernels,
             "bench gemm",
             (shape.m, shape.n, shape.k, 0),
-            Epilogue::None,
+            epilogue,
             GemmOperands {
                 a: (&a, operand(shape.a_t, m, k)),
                 b: (&b, operand(shape.b_t, k, n)),
                 c: (&c, 0),
-                aux: (&a, 0),
+                aux: (&c, 0),
                 activation: (crate::model::Activation::Relu, None),
                 data: None,
             },
         )?;
         let (_, step_bind) = super::step_table::table(&ctx.device, step, 1);
         Ok(GemmBench {
-            bind: call.bind_group(0).clone(),
+            call,
             step_bind,
             shape,
-            layout: call.layout(),
+            _buffers: [a, b, c],
         })
     }
 
-    /// Seconds per product with `variant`: one warm-up run (after the pipeline is compiled),
+    /// Seconds per product with `variant`: one warm-up run (after the pipelines are compiled),
     /// then enough repetitions in one pass to take about 2 ms, timed as
     /// [`GpuContext::time_pass`] can (GPU timestamps, else the wall clock around the wait).
     /// Natively only: a browser can neither wait for the GPU nor read a clock this way.
     pub(crate) fn seconds_per_product(
-        &self,
+        &mut self,
         ctx: &GpuContext,
         kernels: &GemmKernels,
         step: &wgpu::BindGroupLayout,
@@ -161,15 +179,15 @@ impl GemmBench {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-            let groups = workgroups(ctx, self.shape, variant)?;
+            let _ = self.shape;
+            self.call.forget_choices();
+            self.call
+                .prepare(ctx, kernels, step, self.shape.m, |_| Ok(variant))?;
             let run = |reps: usize| {
                 ctx.time_pass("gemm timing", |pass| {
-                    pass.set_pipeline(&pipeline);
-                    pass.set_bind_group(0, &self.bind, &[]);
                     pass.set_bind_group(1, &self.step_bind, &[0]);
                     for _ in 0..reps {
-                        pass.dispatch_workgroups(groups.0, groups.1, 1);
+                        self.call.encode(pass, self.shape.m, 0);
                     }
                 })
             };

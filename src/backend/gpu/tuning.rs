@@ -8,31 +8,62 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A block tile of `bm x bn` outputs per workgroup, `tm x tn` per invocation.
+/// A block tile of `bm x bn` outputs per workgroup, `tm x tn` per invocation, and the number
+/// of parts the product's K range is split into (split-K: each part's workgroups write a
+/// partial tile to a workspace, and a second dispatch sums the parts and applies the epilogue).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Variant {
     pub bm: u32,
     pub bn: u32,
     pub tm: u32,
     pub tn: u32,
+    /// 1 (no split) or one of [`SPLITS`]; absent from tuning files written before split-K.
+    #[serde(default = "no_split")]
+    pub split: u32,
+}
+
+fn no_split() -> u32 {
+    1
 }
 
 impl Variant {
     pub fn invocations(self) -> u32 {
         (self.bm / self.tm) * (self.bn / self.tn)
     }
+
+    /// The same tile with K split in `split` parts.
+    pub fn split(self, split: u32) -> Self {
+        Variant { split, ..self }
+    }
 }
 
 impl fmt::Display for Variant {
-    /// `128x64/8x4`.
+    /// `128x64/8x4`, and `128x64/8x4 k/4` split in four.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}x{}/{}x{}", self.bm, self.bn, self.tm, self.tn)
+        write!(f, "{}x{}/{}x{}", self.bm, self.bn, self.tm, self.tn)?;
+        if self.split > 1 {
+            write!(f, " k/{}", self.split)?;
+        }
+        Ok(())
     }
 }
 
 const fn v(bm: u32, bn: u32, tm: u32, tn: u32) -> Variant {
-    Variant { bm, bn, tm, tn }
+    Variant {
+        bm,
+        bn,
+        tm,
+        tn,
+        split: 1,
+    }
 }
+
+/// The split factors a product's K range may be cut into.
+pub const SPLITS: [u32; 3] = [2, 4, 8];
+
+/// The least K each part of a split product keeps: below it the second dispatch and the
+/// workspace cost more than the parallelism gains.
+pub const MIN_SPLIT_K: u32 = 128;
 
 /// The candidates, largest tiles first: large ones for large products, small ones so that a
 /// batch-128 product still spreads over every multiprocessor of a big GPU.
@@ -46,7 +77,8 @@ pub const VARIANTS: [Variant; 6] = [
 ];
 
 /// One product's shape as the tuner keys it: `C[m, n] = A[m, k] B[k, n]` and the operands'
-/// layouts.
+/// layouts. The weight gradients (A transposed: `dZ^T @ X`) carry the bias gradients' sums and
+/// have the batch as K: their K is never split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Shape {
     pub m: u32,
@@ -84,8 +116,17 @@ impl Shape {
         x as u64 * y as u64
     }
 
+    /// Whether K may be split: not for a weight gradient (see above), and only where each part
+    /// keeps at least [`MIN_SPLIT_K`].
+    pub fn splits(&self) -> impl Iterator<Item = u32> + '_ {
+        SPLITS
+            .into_iter()
+            .filter(move |&s| !self.a_t && self.k >= s * MIN_SPLIT_K)
+    }
+
     /// The rule of thumb where nothing was timed: the largest tile that still gives 64
-    /// workgroups (enough to keep a big GPU's multiprocessors busy), else the smallest tile.
+    /// workgroups (enough to keep a big GPU's multiprocessors busy), else the smallest tile
+    /// with K split in as few parts as bring it to 64 workgroups (as many as K allows).
     pub fn default_variant(&self, max_invocations: u32) -> Variant {
         let fitting: Vec<Variant> = VARIANTS
             .into_iter()
@@ -95,10 +136,40 @@ impl Shape {
             .last()
             .copied()
             .unwrap_or(VARIANTS[VARIANTS.len() - 1]);
-        fitting
+        if let Some(v) = fitting.into_iter().find(|v| self.workgroups(*v) >= 64) {
+            return v;
+        }
+        let groups = self.workgroups(smallest);
+        let split = self
+            .splits()
+            .find(|&s| groups * s as u64 >= 64)
+            .or_else(|| self.splits().last())
+            .unwrap_or(1);
+        smallest.split(split)
+    }
+
+    /// The candidates the tuner times: every tile that fits the device, then the split K of
+    /// the best of those and of the largest tile (a split pays where tiles are few).
+    pub fn candidates(&self, max_invocations: u32) -> Vec<Variant> {
+        VARIANTS
             .into_iter()
-            .find(|v| self.workgroups(*v) >= 64)
-            .unwrap_or(smallest)
+            .filter(|v| v.invocations() <= max_invocations)
+            .collect()
+    }
+
+    /// The split variants of `best` and of the largest fitting tile, for the tuner's second
+    /// round.
+    pub fn split_candidates(&self, best: Variant, max_invocations: u32) -> Vec<Variant> {
+        let mut tiles = vec![best.split(1)];
+        if let Some(largest) = self.candidates(max_invocations).first() {
+            if *largest != best.split(1) {
+                tiles.push(*largest);
+            }
+        }
+        tiles
+            .into_iter()
+            .flat_map(|t| self.splits().map(move |s| t.split(s)))
+            .collect()
     }
 }
 
@@ -162,7 +233,10 @@ impl GemmTuning {
                 tuning.device
             )));
         }
-        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !VARIANTS.contains(v)) {
+        let known = |v: &Variant| {
+            VARIANTS.contains(&v.split(1)) && (v.split == 1 || SPLITS.contains(&v.split))
+        };
+        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !known(v)) {
             return Err(Error::Gpu(format!(
                 "{shape}: variant {v} is not one this gpumlp has"
             )));
@@ -203,6 +277,26 @@ mod tests {
         );
         // A device allowing 128 invocations per workgroup never gets a 256-invocation variant.
         assert!(shape(4096, 4096).default_variant(128).invocations() <= 128);
+        // 128 x 256 with K = 256: 32 workgroups, so K in two parts of 128 (the least a part keeps).
+        assert_eq!(
+            shape(128, 256).default_variant(1024).to_string(),
+            "32x32/4x4 k/2"
+        );
+        // 128 x 10 with K = 2048: 4 workgroups; split 8 gives 32, the most K allows is enough.
+        let wide = Shape {
+            k: 2048,
+            ..shape(128, 10)
+        };
+        assert_eq!(wide.default_variant(1024).split, 8);
+        // A weight gradient's K (the batch) is never split.
+        let dw = Shape {
+            a_t: true,
+            k: 4096,
+            ..shape(16, 16)
+        };
+        assert_eq!(dw.default_variant(1024).split, 1);
+        assert!(dw.split_candidates(VARIANTS[5], 1024).is_empty());
+        assert_eq!(wide.split_candidates(VARIANTS[5], 1024).len(), 6);
     }
 
     #[test]
@@ -217,6 +311,13 @@ mod tests {
         assert_eq!(back.choices, t.choices);
         assert!(GemmTuning::from_json(&json, "GPU Y").is_err());
         assert!(GemmTuning::from_json("{ not json", &t.device).is_err());
+        // A file from before split-K (no `split`) reads as unsplit.
+        let old = json.replace(",\n      \"split\": 1", "");
+        assert!(!old.contains("split"), "{old}");
+        assert_eq!(
+            GemmTuning::from_json(&old, &t.device).unwrap().choices,
+            t.choices
+        );
         let foreign = json.replace("\"bm\": 64", "\"bm\": 96");
         let err = GemmTuning::from_json(&foreign, &t.device)
             .unwrap_err()
