@@ -147,7 +147,7 @@ impl GemmBench {
                 a: (&a, operand(shape.a_t, m, k)),
                 b: (&b, operand(shape.b_t, k, n)),
                 c: (&c, 0),
-                aux: (&c, 0),
+                aux: (&a, 0),
                 activation: (crate::model::Activation::Relu, None),
                 data: None,
             },
