@@ -3,8 +3,9 @@
 # H200), in one call: devices and auto's measured choice; GPU against CPU accuracy on the same
 # seed with trusted kernels and with runtime bounds checks; `gpumlp bench --tune` (every GEMM
 # variant per shape) and `bench` with checks on, for their cost; workload B1 for 3 epochs at
-# batch 128 (GPU and CPU) and 1024, and 784-4096-4096-10 at batch 1024; the same B1 in PyTorch
-# eager on CUDA; then a summary held against issue 8's bar.
+# batch 128 (GPU and CPU; on the GPU with split-K as tuned, with it off, and in mixed precision)
+# and 1024, and 784-4096-4096-10 at batch 1024 in f32 and mixed precision; the same B1 in
+# PyTorch eager on CUDA; then a summary of each figure against its target (issues 8 and 16).
 #
 # Prepare on the development machine, from the repository root:
 #   cargo build --release                                    # target/release/gpumlp travels
@@ -79,17 +80,22 @@ else
     "$BIN" bench --device cpu --json | tee "$RESULTS/bench.txt" || failed=1
 fi
 
-b1() { # name device batch hidden epochs
-    step "$1: gpumlp on $2 (--hidden $4, batch $3, Adam 1e-3, Fashion-MNIST, $5 epochs)"
+b1() { # name device batch hidden epochs [precision]
+    step "$1: gpumlp on $2 (--hidden $4, batch $3, Adam 1e-3, Fashion-MNIST, $5 epochs, ${6:-f32})"
     "$BIN" train --data "$DATA" --hidden "$4" --batch "$3" --optimizer adam --lr 0.001 --schedule constant \
-        --epochs "$5" --device "$2" --metrics "$RESULTS/$1.jsonl" --json > "$RESULTS/$1.txt" || failed=1
+        --epochs "$5" --device "$2" --precision "${6:-f32}" --metrics "$RESULTS/$1.jsonl" --json \
+        > "$RESULTS/$1.txt" || failed=1
     cat "$RESULTS/$1.jsonl"; tail -n 2 "$RESULTS/$1.txt" | head -n 1
 }
 b1 b1 "$DEVICE" 128 512,256 3
 if [ "$DEVICE" = gpu ]; then
+    # Split-K off: every product whole (its own tuning cache, so nothing tuned with splits is reused).
+    GPUMLP_NO_SPLIT_K=1 GPUMLP_CACHE_DIR="$RESULTS/cache-nosplit" b1 b1-nosplit gpu 128 512,256 3
+    b1 b1-mixed gpu 128 512,256 3 mixed
     b1 b1-cpu cpu 128 512,256 3
     b1 b1-1024 gpu 1024 512,256 3
     b1 wide-1024 gpu 1024 4096,4096 2
+    b1 wide-1024-mixed gpu 1024 4096,4096 2 mixed
 fi
 
 step "B1 with PyTorch eager on $TORCH_DEVICE"
@@ -132,7 +138,8 @@ if bench:
         c = bench_checked["gemm"][0]
         print(f"runtime checks cost: GEMM {sq['m']}^3 {c['seconds']/sq['seconds']:.1f}x, "
               f"B1 step {bench_checked['train_step']['seconds']/ts['seconds']:.1f}x")
-for name, bar in [("b1", 0.040), ("b1-cpu", None), ("b1-1024", 0.010), ("wide-1024", 0.25)]:
+for name, bar in [("b1", 0.040), ("b1-nosplit", None), ("b1-mixed", None), ("b1-cpu", None),
+                  ("b1-1024", 0.010), ("wide-1024", 0.25), ("wide-1024-mixed", 0.12)]:
     p = r / f"{name}.jsonl"
     if p.exists() and p.read_text().strip():
         rows = [json.loads(l) for l in p.read_text().splitlines()]
@@ -141,6 +148,12 @@ for name, bar in [("b1", 0.040), ("b1-cpu", None), ("b1-1024", 0.010), ("wide-10
         listing = ", ".join(f"{e['seconds']:.3f}" for e in rows)
         print(f"{name}: epochs {listing} s, median after the first "
               f"{statistics.median(later):.3f} s{verdict}; test accuracy {100*rows[-1]['test_accuracy']:.2f}%")
+for f32_run, mixed_run in [("b1.txt", "b1-mixed.txt"), ("wide-1024.txt", "wide-1024-mixed.txt")]:
+    a, b = last_json(f32_run), last_json(mixed_run)
+    if a and b:
+        d = abs(a["test_accuracy"] - b["test_accuracy"])
+        print(f"{mixed_run[:-4]}: test accuracy {100*b['test_accuracy']:.2f}% vs f32 {100*a['test_accuracy']:.2f}% "
+              f"({100*d:.2f} points; bar: within 0.5: {'met' if d <= 0.005 else 'NOT MET'})")
 cpu_b1, gpu_b1 = last_json("b1-cpu.txt"), last_json("b1.txt")
 if cpu_b1 and gpu_b1:
     d = abs(gpu_b1["test_accuracy"] - cpu_b1["test_accuracy"])

@@ -11,6 +11,37 @@ pub const MAX_BATCH: usize = 65_536;
 /// Most epochs accepted in one run.
 pub const MAX_EPOCHS: usize = 100_000;
 
+/// The arithmetic of the GEMMs: f32 throughout, or f16 operands with f32 sums on cooperative
+/// matrices (a GPU's tensor cores) with everything else in f32 (master weights, optimizer state,
+/// softmax, bias and activation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Mixed,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Mixed];
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Mixed => "mixed",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Setting::Precision.one_of(s, &Self::ALL)
+    }
+}
+
 /// Everything that decides a training run's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -25,6 +56,9 @@ pub struct TrainConfig {
     pub optimizer: OptimizerConfig,
     pub schedule: Schedule,
     pub seed: u64,
+    /// The GEMMs' arithmetic (a run saved before it was a setting is f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -38,6 +72,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::new(OptimizerKind::Adam),
             schedule: Schedule::Cosine,
             seed: 1,
+            precision: Precision::F32,
         }
     }
 }

@@ -45,6 +45,7 @@ pub enum Setting {
     Eps,
     WeightDecay,
     Schedule,
+    Precision,
 }
 
 impl std::fmt::Display for Setting {
@@ -62,6 +63,7 @@ impl std::fmt::Display for Setting {
             Setting::Eps => "epsilon",
             Setting::WeightDecay => "weight decay",
             Setting::Schedule => "schedule",
+            Setting::Precision => "precision",
         })
     }
 }

@@ -38,7 +38,7 @@ pub mod train;
 pub use backend::{Backend, CpuBackend, DeviceInfo, Span, Split, Stats, Tensor};
 pub use checkpoint::Checkpoint;
 pub use collective::{Collective, SingleProcess};
-pub use config::TrainConfig;
+pub use config::{Precision, TrainConfig};
 pub use data_spec::{DataSpec, Input};
 pub use dataset::{Dataset, Features, Splits};
 pub use error::{Error, Result, Setting};

@@ -21,7 +21,11 @@ use std::process::ExitCode;
 
 type Body = fn(GpuContext);
 
-const TESTS: [(&str, Body); 12] = [
+const TESTS: [(&str, Body); 13] = [
+    (
+        "mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices",
+        mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices,
+    ),
     (
         "any_feature_and_class_count_bytes_or_floats_match_the_cpu",
         any_feature_and_class_count_bytes_or_floats_match_the_cpu,
@@ -285,6 +289,25 @@ fn any_feature_and_class_count_bytes_or_floats_match_the_cpu(ctx: GpuContext) {
         }
     }
     ctx.tuning.lock().unwrap().force = None;
+}
+
+/// `--precision mixed` on an adapter without cooperative matrices (bookworm's lavapipe, where
+/// these tests run) is one line naming the adapter and what it lacks; on one with them it
+/// builds (tests/gpu_mixed.rs tests what it computes).
+fn mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices(ctx: GpuContext) {
+    let name = ctx.info.name.clone();
+    let has = !ctx.cooperative.is_empty();
+    match GpuBackend::with_precision(ctx, &arch(), gpumlp::Precision::Mixed) {
+        Ok(_) => assert!(has, "mixed precision built without cooperative matrices"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(!has, "{e}");
+            assert!(
+                e.starts_with(&name) && e.contains("cooperative matrices") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+    }
 }
 
 /// Writes every optimizer state buffer.

@@ -5,7 +5,7 @@
 use crate::data::DataSource;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand};
-use gpumlp::{Activation, Architecture, OptimizerKind, Schedule, Setting};
+use gpumlp::{Activation, Architecture, OptimizerKind, Precision, Schedule, Setting};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -82,6 +82,10 @@ pub struct TrainArgs {
     /// Learning-rate schedule over the run [default: cosine]
     #[arg(long, value_parser = one_of(&Schedule::ALL))]
     pub schedule: Option<Schedule>,
+    /// The GEMMs' arithmetic: f32, or mixed (f16 operands, f32 sums, on a GPU's cooperative
+    /// matrices) [default: f32]
+    #[arg(long, value_parser = one_of(&Precision::ALL))]
+    pub precision: Option<Precision>,
     /// Seed of the initial weights and the shuffling [default: 1]
     #[arg(long)]
     pub seed: Option<u64>,
@@ -206,6 +210,7 @@ pub fn flag(setting: Setting) -> &'static str {
         Setting::Eps => "epsilon",
         Setting::WeightDecay => "--weight-decay",
         Setting::Schedule => "--schedule",
+        Setting::Precision => "--precision",
     }
 }
 

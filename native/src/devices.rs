@@ -21,7 +21,7 @@ use anyhow::{anyhow, bail, Result};
 use gpumlp::backend::gpu::GemmTuning;
 use gpumlp::backend::gpu::{device_kind, GpuBackend, GpuContext};
 use gpumlp::backend::Backend;
-use gpumlp::{Architecture, CpuBackend};
+use gpumlp::{Architecture, CpuBackend, Precision};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -96,21 +96,26 @@ pub fn open_gpu(device: &Device, job: &Job) -> Result<Option<GpuContext>> {
 /// The backend `device` asks for, built for `arch`, and on a GPU its GEMM tuning cache (save
 /// it once the backend has run) and the test-only device loss (see [`DeviceLoss`]).
 pub fn open(device: &Device, arch: &Architecture, job: &Job) -> Result<Opened> {
-    on(open_gpu(device, job)?, arch)
+    on(open_gpu(device, job)?, arch, Precision::F32)
 }
 
 /// A backend, its GPU's tuning cache and the test-only device loss: what [`open`] gives.
 pub type Opened = (Box<dyn Backend>, Option<TuningCache>, Option<DeviceLoss>);
 
-/// The backend for `arch` on the GPU [`open_gpu`] opened, or on the CPU (what [`open`] does in
-/// two steps, for a program that opens the device before it knows the network).
-pub fn on(gpu: Option<GpuContext>, arch: &Architecture) -> Result<Opened> {
+/// The backend for `arch` on the GPU [`open_gpu`] opened, its GEMMs in `precision`, or on the
+/// CPU (what [`open`] does in two steps, for a program that opens the device before it knows
+/// the network).
+pub fn on(gpu: Option<GpuContext>, arch: &Architecture, precision: Precision) -> Result<Opened> {
     Ok(match gpu {
         Some(context) => {
             let cache = TuningCache::load(&context);
             let loss = DeviceLoss::from_env(&context)?;
-            (Box::new(GpuBackend::new(context, arch)?), Some(cache), loss)
+            let backend = GpuBackend::with_precision(context, arch, precision)?;
+            (Box::new(backend), Some(cache), loss)
         }
+        None if precision == Precision::Mixed => bail!(
+            "--precision mixed: the CPU backend computes in f32 only; mixed precision needs a GPU with cooperative matrices (`gpumlp devices` says which have them)"
+        ),
         None => (Box::new(CpuBackend::new(arch)), None, None),
     })
 }
@@ -261,8 +266,20 @@ pub fn run(json_out: bool) -> Result<()> {
         let info = adapter.get_info();
         let limits = adapter.limits();
         let auto = if chosen == Some(i) { "  <- auto" } else { "" };
+        let cooperative = GpuContext::cooperative_sizes(adapter);
+        let mixed = match cooperative.as_slice() {
+            [] => "no mixed precision".to_string(),
+            sizes => format!(
+                "mixed precision on {} f16 matrices",
+                sizes
+                    .iter()
+                    .map(|s| format!("{s}x{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         println!(
-            "{i}: {} - {}, {}, driver {} {}, max buffer {} MiB, max storage binding {} MiB, B1 step {}{auto}",
+            "{i}: {} - {}, {}, driver {} {}, max buffer {} MiB, max storage binding {} MiB, {mixed}, B1 step {}{auto}",
             info.name,
             device_kind(info.device_type),
             info.backend.to_str(),
@@ -278,6 +295,7 @@ pub fn run(json_out: bool) -> Result<()> {
             "max_buffer_size": limits.max_buffer_size, "max_storage_binding_size": limits.max_storage_buffer_binding_size,
             "max_workgroups_per_dimension": limits.max_compute_workgroups_per_dimension,
             "auto": chosen == Some(i), "b1_step_seconds": steps[i],
+            "cooperative_matrices": cooperative,
         }));
     }
     if adapters.is_empty() {

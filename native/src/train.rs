@@ -97,7 +97,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         Some(ckpt) => ckpt.architecture.clone(),
         None => config.architecture(&data.spec)?,
     };
-    let (backend, tuning, device_loss) = devices::on(gpu, &arch)?;
+    let (backend, tuning, device_loss) = devices::on(gpu, &arch, config.precision)?;
     if let Some((ckpt, state)) = saved.filter(|_| lead) {
         resume_notes(&args, ckpt, state, &config);
     }
@@ -297,7 +297,7 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
                 "data": data::describe(&data),
                 "config": {
                     "hidden": c.hidden, "activation": c.activation, "batch": c.batch, "optimizer": c.optimizer.kind, "lr": json_f32(c.optimizer.lr),
-                    "schedule": c.schedule, "seed": c.seed,
+                    "schedule": c.schedule, "seed": c.seed, "precision": c.precision,
                 },
                 "model": args.save,
             })
@@ -325,6 +325,7 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
         c.batch = args.batch.unwrap_or(c.batch);
         c.schedule = args.schedule.map_or(c.schedule, Into::into);
         c.seed = args.seed.unwrap_or(c.seed);
+        c.precision = args.precision.unwrap_or(c.precision);
         return Ok(c);
     };
     let state = ckpt.training.as_ref().with_context(|| {
@@ -361,6 +362,7 @@ fn settings(args: &TrainArgs, resume: Option<&Checkpoint>) -> Result<TrainConfig
         ),
         ("--schedule", args.schedule.map(|s| s != saved.schedule)),
         ("--seed", args.seed.map(|s| s != saved.seed)),
+        ("--precision", args.precision.map(|p| p != saved.precision)),
     ];
     if let Some((flag, _)) = conflicts.iter().find(|(_, differs)| *differs == Some(true)) {
         bail!(

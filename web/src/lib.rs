@@ -223,6 +223,8 @@ impl Demo {
             optimizer: opt,
             schedule: Schedule::Cosine,
             seed: 1,
+            // The browser keeps f32: WebGPU has no cooperative matrices.
+            precision: gpumlp::Precision::F32,
         };
         config.validate().map_err(field_err)?;
         // The data decides the network's ends.

@@ -20,7 +20,7 @@ pub struct GemmProbe {
 impl GemmProbe {
     pub fn new(ctx: &GpuContext) -> Self {
         GemmProbe {
-            kernels: GemmKernels::new(&ctx.device),
+            kernels: GemmKernels::new(&ctx.device, crate::config::Precision::F32),
             step: StepTable::new(&ctx.device).layout,
         }
     }

@@ -157,6 +157,22 @@ pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) ->
     }
 }
 
+/// A mixed-precision variant gemm_mixed.wgsl's arrays hold (at most 2 x 2 matrices of 16 x
+/// 16: 32 x 16 halves of A and of B, 32 x 32 f32 of C), of a size the adapter offers.
+pub fn cooperative_variant(matrix: u32, tm: u32, tn: u32, offered: &[u32]) -> Result<()> {
+    if matches!(matrix, 8 | 16)
+        && matches!(tm, 1 | 2)
+        && matches!(tn, 1 | 2)
+        && offered.contains(&matrix)
+    {
+        Ok(())
+    } else {
+        Err(Error::Gpu(format!(
+            "internal error: cooperative variant of {tm}x{tn} matrices of {matrix}x{matrix} does not fit gemm_mixed.wgsl or this adapter's sizes {offered:?}"
+        )))
+    }
+}
+
 /// A split factor the kernel has: 1, or 2, 4 or 8 parts of K for a product whose epilogue does
 /// not itself sum over K (`row_sums`: the bias gradients).
 pub fn split(parts: u32, row_sums: bool) -> Result<()> {

@@ -66,6 +66,11 @@ pub struct GpuContext {
     /// Whether passes can be timed by the GPU itself (wgpu's TIMESTAMP_QUERY, requested
     /// natively where the adapter has it): see [`GpuContext::time_pass`].
     pub timestamps: bool,
+    /// The sizes of the square cooperative matrices (f16 operands, f32 sums) the device was
+    /// opened with, for mixed precision (empty where the adapter has none: the browser,
+    /// bookworm's lavapipe), and the invocations that run them together (the subgroup size).
+    pub cooperative: Vec<u32>,
+    pub subgroup_size: u32,
     /// The GEMM variant chosen per shape on this adapter. Shared with clones of the context, so
     /// the program can save what the backend tuned.
     pub tuning: Arc<Mutex<GemmTuning>>,
@@ -75,6 +80,30 @@ pub struct GpuContext {
 }
 
 impl GpuContext {
+    /// The square cooperative matrix sizes `adapter` offers with f16 operands and f32 sums, where it
+    /// also has f16 in shaders (natively only: WebGPU has no cooperative matrices), smallest first.
+    pub fn cooperative_sizes(adapter: &wgpu::Adapter) -> Vec<u32> {
+        let needed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        if cfg!(target_arch = "wasm32") || !adapter.features().contains(needed) {
+            return Vec::new();
+        }
+        let mut sizes: Vec<u32> = adapter
+            .cooperative_matrix_properties()
+            .iter()
+            .filter(|p| {
+                p.m_size == p.n_size
+                    && p.n_size == p.k_size
+                    && matches!(p.m_size, 8 | 16)
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            })
+            .map(|p| p.m_size)
+            .collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+
     /// Opens `adapter` with its own limits (larger storage bindings than WebGPU's defaults),
     /// runtime checks as `GPUMLP_CHECKED` says (off unless it is 1; always on in a browser).
     pub async fn new(adapter: &wgpu::Adapter) -> Result<Self> {
@@ -86,16 +115,29 @@ impl GpuContext {
     /// Opens `adapter` with runtime bounds checks on or off (the tests run every kernel both ways).
     pub async fn with_checks(adapter: &wgpu::Adapter, checked: bool) -> Result<Self> {
         let limits = adapter.limits();
-        let features = if cfg!(target_arch = "wasm32") {
+        let cooperative = Self::cooperative_sizes(adapter);
+        let mixed = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        let mut features = if cfg!(target_arch = "wasm32") {
             wgpu::Features::empty()
         } else {
             adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY)
         };
+        if !cooperative.is_empty() {
+            features |= mixed;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("gpumlp"),
                 required_limits: limits.clone(),
                 required_features: features,
+                // SAFETY: the one experimental feature requested, cooperative matrices, is used
+                // only by gemm_mixed.wgsl, whose every index the host proves as for gemm.wgsl;
+                // it is requested only where the adapter reports it.
+                experimental_features: if cooperative.is_empty() {
+                    wgpu::ExperimentalFeatures::disabled()
+                } else {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                },
                 ..Default::default()
             })
             .await
@@ -137,8 +179,10 @@ impl GpuContext {
             device: GemmTuning::device_key(&info),
             enabled: tuning_wanted(info.device_type),
             software: info.device_type == wgpu::DeviceType::Cpu,
+            no_split: std::env::var("GPUMLP_NO_SPLIT_K").is_ok_and(|v| v.trim() == "1"),
             ..Default::default()
         };
+        let subgroup_size = info.subgroup_max_size.clamp(1, 128);
         Ok(GpuContext {
             device,
             queue,
@@ -147,9 +191,22 @@ impl GpuContext {
             checked: checked || cfg!(target_arch = "wasm32"),
             subgroups: features.contains(wgpu::Features::SUBGROUP),
             timestamps: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative,
+            subgroup_size,
             tuning: Arc::new(Mutex::new(tuning)),
             fault,
         })
+    }
+
+    /// Whether mixed precision can run here, else why not (one line naming the adapter).
+    pub fn check_mixed(&self) -> Result<()> {
+        if self.cooperative.is_empty() {
+            return Err(Error::Gpu(format!(
+                "{}: --precision mixed needs cooperative matrices with f16 operands and f32 sums (Vulkan's VK_KHR_cooperative_matrix, Metal's simdgroup matrices), which this adapter lacks",
+                self.info.name
+            )));
+        }
+        Ok(())
     }
 
     /// The most bytes one buffer bound as storage may hold here.

@@ -11,6 +11,7 @@
 use super::bounds::{self, EpilogueReach, GemmBuffers, Operand};
 use super::context::{entry, storage, uniform, words, GpuContext};
 use super::tuning::{Shape, Variant};
+use crate::config::Precision;
 use crate::data_spec::Input;
 use crate::error::{Error, Result};
 use crate::model::Activation;
@@ -174,6 +175,8 @@ impl Layout {
 /// The family's bind group layout and its pipelines, compiled as variants are chosen.
 pub(crate) struct GemmKernels {
     pub layout: wgpu::BindGroupLayout,
+    /// f32 runs gemm.wgsl's variants; mixed gemm_mixed.wgsl's (cooperative matrices).
+    pub precision: Precision,
     pipelines: RefCell<HashMap<(Layout, Variant), wgpu::ComputePipeline>>,
     /// `reduce_split` per layout and split factor.
     reducers: RefCell<HashMap<(Layout, u32), wgpu::ComputePipeline>>,
@@ -182,8 +185,9 @@ pub(crate) struct GemmKernels {
 }
 
 impl GemmKernels {
-    pub fn new(device: &wgpu::Device) -> Self {
+    pub fn new(device: &wgpu::Device, precision: Precision) -> Self {
         GemmKernels {
+            precision,
             layout: device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("gemm"),
                 entries: &[
@@ -215,6 +219,9 @@ impl GemmKernels {
         layout: Layout,
         variant: Variant,
     ) -> Result<wgpu::ComputePipeline> {
+        if variant.matrix > 0 {
+            return self.mixed_pipeline(ctx, step, layout, variant);
+        }
         bounds::gemm_variant(
             variant.bm,
             variant.bn,
@@ -264,6 +271,60 @@ impl GemmKernels {
         Ok(pipeline)
     }
 
+    /// A mixed-precision variant's pipeline (gemm_mixed.wgsl), compiled on first use: one
+    /// subgroup per workgroup, the loss scale on products whose A is a loss gradient.
+    fn mixed_pipeline(
+        &self,
+        ctx: &GpuContext,
+        step: &wgpu::BindGroupLayout,
+        layout: Layout,
+        variant: Variant,
+    ) -> Result<wgpu::ComputePipeline> {
+        ctx.check_mixed()?;
+        bounds::cooperative_variant(variant.matrix, variant.tm, variant.tn, &ctx.cooperative)?;
+        let key = (layout, variant);
+        if let Some(p) = self.pipelines.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let loss_gradient = matches!(
+            layout.epilogue,
+            Epilogue::RowSums | Epilogue::ActivationGrad
+        );
+        let m = variant.matrix;
+        let prelude = format!("{}\n{}", mixed_prelude(m), layout.activation.wgsl());
+        let pipeline = ctx.pipeline(
+            "gemm_mixed.wgsl",
+            "gemm",
+            &self.layout,
+            step,
+            &[
+                ("TMC", variant.tm as f64),
+                ("TNC", variant.tn as f64),
+                ("WG", ctx.subgroup_size as f64),
+                ("A_T", flag(layout.a_t)),
+                ("B_T", flag(layout.b_t)),
+                ("A_FROM_DATA", flag(layout.a_data)),
+                ("B_FROM_DATA", flag(layout.b_data)),
+                ("ROW_WORDS", layout.data_format.row_words as f64),
+                (
+                    "DATA_FLOATS",
+                    flag(layout.data_format.input == Some(Input::Floats)),
+                ),
+                (
+                    "INPUT_SCALE",
+                    layout.data_format.input.map_or(1.0, Input::scale) as f64,
+                ),
+                ("EPILOGUE", layout.epilogue as u32 as f64),
+                ("KEEP_PRE", flag(layout.keep_pre)),
+                ("A_SCALE", if loss_gradient { LOSS_SCALE } else { 1.0 }),
+            ],
+            &prelude,
+        );
+        self.pipelines.borrow_mut().insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
     /// The second dispatch of a product split in `split` parts: sums them and applies this
     /// layout's epilogue.
     fn reducer(
@@ -293,6 +354,20 @@ impl GemmKernels {
         self.reducers.borrow_mut().insert(key, pipeline.clone());
         pipeline
     }
+}
+
+/// What gemm_mixed.wgsl's loss gradients (dZ) are multiplied by before they are rounded to f16,
+/// and the products divided by after (see the file's header for why 1024).
+pub(crate) const LOSS_SCALE: f64 = 1024.0;
+
+/// The declarations the host puts in front of gemm_mixed.wgsl for matrices of side `m`.
+pub fn mixed_prelude(m: u32) -> String {
+    format!(
+        "const MS: u32 = {m}u;\n\
+         alias MatA = coop_mat{m}x{m}<f16, A>;\n\
+         alias MatB = coop_mat{m}x{m}<f16, B>;\n\
+         alias MatC = coop_mat{m}x{m}<f32, C>;"
+    )
 }
 
 /// The operands of a call: the buffers bound and how each is read.
@@ -590,7 +665,7 @@ impl GemmCall {
         }
         let shape = self.shape(batch);
         let mut variant = choose(shape)?;
-        if self.layout.epilogue == Epilogue::RowSums {
+        if self.layout.epilogue == Epilogue::RowSums || variant.matrix > 0 {
             variant = variant.split(1);
         }
         let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;

@@ -7,8 +7,12 @@
 pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// `(file name, source)` of every kernel family.
-pub const FILES: [(&str, &str); 3] = [
+pub const FILES: [(&str, &str); 4] = [
     ("gemm.wgsl", include_str!("../../../shaders/gemm.wgsl")),
+    (
+        "gemm_mixed.wgsl",
+        include_str!("../../../shaders/gemm_mixed.wgsl"),
+    ),
     (
         "softmax_xent.wgsl",
         include_str!("../../../shaders/softmax_xent.wgsl"),
@@ -32,8 +36,9 @@ pub const REDUCE_PLAIN: (&str, &str) = (
 /// The kernel families that call `workgroup_sum`.
 const REDUCING: [&str; 1] = ["softmax_xent.wgsl"];
 
-/// The source the GPU compiles for `file`: the common prelude, the reduction where the file
-/// needs one (with subgroup operations when `subgroups`), the `injected` functions, then the file.
+/// The source the GPU compiles for `file`: its `enable` directives (which WGSL wants first), the
+/// common prelude, the reduction where the file needs one (with subgroup operations when
+/// `subgroups`), the `injected` declarations, then the rest of the file.
 pub fn source(file: &str, subgroups: bool, injected: &str) -> String {
     let (_, body) = FILES
         .iter()
@@ -46,5 +51,11 @@ pub fn source(file: &str, subgroups: bool, injected: &str) -> String {
     } else {
         REDUCE_PLAIN.1
     };
-    format!("{COMMON}\n{reduce}\n{injected}\n{body}")
+    let (enables, rest): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|line| line.starts_with("enable "));
+    format!(
+        "{}\n{COMMON}\n{reduce}\n{injected}\n{}",
+        enables.join("\n"),
+        rest.join("\n")
+    )
 }

@@ -40,9 +40,10 @@ mod wgsl_layouts;
 #[cfg(not(target_arch = "wasm32"))]
 pub use bench::GemmProbe;
 pub use context::{adapters, device_kind, runtime_dir_for_mesa, GpuContext};
-pub use tuning::{GemmTuning, Shape, Variant, SPLITS, VARIANTS};
+pub use tuning::{cooperative_variants, GemmTuning, Shape, Variant, SPLITS, VARIANTS};
 
 use super::{Backend, DeviceInfo, LocalFuture, Span, Split, Stats, StepHyper, Tensor};
+use crate::config::Precision;
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Architecture, ParamLayout};
@@ -93,8 +94,22 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// A backend for `arch` on `ctx`, with zero parameters (set them with [`Backend::write`]).
+    /// A backend for `arch` on `ctx`, with zero parameters (set them with [`Backend::write`]),
+    /// its GEMMs in f32.
     pub fn new(ctx: GpuContext, arch: &Architecture) -> Result<Self> {
+        Self::with_precision(ctx, arch, Precision::F32)
+    }
+
+    /// A backend whose GEMMs run in `precision` (mixed: f16 operands, f32 sums, on the
+    /// adapter's cooperative matrices; refused, naming the adapter, where it has none).
+    pub fn with_precision(
+        ctx: GpuContext,
+        arch: &Architecture,
+        precision: Precision,
+    ) -> Result<Self> {
+        if precision == Precision::Mixed {
+            ctx.check_mixed()?;
+        }
         let layout = ParamLayout::new(arch);
         let bytes = 4 * layout.len as u64;
         // Checked before anything is allocated: an oversized buffer is a validation panic in wgpu.
@@ -109,7 +124,7 @@ impl GpuBackend {
         }
         let steps = StepTable::new(&ctx.device);
         let kernels = Kernels {
-            gemm: gemm::GemmKernels::new(&ctx.device),
+            gemm: gemm::GemmKernels::new(&ctx.device, precision),
             softmax: SoftmaxKernel::new(&ctx, &steps.layout, arch.sizes[arch.layers()]),
         };
         let (params, grads) = (

@@ -6,6 +6,7 @@ use super::bounds::Operand;
 use super::context::GpuContext;
 use super::gemm::{Epilogue, GemmCall, GemmKernels, GemmOperands};
 use super::tuning::{GemmTuning, Shape, Variant};
+use crate::config::Precision;
 use crate::error::{Error, Result};
 use wgpu::util::DeviceExt;
 
@@ -19,28 +20,46 @@ impl GemmKernels {
         tuning: &mut GemmTuning,
         shape: Shape,
     ) -> Result<Variant> {
+        let mixed = self.precision == Precision::Mixed;
         if let Some(v) = tuning.force {
-            return Ok(v);
+            // A test forcing an f32 tile on a mixed run (or the reverse) means the other kind's
+            // rule of thumb.
+            if (v.matrix > 0) == mixed {
+                return Ok(v);
+            }
         }
-        let key = shape.to_string();
+        // Mixed choices are kept apart from f32 ones for the same shape.
+        let key = if mixed {
+            format!("mixed {shape}")
+        } else {
+            shape.to_string()
+        };
         if let Some(v) = tuning.choices.get(&key) {
             return Ok(*v);
         }
         let max = ctx.limits.max_compute_invocations_per_workgroup;
-        if !tuning.enabled {
+        if mixed {
+            ctx.check_mixed()?;
+            let fallback = shape
+                .default_cooperative(&ctx.cooperative)
+                .expect("checked: the adapter offers matrices");
+            if !tuning.enabled {
+                return Ok(fallback);
+            }
+        } else if !tuning.enabled {
             return Ok(tuning.rule_of_thumb(shape, max));
         }
         #[cfg(not(target_arch = "wasm32"))]
         let start = std::time::Instant::now();
-        let timings = self.time_candidates(ctx, step, shape)?;
+        let timings = self.time_candidates(ctx, step, shape, tuning.no_split)?;
         #[cfg(not(target_arch = "wasm32"))]
         {
             tuning.seconds += start.elapsed().as_secs_f64();
         }
-        let best = timings
-            .iter()
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(tuning.rule_of_thumb(shape, max), |(v, _)| *v);
+        let best = match timings.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+            Some((v, _)) => *v,
+            None => tuning.rule_of_thumb(shape, max),
+        };
         tuning.choices.insert(key.clone(), best);
         tuning.timings.insert(key, timings);
         tuning.changed = true;
@@ -56,10 +75,20 @@ impl GemmKernels {
         ctx: &GpuContext,
         step: &wgpu::BindGroupLayout,
         shape: Shape,
+        no_split: bool,
     ) -> Result<Vec<(Variant, f64)>> {
         let mut bench = GemmBench::new(ctx, self, step, shape)?;
         let max = ctx.limits.max_compute_invocations_per_workgroup;
         let mut out = Vec::new();
+        if self.precision == Precision::Mixed {
+            for variant in super::tuning::cooperative_variants(&ctx.cooperative) {
+                out.push((
+                    variant,
+                    bench.seconds_per_product(ctx, self, step, variant)?,
+                ));
+            }
+            return Ok(out);
+        }
         for variant in shape.candidates(max) {
             out.push((
                 variant,
@@ -70,7 +99,7 @@ impl GemmKernels {
             .iter()
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(v, _)| *v);
-        if let Some(best) = best {
+        if let Some(best) = best.filter(|_| !no_split) {
             for variant in shape.split_candidates(best, max) {
                 out.push((
                     variant,

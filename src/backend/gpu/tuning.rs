@@ -20,6 +20,11 @@ pub struct Variant {
     /// 1 (no split) or one of [`SPLITS`]; absent from tuning files written before split-K.
     #[serde(default = "no_split")]
     pub split: u32,
+    /// 0 for the f32 kernel (gemm.wgsl); else the side (8 or 16) of the cooperative matrices of
+    /// the mixed-precision kernel (gemm_mixed.wgsl), `tm x tn` of them per workgroup (1 or 2
+    /// each), so `bm = matrix * tm`, `bn = matrix * tn`.
+    #[serde(default)]
+    pub matrix: u32,
 }
 
 fn no_split() -> u32 {
@@ -35,12 +40,46 @@ impl Variant {
     pub fn split(self, split: u32) -> Self {
         Variant { split, ..self }
     }
+
+    /// The mixed-precision variant of `t x t` cooperative matrices of side `matrix`.
+    pub fn cooperative(matrix: u32, t: u32) -> Self {
+        Variant {
+            bm: matrix * t,
+            bn: matrix * t,
+            tm: t,
+            tn: t,
+            split: 1,
+            matrix,
+        }
+    }
+
+    /// Whether this gemm.wgsl or gemm_mixed.wgsl variant exists in this version.
+    fn known(&self) -> bool {
+        if self.matrix > 0 {
+            return matches!(self.matrix, 8 | 16)
+                && matches!(self.tm, 1 | 2)
+                && *self == Variant::cooperative(self.matrix, self.tm);
+        }
+        VARIANTS.contains(&self.split(1)) && (self.split == 1 || SPLITS.contains(&self.split))
+    }
+}
+
+/// The mixed-precision candidates on an adapter offering cooperative matrices of `sizes`.
+pub fn cooperative_variants(sizes: &[u32]) -> Vec<Variant> {
+    sizes
+        .iter()
+        .flat_map(|&s| [Variant::cooperative(s, 2), Variant::cooperative(s, 1)])
+        .collect()
 }
 
 impl fmt::Display for Variant {
-    /// `128x64/8x4`, and `128x64/8x4 k/4` split in four.
+    /// `128x64/8x4`, and `128x64/8x4 k/4` split in four; `32x32/2x2 f16 16x16` for 2 x 2
+    /// cooperative matrices of 16 x 16.
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "{}x{}/{}x{}", self.bm, self.bn, self.tm, self.tn)?;
+        if self.matrix > 0 {
+            write!(f, " f16 {m}x{m}", m = self.matrix)?;
+        }
         if self.split > 1 {
             write!(f, " k/{}", self.split)?;
         }
@@ -55,6 +94,7 @@ const fn v(bm: u32, bn: u32, tm: u32, tn: u32) -> Variant {
         tm,
         tn,
         split: 1,
+        matrix: 0,
     }
 }
 
@@ -157,6 +197,18 @@ impl Shape {
             .collect()
     }
 
+    /// The mixed-precision rule of thumb: the largest matrices offered, four to a workgroup
+    /// where that still gives 64 workgroups, else one.
+    pub fn default_cooperative(&self, sizes: &[u32]) -> Option<Variant> {
+        let largest = *sizes.iter().max()?;
+        let four = Variant::cooperative(largest, 2);
+        Some(if self.workgroups(four) >= 64 {
+            four
+        } else {
+            Variant::cooperative(largest, 1)
+        })
+    }
+
     /// The split variants of `best` and of the largest fitting tile, for the tuner's second
     /// round.
     pub fn split_candidates(&self, best: Variant, max_invocations: u32) -> Vec<Variant> {
@@ -198,6 +250,10 @@ pub struct GemmTuning {
     /// Run every shape with this variant, whatever was chosen (for tests that cover each one).
     #[serde(skip)]
     pub force: Option<Variant>,
+    /// Never split K (`GPUMLP_NO_SPLIT_K=1`, for measuring what split-K gives: see
+    /// scripts/gpu-check.sh).
+    #[serde(skip)]
+    pub no_split: bool,
     /// The adapter is a software rasterizer (lavapipe, SwiftShader): the rule of thumb then
     /// takes the largest tile, since a CPU gains nothing from many workgroups (`gpumlp bench
     /// --tune` on one shows it; README, "Devices").
@@ -214,7 +270,12 @@ impl GemmTuning {
                 return *v;
             }
         }
-        shape.default_variant(max_invocations)
+        let v = shape.default_variant(max_invocations);
+        if self.no_split {
+            v.split(1)
+        } else {
+            v
+        }
     }
 
     /// The choices as the JSON the program caches.
@@ -233,10 +294,7 @@ impl GemmTuning {
                 tuning.device
             )));
         }
-        let known = |v: &Variant| {
-            VARIANTS.contains(&v.split(1)) && (v.split == 1 || SPLITS.contains(&v.split))
-        };
-        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !known(v)) {
+        if let Some((shape, v)) = tuning.choices.iter().find(|(_, v)| !v.known()) {
             return Err(Error::Gpu(format!(
                 "{shape}: variant {v} is not one this gpumlp has"
             )));
