@@ -113,11 +113,23 @@ pub fn on(gpu: Option<GpuContext>, arch: &Architecture, precision: Precision) ->
             let backend = GpuBackend::with_precision(context, arch, precision)?;
             (Box::new(backend), Some(cache), loss)
         }
-        None if precision == Precision::Mixed => bail!(
+        None => {
+            check_precision(None, precision)?;
+            (Box::new(CpuBackend::new(arch)), None, None)
+        }
+    })
+}
+
+/// Refuses a precision the device cannot run: mixed on the CPU backend, or on an adapter
+/// without cooperative matrices.
+pub fn check_precision(gpu: Option<&GpuContext>, precision: Precision) -> Result<()> {
+    match (gpu, precision) {
+        (_, Precision::F32) => Ok(()),
+        (Some(ctx), Precision::Mixed) => Ok(ctx.check_mixed()?),
+        (None, Precision::Mixed) => bail!(
             "--precision mixed: the CPU backend computes in f32 only; mixed precision needs a GPU with cooperative matrices (`gpumlp devices` says which have them)"
         ),
-        None => (Box::new(CpuBackend::new(arch)), None, None),
-    })
+    }
 }
 
 /// Fault injection for the tests of GPU faults, not a user setting:

@@ -44,8 +44,10 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
     };
     let config = settings(&args, resume.as_ref())?;
     config.validate()?;
-    // The device first: a missing one fails before any data is read.
+    // The device first: a missing one, or one that cannot run the precision asked for, fails
+    // before any data is read.
     let gpu = devices::open_gpu(&args.device.device, job)?;
+    devices::check_precision(gpu.as_ref(), config.precision)?;
 
     // The checkpoint resumed and its training state.
     let saved = resume

@@ -733,7 +733,7 @@ fn bad_data_is_refused_with_the_file_named_and_nothing_written() {
 #[test]
 fn bad_flags_are_refused_with_the_flag_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 14] = [
         (&["--data", "/no/such/folder"], "--data"),
         (&["--hidden", "abc"], "--hidden"),
         (&["--hidden", "0"], "--hidden"),
@@ -746,6 +746,11 @@ fn bad_flags_are_refused_with_the_flag_named() {
         (&["--momentum", "1.5"], "--momentum"),
         (&["--device", "tpu"], "--device"),
         (&["--save", "/no/such/folder/m.st"], "--save"),
+        (&["--precision", "half"], "--precision"),
+        (
+            &["--precision", "mixed", "--device", "cpu"],
+            "--precision mixed",
+        ),
     ];
     for (args, flag) in cases {
         let out = gpumlp(

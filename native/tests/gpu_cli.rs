@@ -18,7 +18,11 @@ fn main() -> ExitCode {
         .is_some_and(|d| d.iter().any(|a| a["kind"] == "software-gpu"));
     let missing = (!has_software)
         .then_some("no software GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe");
-    let tests: [(&str, fn()); 4] = [
+    let tests: [(&str, fn()); 5] = [
+        (
+            "mixed_precision_is_one_line_where_the_adapter_lacks_cooperative_matrices",
+            mixed_precision_is_one_line_where_the_adapter_lacks_cooperative_matrices,
+        ),
         (
             "a_device_lost_mid_epoch_ends_with_one_line_and_the_checkpoint_resumes",
             a_device_lost_mid_epoch_ends_with_one_line_and_the_checkpoint_resumes,
@@ -119,6 +123,63 @@ fn the_tuning_cache_is_written_once_reused_and_replaced_when_corrupt() {
         "{err}"
     );
     assert!(tuning_file(tmp.path()).1.contains("64x784x24 NT"));
+}
+
+/// `--precision mixed` on bookworm's lavapipe (no cooperative matrices): one line naming the
+/// adapter and what it lacks, before any data is read; `devices` says it has no mixed precision.
+fn mixed_precision_is_one_line_where_the_adapter_lacks_cooperative_matrices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let devices = gpumlp(&["devices", "--json"], tmp.path());
+    assert_ok(&devices);
+    let software = json(&devices)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "software-gpu")
+        .cloned()
+        .unwrap();
+    if software["cooperative_matrices"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+    {
+        assert!(stdout(&devices).contains("no mixed precision"));
+        let out = gpumlp(
+            &[
+                "train",
+                "--device",
+                "software",
+                "--precision",
+                "mixed",
+                "--data",
+                "mnist-sample",
+            ],
+            tmp.path(),
+        );
+        let name = software["name"].as_str().unwrap();
+        assert_refused(&out, &[name, "--precision mixed", "cooperative matrices"]);
+    } else {
+        // An adapter with them (sid's lavapipe run directly): a short mixed run trains.
+        let out = gpumlp(
+            &[
+                "train",
+                "--device",
+                "software",
+                "--precision",
+                "mixed",
+                "--data",
+                "mnist-sample",
+                "--hidden",
+                "16",
+                "--epochs",
+                "1",
+                "--json",
+            ],
+            tmp.path(),
+        );
+        assert_ok(&out);
+        assert_eq!(json(&out)["config"]["precision"], "mixed");
+    }
 }
 
 fn bench_tune_lists_every_candidate_per_shape() {
