@@ -134,7 +134,11 @@ fn check_magic(name: &str, bytes: &[u8], magic: u32, kind: &str) -> Result<()> {
 fn check_header(name: &str, header: &[u8], ndim: usize, kind: &str) -> Result<(Vec<u32>, usize)> {
     let word = |i: usize| u32::from_be_bytes(header[4 * i..4 * i + 4].try_into().unwrap());
     let dims: Vec<u32> = (1..=ndim).map(word).collect();
-    let per_image: u64 = dims[1..].iter().map(|&d| d as u64).product();
+    // Checked: three u32 dimensions of a colour image can overflow even u64 (found by fuzzing).
+    let per_image = dims[1..]
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .unwrap_or(u64::MAX);
     if ndim > 1 && !(1..=MAX_FEATURES as u64).contains(&per_image) {
         let shape: Vec<String> = dims[1..].iter().map(u32::to_string).collect();
         return Err(Error::data(

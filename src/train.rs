@@ -248,6 +248,12 @@ impl Trainer {
         )
     }
 
+    /// Every rank's `value`, in rank order (a collective call: every rank makes it at the same
+    /// point of the run; alone, the value itself).
+    pub fn gather(&self, value: u64) -> Result<Vec<u64>> {
+        self.group.gather_u64(value)
+    }
+
     /// The network trained.
     pub fn architecture(&self) -> Result<Architecture> {
         self.config.architecture(&self.spec)
@@ -410,22 +416,29 @@ impl Trainer {
 
     /// The model and everything needed to resume, as a checkpoint: at an epoch's end, or in
     /// the middle of one (between `advance` calls), where it also holds how far the epoch got
-    /// and what its batches gave so far, so a resumed run continues at that step exactly. (One
-    /// rank of several holds the model only mid-epoch: ranks resume at epoch boundaries.)
+    /// and what its batches gave so far (summed over the ranks of a group, every one of which
+    /// must call this at the same step), so a resumed run continues at that step exactly, on
+    /// any number of ranks.
     pub async fn checkpoint(&mut self) -> Result<Checkpoint> {
         let params = self.backend.read(Tensor::Params).await?;
         let architecture = self.architecture()?;
         let done = self.current.as_ref().map_or(0, |c| c.done);
-        let training = if done > 0 && self.group.ranks() > 1 {
-            None
-        } else {
+        let training = {
+            // Inside an epoch, what its batches gave so far, summed over the ranks (a collective
+            // call: in a group every rank makes it at the same step).
             let within_epoch = if done > 0 {
                 self.partial += self.backend.take_stats(Split::Train).await?;
+                let mut sums = [
+                    self.partial.loss_sum,
+                    self.partial.correct as f64,
+                    self.partial.count as f64,
+                ];
+                self.group.sum_f64(&mut sums)?;
                 Some(WithinEpoch {
                     steps: done,
-                    loss_sum: self.partial.loss_sum,
-                    correct: self.partial.correct,
-                    count: self.partial.count,
+                    loss_sum: sums[0],
+                    correct: sums[1] as u64,
+                    count: sums[2] as u64,
                 })
             } else {
                 None

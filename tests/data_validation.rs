@@ -176,3 +176,22 @@ fn image_and_label_counts_must_agree() {
         "{e}"
     );
 }
+
+/// What fuzzing found in the IDX parser, kept: each input is refused with an error, no panic.
+#[test]
+fn the_idx_inputs_fuzzing_found_are_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/idx");
+    let mut found = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().contains("regression-") {
+            continue;
+        }
+        found += 1;
+        let bytes = std::fs::read(&path).unwrap();
+        // A colour image header whose three dimensions multiply past 64 bits.
+        assert!(idx::parse_images("f", &bytes).is_err(), "{path:?}");
+        assert!(idx::parse_labels("f", &bytes).is_err(), "{path:?}");
+    }
+    assert!(found >= 1, "the regression inputs are missing");
+}

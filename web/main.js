@@ -3,7 +3,8 @@
 //
 // Scripted use (tests, other tools) relies on: URL parameters hidden, batch, lr, epochs,
 // optimizer, activation, backend=webgpu|cpu, autostart=1; element ids backend, start, status, epoch,
-// test-accuracy, draw, prediction; and window.gpumlp = { demo, predictDrawing }.
+// test-accuracy, draw, prediction, continue-cpu (shown when a GPU run fails after an epoch); and
+// window.gpumlp = { demo, predictDrawing }.
 
 import init, { Demo } from './pkg/gpumlp_web.js';
 
@@ -226,6 +227,13 @@ async function main() {
     $('epoch').textContent = '0/0'; $('step').textContent = '0/0'; $('test-accuracy').textContent = '0';
   };
   $('clear').onclick = clearDrawing;
+  $('continue-cpu').onclick = () => {
+    try {
+      $('backend').textContent = demo.continue_on_cpu();
+      $('continue-cpu').hidden = true;
+      train().catch(fail);
+    } catch (e) { fail(e); }
+  };
   $('save').onclick = () => {
     try {
       const bytes = demo.save();
@@ -272,6 +280,11 @@ function fail(e) {
   running = false;
   setStatus(`error: ${e?.message ?? e}`);
   console.error(e);
+  // A run on the GPU that fails after a finished epoch (a lost device) can go on on the CPU.
+  const progress = demo?.progress?.() ?? [0, 0, 0, 0];
+  if ($('backend').textContent.startsWith('webgpu') && progress[2] > 0 && progress[2] < progress[3]) {
+    $('continue-cpu').hidden = false;
+  }
 }
 
 main().catch(fail);

@@ -23,6 +23,13 @@ impl Signal {
         }
     }
 
+    /// The signal of number `n`, if it is one of the two.
+    pub fn from_number(n: i32) -> Option<Signal> {
+        [Signal::Term, Signal::Int]
+            .into_iter()
+            .find(|s| s.number() == n)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Signal::Term => "SIGTERM",
@@ -83,8 +90,9 @@ impl fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Fault injection for the tests of preemption, not a user setting:
-/// `GPUMLP_TEST_SIGNAL=EPOCH:STEP:TERM|INT|KILL` sends the program that signal once training has
-/// handed STEP steps of epoch EPOCH to the device (KILL: as `kill -9`, which nothing can catch).
+/// `GPUMLP_TEST_SIGNAL=EPOCH:STEP:TERM|INT|KILL[:RANK]` sends the program that signal once
+/// training has handed STEP steps of epoch EPOCH to the device (KILL: as `kill -9`, which nothing
+/// can catch); with RANK, only that rank of a data-parallel job does.
 pub struct TestSignal {
     epoch: usize,
     step: usize,
@@ -94,11 +102,20 @@ pub struct TestSignal {
 }
 
 impl TestSignal {
-    pub fn from_env() -> anyhow::Result<Option<Self>> {
+    /// The hook for this process, `rank` of its job.
+    pub fn from_env(rank: usize) -> anyhow::Result<Option<Self>> {
         let Ok(at) = std::env::var("GPUMLP_TEST_SIGNAL") else {
             return Ok(None);
         };
-        let parts: Vec<&str> = at.split(':').collect();
+        let mut parts: Vec<&str> = at.split(':').collect();
+        if parts.len() == 4 {
+            match parts[3].parse::<usize>() {
+                Ok(r) if r == rank => {}
+                Ok(_) => return Ok(None),
+                Err(_) => anyhow::bail!("GPUMLP_TEST_SIGNAL={at}: the rank must be a number"),
+            }
+            parts.pop();
+        }
         let parsed = match parts[..] {
             [e, s, sig] => e.parse().ok().zip(s.parse().ok()).zip(match sig {
                 "TERM" => Some(Signal::Term.number()),

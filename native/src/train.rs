@@ -125,21 +125,25 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
         );
     }
 
-    // A single process stops cleanly on SIGTERM or SIGINT; ranks stop as before (an MPI job's
-    // mid-epoch checkpoint would hold the model only).
-    let stop = if job.ranks == 1 {
-        Some(Stop::install()?)
-    } else {
-        None
+    // Every process stops cleanly on SIGTERM or SIGINT; the ranks of a job agree after every
+    // slice whether any was asked to, so all stop at the same step.
+    let stop = Stop::install()?;
+    let requested = |trainer: &Trainer| -> Result<Option<Signal>> {
+        let mine = stop.requested();
+        if job.ranks == 1 {
+            return Ok(mine);
+        }
+        let all = trainer.gather(mine.map_or(0, |s| s.number() as u64))?;
+        Ok(all.into_iter().find_map(|n| Signal::from_number(n as i32)))
     };
-    let test_signal = TestSignal::from_env()?;
+    let test_signal = TestSignal::from_env(job.rank)?;
     let mut since_save = 0u64;
     let mut metrics = String::new();
     let mut points = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = None;
     while !trainer.finished() {
-        if let Some(signal) = stop.as_ref().and_then(Stop::requested) {
+        if let Some(signal) = requested(&trainer)? {
             // Between epochs: the epoch's checkpoint is already written.
             return Err(interrupted(&args, signal, &trainer).into());
         }
@@ -179,10 +183,14 @@ pub fn run(args: TrainArgs, notice: &mut dyn FnMut(&str, &str), job: &Job) -> Re
                 break;
             }
             since_save += (trainer.epoch_progress().0 - before) as u64;
-            if let Some(signal) = stop.as_ref().and_then(Stop::requested) {
+            if let Some(signal) = requested(&trainer)? {
                 bar.finish_and_clear();
                 if let Some(path) = &args.save {
-                    save_checkpoint(&mut trainer, path)?;
+                    // Every rank takes part (the epoch's statistics so far are summed); rank 0 writes.
+                    let checkpoint = block_on(trainer.checkpoint())?;
+                    if lead {
+                        write_atomic(path, &checkpoint.to_bytes()?).context("--save")?;
+                    }
                 }
                 return Err(interrupted(&args, signal, &trainer).into());
             }

@@ -894,3 +894,94 @@ fn predict_refuses_files_that_are_not_images() {
         &["blank.png", "no digit found"],
     );
 }
+
+/// A write that fails mid-run (the disk full at the second checkpoint, the folder removed):
+/// one line naming the file, exit 2, the previous checkpoint whole, no temporary file left; and
+/// the temporary file a killed run left is removed by the next run.
+#[test]
+fn failed_writes_keep_the_previous_checkpoint_and_leave_no_temporary_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let model = dir.join("m.st");
+    let train = |epochs: &str, env: &[(&str, &str)]| {
+        gpumlp_env(
+            &[
+                "train",
+                "--data",
+                "mnist-sample",
+                "--hidden",
+                "16",
+                "--epochs",
+                epochs,
+                "--save",
+                s(&model),
+            ],
+            tmp.path(),
+            env,
+        )
+    };
+    let full = train("3", &[("GPUMLP_TEST_FAIL_WRITE", "2")]);
+    assert_eq!(full.status.code(), Some(2), "{}", stderr(&full));
+    let last = stderr(&full)
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        last.contains("m.st: cannot write") && last.contains("No space left on device"),
+        "{last}"
+    );
+    assert_eq!(listing(&dir), ["m.st"], "a temporary file was left");
+    let kept = gpumlp::Checkpoint::from_bytes("m", &std::fs::read(&model).unwrap()).unwrap();
+    assert_eq!(
+        kept.training.unwrap().epoch,
+        1,
+        "the first epoch's checkpoint is whole"
+    );
+
+    // A run killed while writing left `.m.st.tmp-PID` (PID long gone): the next run removes it.
+    let stale = dir.join(".m.st.tmp-4194999");
+    std::fs::write(&stale, b"half a checkpoint").unwrap();
+    let again = train("1", &[]);
+    assert_ok(&again);
+    assert!(
+        stderr(&again).contains("note: removed"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(listing(&dir), ["m.st"]);
+
+    // The folder removed during the run: the next checkpoint fails with one line naming it.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_gpumlp"))
+        .args([
+            "train",
+            "--data",
+            "mnist-sample",
+            "--hidden",
+            "16",
+            "--epochs",
+            "500",
+            "--save",
+            s(&model),
+        ])
+        .env("GPUMLP_CACHE_DIR", tmp.path())
+        .env("GPUMLP_MNIST_MIRRORS", refused_base())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = std::fs::metadata(&model).unwrap().modified().unwrap();
+    while std::fs::metadata(&model).is_ok_and(|m| m.modified().unwrap() == before) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("m.st: cannot write") && !err.contains("panicked"),
+        "{err}"
+    );
+}

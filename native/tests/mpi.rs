@@ -34,7 +34,11 @@ fn main() -> ExitCode {
         .is_some_and(|d| d.iter().any(|a| a["kind"] == "software-gpu"));
     let no_software = missing.or((!has_software)
         .then_some("no software GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe"));
-    let tests: [(&str, fn()); 5] = [
+    let tests: [(&str, fn()); 6] = [
+        (
+            "sigterm_on_one_rank_stops_every_rank_at_one_step_and_resumes_to_the_same_result",
+            sigterm_on_one_rank_stops_every_rank_at_one_step_and_resumes_to_the_same_result,
+        ),
         (
             "two_ranks_train_what_one_process_trains_and_repeat_it_exactly",
             two_ranks_train_what_one_process_trains_and_repeat_it_exactly,
@@ -185,6 +189,79 @@ fn two_ranks_train_what_one_process_trains_and_repeat_it_exactly() {
     // What one process trains with the same global batch, to float rounding.
     let (one, two) = (json(&alone), &pairs[0].0);
     same_results(&one, two, 1e-4, 2.0 / 500.0);
+}
+
+/// SIGTERM to rank 1 alone in the middle of epoch 1: every rank stops at the same step, rank 0
+/// writes a checkpoint at that step (the epoch's statistics summed over the ranks), the job ends
+/// with 143, and resuming it on two ranks gives the uninterrupted run's metrics and checkpoint.
+fn sigterm_on_one_rank_stops_every_rank_at_one_step_and_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = sample_dir(&tmp.path().join("data"), 2000, 500, false);
+    let out = |name: &str| tmp.path().join(name);
+    // Batches of 16: 125 steps per epoch, so the stop falls inside the epoch.
+    let flags = |save: &Path, metrics: &Path| -> Vec<String> {
+        let mut args: Vec<String> = small_run(&data, "cpu", save)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        let batch = args.iter().position(|a| a == "--batch").unwrap();
+        args[batch + 1] = "16".into();
+        args.extend(["--metrics".into(), s(metrics).to_string()]);
+        args
+    };
+    let whole_metrics = out("whole.jsonl");
+    let whole_args = flags(&out("whole.st"), &whole_metrics);
+    let whole_args: Vec<&str> = whole_args.iter().map(String::as_str).collect();
+    assert_ok(&run(&mut mpirun(&[(2, &whole_args)], tmp.path())));
+
+    let (save, metrics) = (out("cut.st"), out("cut.jsonl"));
+    let args = flags(&save, &metrics);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stopped = run(mpirun(&[(2, &args)], tmp.path()).env("GPUMLP_TEST_SIGNAL", "1:10:TERM:1"));
+    let err = stderr(&stopped);
+    assert!(!stopped.status.success(), "{err}");
+    // Rank 0 was not signalled: it stops because rank 1 was, at the same step.
+    assert!(
+        err.contains("stopped by SIGTERM at step 32 of 125 of epoch 1"),
+        "{err}"
+    );
+    let ckpt = gpumlp::Checkpoint::from_bytes("cut", &std::fs::read(&save).unwrap()).unwrap();
+    let state = ckpt.training.expect("a checkpoint to resume from");
+    let within = state.within_epoch.expect("saved inside epoch 1");
+    assert_eq!(
+        (state.epoch, within.steps % 32),
+        (0, 0),
+        "at the end of a slice"
+    );
+    assert_eq!(
+        within.count as usize,
+        within.steps * 16,
+        "both ranks' samples counted"
+    );
+
+    let resumed = run(&mut mpirun(
+        &[(
+            2,
+            &[
+                "train",
+                "--resume",
+                s(&save),
+                "--save",
+                s(&save),
+                "--metrics",
+                s(&metrics),
+                "--json",
+            ][..],
+        )],
+        tmp.path(),
+    ));
+    assert_ok(&resumed);
+    let last = |p: &Path| metrics_without_times(p).pop().unwrap();
+    assert_eq!(last(&metrics), last(&whole_metrics));
+    assert!(
+        std::fs::read(&save).unwrap() == std::fs::read(out("whole.st")).unwrap(),
+        "the resumed checkpoint differs from the uninterrupted run's"
+    );
 }
 
 fn two_ranks_on_a_software_gpu_agree_with_two_on_the_cpu() {

@@ -15,7 +15,7 @@
 //! running is refused with an error rather than interleaved.
 
 use gpumlp::backend::gpu::{self, GpuBackend, GpuContext};
-use gpumlp::backend::{argmax, Backend, Tensor};
+use gpumlp::backend::{argmax, Backend};
 use gpumlp::dataset::{split_sample, Dataset, Splits};
 use gpumlp::inference::probabilities;
 use gpumlp::preprocess::{digit_from_luma, luma_over_white};
@@ -38,8 +38,11 @@ struct Inner {
     adapter: Option<wgpu::Adapter>,
     backend_label: String,
     trainer: Option<Trainer>,
-    /// The model predictions use: the last finished epoch's parameters, or a loaded file.
+    /// The model predictions use: the last finished epoch's checkpoint (with what resuming
+    /// needs), or a loaded file.
     model: Option<Checkpoint>,
+    /// The GPU the run trains on, kept for the tests' device loss.
+    gpu: Option<GpuContext>,
 }
 
 fn err(e: impl std::fmt::Display) -> JsError {
@@ -112,6 +115,7 @@ impl Demo {
                 backend_label,
                 trainer: None,
                 model: None,
+                gpu: None,
             })),
         })
     }
@@ -237,6 +241,7 @@ impl Demo {
                 if inner.backend_label.to_lowercase().contains("swiftshader") {
                     ctx.tuning.lock().map_err(err)?.software = true;
                 }
+                inner.gpu = Some(ctx.clone());
                 Box::new(GpuBackend::new(ctx, &arch).map_err(err)?)
             }
             None => Box::new(CpuBackend::new(&arch)),
@@ -265,14 +270,10 @@ impl Demo {
         }
         let epoch = trainer.finish_epoch().await.map_err(err)?;
         let test = trainer.evaluate().await.map_err(err)?;
-        let params = trainer.backend.read(Tensor::Params).await.map_err(err)?;
-        inner.model = Some(Checkpoint {
-            name: "trained".into(),
-            architecture: trainer.architecture().map_err(err)?,
-            data: trainer.spec.clone(),
-            params,
-            training: None,
-        });
+        // The whole state, so a run whose GPU is lost can continue from here on the CPU.
+        let mut model = trainer.checkpoint().await.map_err(err)?;
+        model.name = "trained".into();
+        inner.model = Some(model);
         Ok(vec![
             epoch.epoch as f64,
             epoch.train.loss(),
@@ -281,6 +282,38 @@ impl Demo {
             test.accuracy(),
             epoch.lr as f64,
         ])
+    }
+
+    /// Continues the run on the CPU backend from its last finished epoch: what the page offers
+    /// when the GPU fails (a lost device, a tab losing its adapter). Returns the backend text.
+    pub fn continue_on_cpu(&self) -> Result<String, JsError> {
+        let mut inner = self.inner()?;
+        let inner = &mut *inner;
+        let model = inner
+            .model
+            .clone()
+            .filter(|m| m.training.is_some())
+            .ok_or_else(|| err("no finished epoch to continue from: start again"))?;
+        let epochs = inner.trainer.as_ref().map_or(1, |t| t.config.epochs);
+        let backend = Box::new(CpuBackend::new(&model.architecture));
+        let trainer = Trainer::resume(&model, epochs, backend, &inner.data).map_err(err)?;
+        let done = trainer.epoch;
+        inner.trainer = Some(trainer);
+        inner.adapter = None;
+        inner.gpu = None;
+        inner.backend_label = format!("cpu: continuing from epoch {done} after the GPU failed");
+        Ok(inner.backend_label.clone())
+    }
+
+    /// For the tests: loses the GPU device as a driver reset would.
+    pub fn lose_device_for_test(&self) -> Result<(), JsError> {
+        let inner = self.inner()?;
+        let gpu = inner
+            .gpu
+            .as_ref()
+            .ok_or_else(|| err("the run is not on a GPU"))?;
+        gpu.device.destroy();
+        Ok(())
     }
 
     /// `[steps done, steps per epoch, epochs done, epochs]` of the run (zeros before one).

@@ -138,3 +138,26 @@ test('a CSV table picked from disk trains in the page, and the digit views say w
   assert.ok(accuracy >= 0.9, `iris test accuracy ${accuracy}`);
   await page.close();
 });
+
+test('a GPU lost after an epoch shows the error, and the run continues on the CPU from that epoch', async () => {
+  const page = await session.browser.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  await page.goto(`${session.url}?backend=webgpu&hidden=32&batch=128&epochs=3`);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  await page.locator('#start').click();
+  // After the first epoch, the device is lost (as a driver reset loses it).
+  await page.waitForFunction(() => window.gpumlp.demo.progress()[2] >= 1, null, { timeout: 120_000 });
+  await page.evaluate(() => window.gpumlp.demo.lose_device_for_test());
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('error'),
+    null, { timeout: 120_000 });
+  assert.ok(await page.locator('#continue-cpu').isVisible(), 'no way to continue is offered');
+  await page.locator('#continue-cpu').click();
+  await page.waitForFunction(() => ['done', 'error'].some((s) => document.getElementById('status').textContent.startsWith(s)),
+    null, { timeout: 120_000 });
+  assert.equal(await text(page, 'status'), 'done', page.errors.join('; '));
+  assert.match(await text(page, 'backend'), /^cpu: continuing from epoch [12] after the GPU failed/);
+  assert.equal(await text(page, 'epoch'), '3/3');
+  assert.ok(Number(await text(page, 'test-accuracy')) >= 0.85);
+  await page.close();
+});
