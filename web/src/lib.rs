@@ -31,6 +31,9 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub struct Demo {
     inner: Rc<RefCell<Inner>>,
+    /// The GPU the run trains on, apart from `inner` (which a training call holds), so the
+    /// tests can lose it in the middle of a run.
+    gpu: Rc<RefCell<Option<GpuContext>>>,
 }
 
 struct Inner {
@@ -41,8 +44,6 @@ struct Inner {
     /// The model predictions use: the last finished epoch's checkpoint (with what resuming
     /// needs), or a loaded file.
     model: Option<Checkpoint>,
-    /// The GPU the run trains on, kept for the tests' device loss.
-    gpu: Option<GpuContext>,
 }
 
 fn err(e: impl std::fmt::Display) -> JsError {
@@ -115,8 +116,8 @@ impl Demo {
                 backend_label,
                 trainer: None,
                 model: None,
-                gpu: None,
             })),
+            gpu: Rc::new(RefCell::new(None)),
         })
     }
 
@@ -241,7 +242,7 @@ impl Demo {
                 if inner.backend_label.to_lowercase().contains("swiftshader") {
                     ctx.tuning.lock().map_err(err)?.software = true;
                 }
-                inner.gpu = Some(ctx.clone());
+                *self.gpu.borrow_mut() = Some(ctx.clone());
                 Box::new(GpuBackend::new(ctx, &arch).map_err(err)?)
             }
             None => Box::new(CpuBackend::new(&arch)),
@@ -300,18 +301,15 @@ impl Demo {
         let done = trainer.epoch;
         inner.trainer = Some(trainer);
         inner.adapter = None;
-        inner.gpu = None;
+        *self.gpu.borrow_mut() = None;
         inner.backend_label = format!("cpu: continuing from epoch {done} after the GPU failed");
         Ok(inner.backend_label.clone())
     }
 
     /// For the tests: loses the GPU device as a driver reset would.
     pub fn lose_device_for_test(&self) -> Result<(), JsError> {
-        let inner = self.inner()?;
-        let gpu = inner
-            .gpu
-            .as_ref()
-            .ok_or_else(|| err("the run is not on a GPU"))?;
+        let gpu = self.gpu.borrow();
+        let gpu = gpu.as_ref().ok_or_else(|| err("the run is not on a GPU"))?;
         gpu.device.destroy();
         Ok(())
     }
