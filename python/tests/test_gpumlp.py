@@ -73,7 +73,7 @@ def test_a_model_saved_here_is_evaluated_by_the_program_and_loads_back(sample, t
 
 def test_bad_arrays_and_settings_are_value_errors_with_the_programs_words():
     x = np.zeros((10, 4), dtype=np.float32)
-    y = np.zeros(10, dtype=np.int64)
+    y = np.arange(10, dtype=np.int64) % 2
     with pytest.raises(ValueError, match="10 samples but 9 labels"):
         gpumlp.MLP(hidden=[4], device="cpu").fit(x, y[:9], epochs=1, verbose=False)
     bad = x.copy()
@@ -121,3 +121,37 @@ def test_the_gpu_path_on_a_software_adapter(sample):
     assert abs(gpu["val_accuracy"][-1] - cpu["val_accuracy"][-1]) <= 0.01
     with pytest.raises(gpumlp.GpuError, match="cooperative matrices"):
         gpumlp.MLP(hidden=[32], device="software", precision="mixed").fit(x[:100], y[:100], epochs=1, verbose=False)
+
+
+def test_a_model_saved_by_the_program_predicts_here_as_the_program_does(sample, tmp_path):
+    (_, _), (tx, ty) = sample
+    path = tmp_path / "p.safetensors"
+    subprocess.run([BIN, "train", "--data", "mnist-sample", "--hidden", "32", "--epochs", "1",
+                    "--device", "cpu", "--save", str(path)], check=True, capture_output=True)
+    rows = tmp_path / "rows.npy"
+    np.save(rows, tx[:20])
+    out = subprocess.run([BIN, "predict", "--model", str(path), "--json", str(rows)],
+                         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    program = [r["class"] for r in json.loads(out)]
+    assert gpumlp.MLP.load(path).predict(tx[:20]).tolist() == program
+
+
+def test_ctrl_c_stops_fit_at_a_step_with_the_model_kept(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import gpumlp, sys\n"
+        "(x, y), (tx, ty) = gpumlp.load_data('mnist-sample')\n"
+        "model = gpumlp.MLP(hidden=[256], device='cpu')\n"
+        "print('ready', flush=True)\n"
+        "try:\n"
+        "    model.fit(x, y, epochs=500, verbose=False)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', model.evaluate(tx, ty)['accuracy'] > 0.5, flush=True)\n"
+    )
+    import signal, sys, time
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    time.sleep(3)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert out.strip() == "interrupted True", out
