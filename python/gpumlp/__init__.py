@@ -11,11 +11,20 @@ has (Vulkan, Metal, DX12 through wgpu and WGSL compute shaders) or on every CPU 
 The same settings, defaults, errors and checkpoints as the `gpumlp` program: a model saved here
 loads in `gpumlp eval` and in the browser page, and the other way round.
 """
+import os
 import sys
+import tempfile
 
 import numpy as np
 
-from ._gpumlp import GpuError, Model as _Model, devices, load_data
+# Mesa's Vulkan drivers complain on every adapter lookup where a machine has no desktop session
+# (no XDG_RUNTIME_DIR): give them a private folder first, as the program does.
+if sys.platform.startswith("linux") and "XDG_RUNTIME_DIR" not in os.environ:
+    _runtime = os.path.join(tempfile.gettempdir(), f"gpumlp-runtime-{os.getuid()}")
+    os.makedirs(_runtime, mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = _runtime
+
+from ._gpumlp import GpuError, Model as _Model, devices, load_data  # noqa: E402
 
 __all__ = ["MLP", "GpuError", "devices", "load_data"]
 
