@@ -87,7 +87,8 @@ pub fn read_features(
     label: Option<&str>,
 ) -> Result<Vec<f32>> {
     let rows = records(name, bytes)?;
-    let (header, body) = split_header(name, &rows, label)?;
+    // The label column is found by name where there is a header, else it is the last.
+    let (header, body) = split_header(name, &rows, None)?;
     let width = rows.first().map_or(0, |r| r.cells.len());
     let skip = if width == features + 1 {
         Some(match (label, &header) {

@@ -18,6 +18,12 @@ use std::io::Read;
 
 /// Largest array accepted, in bytes (as for an IDX file).
 const MAX_ARRAY_BYTES: u64 = 1 << 32;
+/// Most values in one array: what is read is widened (to i64 for integers, then f32 for
+/// features), so the count, not the stored bytes, bounds the memory a small file can claim
+/// (a deflated `.npz` of int8 zeros is tiny). 2^28 values: 1 GiB as f32.
+const MAX_ELEMENTS: u64 = 1 << 28;
+/// The arrays `splits` looks for; an archive's other members are not read.
+const NAMES: [&str; 6] = ["x_train", "y_train", "x_test", "y_test", "x", "y"];
 
 /// One array's values, by kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,12 +82,16 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
             ));
         }
     }
-    // The shape's dimensions and their product must fit 64 bits (the header parser's
-    // arithmetic assumes they do; found by fuzzing).
+    // The shape's dimensions and every product of them must fit 64 bits (the header parser's
+    // arithmetic assumes they do; found by fuzzing): zeros are left out of the product, so a
+    // leading 0 hides nothing. The key may be quoted either way.
     let text = String::from_utf8_lossy(header);
-    if let Some(tuple) = text
+    let after_key = text
         .split_once("'shape'")
-        .and_then(|(_, rest)| rest.split_once('('))
+        .or_else(|| text.split_once("\"shape\""))
+        .map(|(_, rest)| rest);
+    if let Some(tuple) = after_key
+        .and_then(|rest| rest.split_once('('))
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(tuple, _)| tuple)
     {
@@ -91,8 +101,11 @@ fn check_header(bytes: &[u8]) -> std::result::Result<(), String> {
                 format!("its shape ({tuple}) is not a tuple of dimensions that fit 64 bits")
             })?;
             count = count
-                .checked_mul(d)
-                .ok_or_else(|| format!("its shape ({tuple}) holds more than 2^64 values"))?;
+                .checked_mul(d.max(1))
+                .filter(|&c| c <= MAX_ELEMENTS)
+                .ok_or_else(|| {
+                    format!("its shape ({tuple}) holds more than the {MAX_ELEMENTS} values gpumlp reads")
+                })?;
         }
     }
     Ok(())
@@ -127,7 +140,7 @@ pub fn read_npy(name: &str, key: &str, bytes: &[u8]) -> Result<Array> {
         })
         .ok_or_else(|| {
             bad(format!(
-                "array {key} of shape {shape:?} is larger than the 4 GiB gpumlp reads"
+                "array {key} of shape {shape:?} is larger than the {MAX_ELEMENTS} values or 4 GiB gpumlp reads"
             ))
         })?;
     let (kind, size) = (dtype.type_char(), dtype.size_field());
@@ -205,7 +218,10 @@ pub fn read_npz(name: &str, bytes: &[u8]) -> Result<Vec<Array>> {
             .name()
             .map_err(|e| bad(format!("member {i} has an unreadable name ({e})")))?
             .to_string();
-        let Some(key) = member_name.strip_suffix(".npy") else {
+        let Some(key) = member_name
+            .strip_suffix(".npy")
+            .filter(|k| NAMES.contains(k))
+        else {
             continue;
         };
         let key = key.to_string();

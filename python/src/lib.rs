@@ -159,7 +159,7 @@ impl Model {
             // The trainer evaluates a test set: without one, the training set (not reported).
             None => train.clone(),
         };
-        let data = Splits::new("arrays", train, test, image, names).map_err(py_err)?;
+        let mut data = Splits::new("arrays", train, test, image, names).map_err(py_err)?;
         let kind: OptimizerKind = optimizer.parse().map_err(py_err)?;
         let mut opt = OptimizerConfig::new(kind);
         if let Some(lr) = lr {
@@ -169,6 +169,13 @@ impl Model {
         let device = parse_device(&self.device)?;
         let previous = self.state.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))?.clone();
         let resumed = previous.filter(|c| c.training.is_some());
+        // A run resumed from a checkpoint of standardised features reads its data that way.
+        if let Some(s) = resumed
+            .as_ref()
+            .and_then(|c| c.data.standardization.as_ref())
+        {
+            data.standardize(Some(s)).map_err(py_err)?;
+        }
         let history = Mutex::new(Vec::<[f64; 4]>::new());
         let precision = self.precision;
         let config = TrainConfig {

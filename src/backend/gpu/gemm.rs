@@ -668,16 +668,19 @@ impl GemmCall {
         if self.layout.epilogue == Epilogue::RowSums || variant.matrix > 0 {
             variant = variant.split(1);
         }
-        let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
-        let (x, y) = workgroups(ctx, shape, variant)?;
-        let reduce = if variant.split > 1 {
-            if self
+        // A split whose workspace would pass the binding limit runs whole instead.
+        if variant.split > 1
+            && self
                 .workspace
                 .as_ref()
                 .is_none_or(|w| w.parts < variant.split)
-            {
-                self.make_workspace(ctx, kernels, variant.split)?;
-            }
+            && self.make_workspace(ctx, kernels, variant.split).is_err()
+        {
+            variant = variant.split(1);
+        }
+        let pipeline = kernels.pipeline(ctx, step, self.layout, variant)?;
+        let (x, y) = workgroups(ctx, shape, variant)?;
+        let reduce = if variant.split > 1 {
             let elements = self.params.m as u64 * self.params.n as u64;
             let groups = elements.div_ceil(256);
             let max = ctx.limits.max_compute_workgroups_per_dimension as u64;

@@ -101,10 +101,10 @@ impl GemmKernels {
             .map(|(v, _)| *v);
         if let Some(best) = best.filter(|_| !no_split) {
             for variant in shape.split_candidates(best, max) {
-                out.push((
-                    variant,
-                    bench.seconds_per_product(ctx, self, step, variant)?,
-                ));
+                // A split whose workspace passes the binding limit is no candidate.
+                if let Ok(seconds) = bench.seconds_per_product(ctx, self, step, variant) {
+                    out.push((variant, seconds));
+                }
             }
         }
         Ok(out)
