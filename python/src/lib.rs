@@ -232,7 +232,7 @@ impl Model {
                 ];
                 history.lock().expect("history").push(row);
                 if let Some(cb) = &callback {
-                    Python::attach(|py| -> PyResult<()> {
+                    let called = Python::attach(|py| -> PyResult<()> {
                         let logs = PyDict::new(py);
                         logs.set_item("loss", row[0])?;
                         logs.set_item("accuracy", row[1])?;
@@ -242,7 +242,15 @@ impl Model {
                         }
                         cb.call1(py, (epoch.epoch, logs))?;
                         Ok(())
-                    })?;
+                    });
+                    // An exception in the callback (Ctrl-C arrives there too, in Python code)
+                    // keeps the epochs trained so far.
+                    if let Err(e) = called {
+                        let kept = pollster::block_on(trainer.checkpoint()).map_err(py_err)?;
+                        *self.state.lock().map_err(|_| PyRuntimeError::new_err("poisoned"))? =
+                            Some(kept);
+                        return Err(e);
+                    }
                 }
             }
             pollster::block_on(trainer.checkpoint()).map_err(py_err)
