@@ -260,7 +260,8 @@ fn parse_float(s: &str) -> Result<f32, String> {
     }
 }
 
-fn parse_device(s: &str) -> Result<Device, String> {
+/// A `--device` value (the Python package parses its `device=` the same way).
+pub fn parse_device(s: &str) -> Result<Device, String> {
     Ok(match s {
         "auto" => Device::Auto,
         "cpu" => Device::Cpu,

@@ -50,18 +50,7 @@ fn device_err(e: anyhow::Error) -> PyErr {
 }
 
 fn parse_device(s: &str) -> PyResult<Device> {
-    Ok(match s {
-        "auto" => Device::Auto,
-        "cpu" => Device::Cpu,
-        "gpu" => Device::Gpu,
-        "igpu" => Device::IntegratedGpu,
-        "software" => Device::Software,
-        n => Device::Index(n.parse().map_err(|_| {
-            PyValueError::new_err(format!(
-                "device: '{n}' is not auto, cpu, gpu, igpu, software or an adapter's index"
-            ))
-        })?),
-    })
+    gpumlp_native::cli::parse_device(s).map_err(|e| PyValueError::new_err(format!("device: {e}")))
 }
 
 /// Features of `x` (u8 or f32, `[n, ...]`): the samples, their width, and the image shape of a

@@ -132,6 +132,24 @@ impl DataFormat {
 }
 
 impl Layout {
+    /// The pipeline constants both GEMM kernels (gemm.wgsl, gemm_mixed.wgsl) take from the
+    /// layout: operand orientation, the dataset's storage, the epilogue.
+    fn constants(&self) -> Vec<(&'static str, f64)> {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let input = self.data_format.input;
+        vec![
+            ("A_T", flag(self.a_t)),
+            ("B_T", flag(self.b_t)),
+            ("A_FROM_DATA", flag(self.a_data)),
+            ("B_FROM_DATA", flag(self.b_data)),
+            ("ROW_WORDS", self.data_format.row_words as f64),
+            ("DATA_FLOATS", flag(input == Some(Input::Floats))),
+            ("INPUT_SCALE", input.map_or(1.0, Input::scale) as f64),
+            ("EPILOGUE", self.epilogue as u32 as f64),
+            ("KEEP_PRE", flag(self.keep_pre)),
+        ]
+    }
+
     /// The layout of a product of at most `m x k` by `k x n` whose `batch_dim` follows the
     /// batch: vec4 loads where the operand's offset, leading dimension and contiguous extent are
     /// multiples of 4 and that extent is not the batch (a short batch could end mid-vector).
@@ -235,36 +253,23 @@ impl GemmKernels {
             return Ok(p.clone());
         }
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut constants = layout.constants();
+        constants.extend([
+            ("BM", variant.bm as f64),
+            ("BN", variant.bn as f64),
+            ("TM", variant.tm as f64),
+            ("TN", variant.tn as f64),
+            ("A_VEC", flag(layout.a_vec)),
+            ("B_VEC", flag(layout.b_vec)),
+            ("SPLIT", variant.split as f64),
+            ("WG", variant.invocations() as f64),
+        ]);
         let pipeline = ctx.pipeline(
             "gemm.wgsl",
             "gemm",
             &self.layout,
             step,
-            &[
-                ("BM", variant.bm as f64),
-                ("BN", variant.bn as f64),
-                ("TM", variant.tm as f64),
-                ("TN", variant.tn as f64),
-                ("A_T", flag(layout.a_t)),
-                ("B_T", flag(layout.b_t)),
-                ("A_VEC", flag(layout.a_vec)),
-                ("B_VEC", flag(layout.b_vec)),
-                ("A_FROM_DATA", flag(layout.a_data)),
-                ("B_FROM_DATA", flag(layout.b_data)),
-                ("ROW_WORDS", layout.data_format.row_words as f64),
-                (
-                    "DATA_FLOATS",
-                    flag(layout.data_format.input == Some(Input::Floats)),
-                ),
-                (
-                    "INPUT_SCALE",
-                    layout.data_format.input.map_or(1.0, Input::scale) as f64,
-                ),
-                ("EPILOGUE", layout.epilogue as u32 as f64),
-                ("KEEP_PRE", flag(layout.keep_pre)),
-                ("SPLIT", variant.split as f64),
-                ("WG", variant.invocations() as f64),
-            ],
+            &constants,
             &layout.activation.wgsl(),
         );
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
@@ -286,11 +291,17 @@ impl GemmKernels {
         if let Some(p) = self.pipelines.borrow().get(&key) {
             return Ok(p.clone());
         }
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let loss_gradient = matches!(
             layout.epilogue,
             Epilogue::RowSums | Epilogue::ActivationGrad
         );
+        let mut constants = layout.constants();
+        constants.extend([
+            ("TMC", variant.tm as f64),
+            ("TNC", variant.tn as f64),
+            ("WG", ctx.subgroup_size as f64),
+            ("A_SCALE", if loss_gradient { LOSS_SCALE } else { 1.0 }),
+        ]);
         let m = variant.matrix;
         let prelude = format!("{}\n{}", mixed_prelude(m), layout.activation.wgsl());
         let pipeline = ctx.pipeline(
@@ -298,27 +309,7 @@ impl GemmKernels {
             "gemm",
             &self.layout,
             step,
-            &[
-                ("TMC", variant.tm as f64),
-                ("TNC", variant.tn as f64),
-                ("WG", ctx.subgroup_size as f64),
-                ("A_T", flag(layout.a_t)),
-                ("B_T", flag(layout.b_t)),
-                ("A_FROM_DATA", flag(layout.a_data)),
-                ("B_FROM_DATA", flag(layout.b_data)),
-                ("ROW_WORDS", layout.data_format.row_words as f64),
-                (
-                    "DATA_FLOATS",
-                    flag(layout.data_format.input == Some(Input::Floats)),
-                ),
-                (
-                    "INPUT_SCALE",
-                    layout.data_format.input.map_or(1.0, Input::scale) as f64,
-                ),
-                ("EPILOGUE", layout.epilogue as u32 as f64),
-                ("KEEP_PRE", flag(layout.keep_pre)),
-                ("A_SCALE", if loss_gradient { LOSS_SCALE } else { 1.0 }),
-            ],
+            &constants,
             &prelude,
         );
         self.pipelines.borrow_mut().insert(key, pipeline.clone());
