@@ -96,6 +96,12 @@ impl Block<'_> {
     }
 }
 
+/// How many column blocks an `m x k x n` product is cut into: from the shape alone, so that the
+/// thread count changes nothing in the results.
+pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
+    (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(16).max(1))
+}
+
 /// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, with
 /// `before(block)` run on each column block of the output just before its
 /// product (e.g. a bias copied in, then accumulated onto) and `after(block)` just after it,
@@ -137,8 +143,7 @@ pub(crate) fn matmul_blocks_by<'b>(
     let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
     a.check();
-    // From the shape alone, so that the thread count changes nothing in the results.
-    let count = (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(16).max(1));
+    let count = block_count(m, k, n);
     // Block edges on whole cache lines of the output (16 floats), so no two threads write the
     // same line.
     let edge = |i: usize| {

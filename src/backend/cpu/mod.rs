@@ -30,7 +30,7 @@ use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
-use matmul::{matmul_blocks, matmul_blocks_by, Disjoint, Mat};
+use matmul::{block_count, matmul_blocks, matmul_blocks_by, Disjoint, Mat};
 use team::Exec;
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -58,6 +58,8 @@ pub struct CpuBackend {
     dz: Vec<Vec<f32>>,
     /// Labels of the last forward batch.
     labels: Vec<u32>,
+    /// The next training batch, gathered during the last backward of a span.
+    next: Staged,
     batch: usize,
     /// What the last forward's loss gradient is divided by (see [`Backend::forward`]).
     mean_over: usize,
@@ -85,6 +87,7 @@ impl CpuBackend {
             probs: Vec::new(),
             dz: vec![Vec::new(); arch.layers()],
             labels: Vec::new(),
+            next: Staged::default(),
             batch: 0,
             mean_over: 1,
             forwarded: None,
@@ -200,6 +203,9 @@ impl Backend for CpuBackend {
         if self.forwarded == Some(split) {
             self.forwarded = None;
         }
+        if split == Split::Train {
+            self.next.rows = None;
+        }
         Ok(())
     }
 
@@ -249,7 +255,7 @@ impl Backend for CpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
-        self.backward_on(&Exec::Pool)
+        self.backward_on(&Exec::Pool, None)
     }
 
     fn update(&mut self, hyper: StepHyper) -> Result<()> {
@@ -275,11 +281,13 @@ impl Backend for CpuBackend {
                 let rows = step.rows;
                 self.forward_on(exec, Split::Train, rows, rows.len(), pending.take())?;
                 // The next batch's images are scattered over the training set: ask for them now,
-                // so they arrive while backward multiplies.
-                if let Some(next) = steps.peek() {
-                    prefetch_images(&self.train, next.rows);
+                // so they arrive while backward multiplies (or, with a small top layer, while
+                // backward gathers them beside its first products).
+                let next = steps.peek().map(|next| next.rows);
+                if let Some(rows) = next {
+                    prefetch_images(&self.train, rows);
                 }
-                self.backward_on(exec)?;
+                self.backward_on(exec, next)?;
                 pending = Some(step.hyper);
                 i += 1;
                 progress(i);
@@ -323,14 +331,21 @@ impl CpuBackend {
             Split::Train => &self.train,
             Split::Test => &self.test,
         };
-        // On one thread: split over threads it measured several times slower (each core
-        // writing lines the other last read; README, "Measured results").
-        for (row, &i) in self.acts[0].chunks_exact_mut(data.width).zip(indices) {
-            data.read_row(i as usize, row);
+        if self.next.holds(split, indices) {
+            // Gathered by the last backward.
+            std::mem::swap(&mut self.acts[0], &mut self.next.input);
+            std::mem::swap(&mut self.labels, &mut self.next.labels);
+        } else {
+            // On one thread: split over threads it measured several times slower (each core
+            // writing lines the other last read; README, "Measured results").
+            for (row, &i) in self.acts[0].chunks_exact_mut(data.width).zip(indices) {
+                data.read_row(i as usize, row);
+            }
+            self.labels.clear();
+            self.labels
+                .extend(indices.iter().map(|&i| data.labels[i as usize]));
         }
-        self.labels.clear();
-        self.labels
-            .extend(indices.iter().map(|&i| data.labels[i as usize]));
+        self.next.rows = None;
 
         let mut pending = match (pending, &mut self.optimizer) {
             (Some(h), Some((opt, state))) => Some((*opt, opt.scalars(h.lr, h.t), state)),
@@ -434,8 +449,11 @@ impl CpuBackend {
         Ok(())
     }
 
-    /// [`Backend::backward`], its parallel regions run by `exec`.
-    fn backward_on(&mut self, exec: &Exec) -> Result<()> {
+    /// [`Backend::backward`], its parallel regions run by `exec`. With `next`, rows of the
+    /// training set, it also gathers the next step's batch into `self.next` where the top
+    /// layer's products are too small to split: beside them, in the same region, so that the
+    /// threads they would leave idle gather instead.
+    fn backward_on(&mut self, exec: &Exec, next: Option<&[u32]>) -> Result<()> {
         let b = self.batch;
         if self.forwarded.is_none() {
             return Err(super::no_forward());
@@ -455,24 +473,28 @@ impl CpuBackend {
             }
         }
         let f = self.arch.activation;
+        let mut next = next;
         for l in (0..layers).rev() {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
             let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
             let (below, this) = self.dz.split_at_mut(l);
-            let dz = Mat::new(&this[0], b, out);
-            if l > 0 {
-                // dA = dZ @ W, then * f' per block.
-                let x = if f.needs_pre_activation() {
-                    &self.pre[l]
-                } else {
-                    &self.acts[l]
-                };
-                let weight = Mat::new(&self.params[w.clone()], out, inp);
+            let dz = &this[0];
+            let grads = &mut self.grads[w.start..bias.end];
+            // f' is read off the layer's input (or its pre-activation, kept for that).
+            let x = if f.needs_pre_activation() {
+                &self.pre[l]
+            } else {
+                &self.acts[l]
+            };
+            let weight = &self.params[w];
+            let a = &self.acts[l];
+            // dA = dZ @ W, then * f' per block.
+            let input_grad = |exec: &Exec, dst: &mut [f32]| {
                 matmul_blocks(
                     exec,
-                    &mut below[l - 1],
-                    dz,
-                    weight,
+                    dst,
+                    Mat::new(dz, b, out),
+                    Mat::new(weight, out, inp),
                     false,
                     |_| {},
                     |block| {
@@ -484,35 +506,102 @@ impl CpuBackend {
                                 .for_each(|(d, &x)| *d = f.backward(*d, x));
                         }
                     },
-                );
-            }
+                )
+            };
             // dW = dZ^T @ A per block of W's columns; each block also sums its share of db's
             // entries (over the rows in order).
-            let (dw, db) = self.grads[w.start..bias.end].split_at_mut(w.len());
-            let db = Disjoint::new(db);
-            let dz_rows = &this[0];
-            matmul_blocks(
-                exec,
-                dw,
-                dz.t(),
-                Mat::new(&self.acts[l], b, inp),
-                false,
-                |_| {},
-                |block| {
-                    let share =
-                        out * block.index / block.count..out * (block.index + 1) / block.count;
-                    // SAFETY: db's entries in `share` are this block's alone.
-                    let db = unsafe { db.part(share.clone()) };
-                    db.fill(0.0);
-                    for row in dz_rows.chunks_exact(out) {
-                        db.iter_mut()
-                            .zip(&row[share.clone()])
-                            .for_each(|(s, &d)| *s += d);
+            let weight_grad = |exec: &Exec, grads: &mut [f32]| {
+                let (dw, db) = grads.split_at_mut(out * inp);
+                let db = Disjoint::new(db);
+                matmul_blocks(
+                    exec,
+                    dw,
+                    Mat::new(dz, b, out).t(),
+                    Mat::new(a, b, inp),
+                    false,
+                    |_| {},
+                    |block| {
+                        let share =
+                            out * block.index / block.count..out * (block.index + 1) / block.count;
+                        // SAFETY: db's entries in `share` are this block's alone.
+                        let db = unsafe { db.part(share.clone()) };
+                        db.fill(0.0);
+                        for row in dz.chunks_exact(out) {
+                            db.iter_mut()
+                                .zip(&row[share.clone()])
+                                .for_each(|(s, &d)| *s += d);
+                        }
+                    },
+                )
+            };
+            let small = block_count(b, out, inp) == 1 && block_count(out, b, inp) == 1;
+            match next.take() {
+                Some(rows) if small => {
+                    // Four parts: dA, dW, and each half of the next batch. Each part locks
+                    // what it writes (uncontended: one part each).
+                    let staged = &mut self.next;
+                    let data = &self.train;
+                    staged.stage(data, rows);
+                    let width = data.width;
+                    let (first, second) = staged.input.split_at_mut(rows.len() / 2 * width);
+                    let halves = [first, second].map(std::sync::Mutex::new);
+                    let (da, dw) = (
+                        std::sync::Mutex::new(below.last_mut()),
+                        std::sync::Mutex::new(grads),
+                    );
+                    exec.for_each(4, &|part| match part {
+                        0 => {
+                            if let Some(dst) = &mut *da.lock().unwrap() {
+                                input_grad(&Exec::Serial, dst)
+                            }
+                        }
+                        1 => weight_grad(&Exec::Serial, &mut dw.lock().unwrap()),
+                        half => {
+                            let dst = &mut *halves[half - 2].lock().unwrap();
+                            let at = if half == 2 { 0 } else { rows.len() / 2 };
+                            for (row, &i) in dst.chunks_exact_mut(width).zip(&rows[at..]) {
+                                data.read_row(i as usize, row);
+                            }
+                        }
+                    });
+                }
+                other => {
+                    next = other;
+                    if l > 0 {
+                        input_grad(exec, &mut below[l - 1]);
                     }
-                },
-            );
+                    weight_grad(exec, grads);
+                }
+            }
         }
         Ok(())
+    }
+}
+
+/// The next step's batch, gathered ahead by [`CpuBackend::backward_on`].
+#[derive(Default)]
+struct Staged {
+    /// The training rows `input` and `labels` hold, when they are current.
+    rows: Option<Vec<u32>>,
+    /// `[rows, width]`, normalised as `Dataset::read_row` does.
+    input: Vec<f32>,
+    labels: Vec<u32>,
+}
+
+impl Staged {
+    /// Sizes the buffers for `rows` of `data`, fills the labels and records the rows (the
+    /// caller fills `input`).
+    fn stage(&mut self, data: &Dataset, rows: &[u32]) {
+        self.input.resize(rows.len() * data.width, 0.0);
+        self.labels.clear();
+        self.labels
+            .extend(rows.iter().map(|&i| data.labels[i as usize]));
+        self.rows = Some(rows.to_vec());
+    }
+
+    /// Whether it holds exactly `rows` of the training set.
+    fn holds(&self, split: Split, rows: &[u32]) -> bool {
+        split == Split::Train && self.rows.as_deref() == Some(rows)
     }
 }
 

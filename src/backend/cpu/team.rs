@@ -22,6 +22,8 @@ use std::sync::Arc;
 pub(crate) enum Exec<'a> {
     /// rayon's pool (sequential on wasm32, which has no threads).
     Pool,
+    /// The calling thread, the parts in turn (inside a part of another region).
+    Serial,
     /// A spinning team, for the length of a span.
     #[cfg(not(target_arch = "wasm32"))]
     Team(&'a Team),
@@ -37,6 +39,7 @@ impl Exec<'_> {
             return job(0);
         }
         match self {
+            Exec::Serial => (0..count).for_each(job),
             #[cfg(not(target_arch = "wasm32"))]
             Exec::Pool => (0..count).into_par_iter().for_each(job),
             #[cfg(target_arch = "wasm32")]
