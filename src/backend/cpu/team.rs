@@ -9,7 +9,6 @@
 //! trained, so nothing spins otherwise. Which thread computes a part does not change what it
 //! computes, so results are the same on either.
 
-#[cfg(not(target_arch = "wasm32"))]
 use super::super::parallel::*;
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::UnsafeCell;
@@ -35,8 +34,10 @@ pub(crate) enum Exec<'a> {
 impl Exec<'_> {
     /// Runs `job(i)` for every `i` in `0..count`, in parallel, returning when all are done.
     pub fn for_each(&self, count: usize, job: &(dyn Fn(usize) + Sync)) {
-        if count == 1 {
-            return job(0);
+        // One part, or one thread: here. (Handing parts to a pool of one thread costs a wake-up
+        // of that thread per region: 8% of a B1 step on one thread, measured with perf.)
+        if count == 1 || threads() == 1 {
+            return (0..count).for_each(job);
         }
         match self {
             Exec::Serial => (0..count).for_each(job),
