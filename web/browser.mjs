@@ -5,9 +5,11 @@ import { serve } from './server.mjs';
 
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-/// Starts the server and the browser; returns { url, browser, close }.
+/// Starts the server (and a second one without the cross-origin isolation headers, as a plain
+/// static host serves) and the browser; returns { url, plainUrl, browser, close }.
 export async function start() {
   const server = await serve(0);
+  const plain = await serve(0, { isolate: false });
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -15,7 +17,12 @@ export async function start() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
-  return { url: server.url, browser, close: async () => { await browser.close(); server.close(); } };
+  return {
+    url: server.url,
+    plainUrl: plain.url,
+    browser,
+    close: async () => { await browser.close(); server.close(); plain.close(); },
+  };
 }
 
 /// Opens the demo with `query`, waits for its status to leave `training`, returns the page.

@@ -1,23 +1,37 @@
-// The demo page: settings, the training loop (a slice of steps, then back to the browser),
-// charts, the grid of test digits, the drawing canvas, and saving and loading models.
+// The demo page: settings, charts, the grid of test digits, the drawing canvas, and saving and
+// loading models. Training runs in a Web Worker (worker.js), which holds the wasm module and the
+// Demo; this page only draws, and talks to the worker by messages.
 //
 // Scripted use (tests, other tools) relies on: URL parameters hidden, batch, lr, epochs,
-// optimizer, activation, backend=webgpu|cpu, autostart=1; element ids backend, start, status, epoch,
-// test-accuracy, draw, prediction, continue-cpu (shown when a GPU run fails after an epoch); and
-// window.gpumlp = { demo, predictDrawing }.
-
-import init, { Demo } from './pkg/gpumlp_web.js';
+// optimizer, activation, backend=webgpu|cpu, threads=N (1: the single-threaded build),
+// autostart=1; element ids backend, start, status, epoch, test-accuracy, draw, prediction,
+// continue-cpu (shown when a GPU run fails after an epoch); and window.gpumlp = { demo,
+// predictDrawing }, where demo has the Demo's methods (web/src/lib.rs), each returning a Promise
+// of what the method returns, run in the worker in order.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const GRID = 48;
-/// Wall time one training slice should take before yielding to the page.
-const SLICE_MS = 30;
 
-let demo;
+const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+const pending = new Map();
+let nextId = 0;
+/// Calls `method` in the worker; resolves to its result, rejects with its error.
+function call(method, ...args) {
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, method, args });
+  });
+}
+/// The Demo's methods, each a call into the worker.
+const demo = new Proxy({}, {
+  // Not a thenable: `await demo` is the proxy itself.
+  get: (_, method) => (typeof method !== 'string' || method === 'then' ? undefined : (...args) => call(method, ...args)),
+});
+
 let running = false;
 let history = [];
-let stepsPerSlice = 4;
 
 function setStatus(s) { $('status').textContent = s; }
 
@@ -64,10 +78,10 @@ function drawCharts() {
   drawChart($('accuracy-chart'), accs, Math.min(...accs, 1) - 0.01, 1, '#d62');
 }
 
-function buildGrid() {
+async function buildGrid() {
   const grid = $('grid');
   grid.innerHTML = '';
-  const digits = demo.digit_data();
+  const digits = await demo.digit_data();
   // The grid and the drawing canvas show 28x28 grey images; other data says why they are off.
   $('draw-note').textContent = digits ? '' : 'drawing is for 28x28 grey digit data; this data is not';
   $('draw').style.opacity = digits ? 1 : 0.3;
@@ -75,11 +89,12 @@ function buildGrid() {
     grid.textContent = 'the grid shows 28x28 grey test images; this data is not images';
     return;
   }
+  const images = await Promise.all([...Array(GRID).keys()].map((i) => demo.test_image(i)));
   for (let i = 0; i < GRID; i++) {
     const cell = document.createElement('div');
     const c = document.createElement('canvas');
     c.width = 28; c.height = 28;
-    const pixels = demo.test_image(i);
+    const pixels = images[i];
     const img = c.getContext('2d').createImageData(28, 28);
     pixels.forEach((v, p) => { img.data.set([255 - v, 255 - v, 255 - v, 255], 4 * p); });
     c.getContext('2d').putImageData(img, 0, 0);
@@ -90,10 +105,9 @@ function buildGrid() {
   }
 }
 
-function refreshGrid() {
-  if (!demo.digit_data()) return;
-  const predicted = demo.predict_test(GRID);
-  const truth = demo.test_labels(GRID);
+async function refreshGrid() {
+  if (!await demo.digit_data()) return;
+  const [predicted, truth] = await Promise.all([demo.predict_test(GRID), demo.test_labels(GRID)]);
   [...$('grid').children].forEach((cell, i) => {
     if (predicted.length === 0) return;
     cell.lastChild.textContent = `${predicted[i]}`;
@@ -112,9 +126,10 @@ function settings() {
   };
 }
 
+/// Starts (or resumes) training in the worker; what it reports arrives in `onEvent`.
 async function train() {
   if (running) return;
-  const progress = demo.progress();
+  const progress = await demo.progress();
   if (progress[3] === 0 || progress[2] >= progress[3]) {
     const s = settings();
     await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs, s.activation);
@@ -123,38 +138,40 @@ async function train() {
   }
   running = true;
   setStatus('training');
-  let epochStart = performance.now();
-  while (running) {
-    const t0 = performance.now();
-    const result = await demo.train(stepsPerSlice);
-    const took = performance.now() - t0;
-    // Keep each slice near SLICE_MS so the page stays responsive however fast the device is.
-    stepsPerSlice = Math.max(1, Math.min(512, Math.round(stepsPerSlice * (took > 0 ? SLICE_MS / took : 2))));
-    const [done, total, epoch, epochs] = demo.progress();
-    $('step').textContent = `${done}/${total}`;
-    $('epoch').textContent = `${epoch}/${epochs}`;
-    if (result.length > 0) {
-      const seconds = (performance.now() - epochStart) / 1000;
-      const [n, trainLoss, trainAccuracy, testLoss, testAccuracy] = result;
-      history.push({ epoch: n, trainLoss, trainAccuracy, testLoss, testAccuracy, seconds });
-      $('test-accuracy').textContent = testAccuracy.toFixed(4);
-      $('train-loss').textContent = trainLoss.toFixed(4);
-      $('epoch-time').textContent = `${seconds.toFixed(2)} s`;
-      $('samples-per-second').textContent = Math.round(demo.train_count() / seconds);
-      drawCharts();
-      refreshGrid();
-      predictDrawing();
-      if (epoch >= epochs) {
-        running = false;
-        setStatus('done');
-        return;
-      }
-      epochStart = performance.now();
-    }
-    await new Promise((resolve) => setTimeout(resolve, 0)); // let the page breathe
-  }
-  setStatus('idle');
+  await call('start');
 }
+
+/// What the worker's training loop reports: a slice done (with an epoch's figures when it ended
+/// one), or the loop's end.
+function onEvent({ event, progress, epoch, message }) {
+  if (progress) {
+    const [done, total, epochDone, epochs] = progress;
+    $('step').textContent = `${done}/${total}`;
+    $('epoch').textContent = `${epochDone}/${epochs}`;
+  }
+  if (epoch) {
+    history.push(epoch);
+    $('test-accuracy').textContent = epoch.testAccuracy.toFixed(4);
+    $('train-loss').textContent = epoch.trainLoss.toFixed(4);
+    $('epoch-time').textContent = `${epoch.seconds.toFixed(2)} s`;
+    $('samples-per-second').textContent = Math.round(epoch.samplesPerSecond);
+    drawCharts();
+    refreshGrid().catch(fail);
+    predictDrawing();
+  }
+  if (event === 'done') { running = false; setStatus('done'); }
+  if (event === 'paused') { running = false; setStatus('idle'); }
+  if (event === 'error') fail(new Error(message), progress);
+}
+
+worker.onmessage = ({ data }) => {
+  if (data.event) return onEvent(data);
+  const { id, result, error } = data;
+  const waiting = pending.get(id);
+  pending.delete(id);
+  if (error !== undefined) waiting?.reject(new Error(error)); else waiting?.resolve(result);
+};
+worker.onerror = (e) => fail(new Error(`the training worker failed: ${e.message ?? e}`));
 
 // Drawing: black strokes on white, read back on every stroke.
 const draw = $('draw');
@@ -180,11 +197,12 @@ const endStroke = () => { if (drawing) { drawing = false; predictDrawing(); } };
 draw.addEventListener('pointerup', endStroke);
 draw.addEventListener('pointerleave', endStroke);
 
-function predictDrawing() {
+/// Asks the worker for the drawing's class probabilities and shows them; resolves when shown.
+async function predictDrawing() {
   const image = pen.getImageData(0, 0, draw.width, draw.height);
   let probs;
   try {
-    probs = demo.predict_drawing(new Uint8Array(image.data.buffer), draw.width, draw.height);
+    probs = await demo.predict_drawing(new Uint8Array(image.data.buffer), draw.width, draw.height);
   } catch (e) {
     $('prediction').textContent = '-';
     const message = String(e.message ?? e);
@@ -202,41 +220,41 @@ async function main() {
   for (const [name, id] of [['hidden', 'hidden'], ['batch', 'batch'], ['lr', 'lr'], ['epochs', 'epochs'], ['optimizer', 'optimizer'], ['activation', 'activation']]) {
     if (params.has(name)) $(id).value = params.get(name);
   }
-  await init();
   const want = params.get('backend') === 'cpu' || !navigator.gpu ? 'cpu' : 'webgpu';
   const [images, labels] = await Promise.all([
     fetchBytes('../data/mnist-sample/t10k-images-idx3-ubyte.gz'),
     fetchBytes('../data/mnist-sample/t10k-labels-idx1-ubyte.gz'),
   ]);
-  demo = await Demo.create(images, labels, want, want === 'cpu' ? '' : await adapterLabel());
-  let label = demo.backend();
+  const made = await call('init', want, want === 'cpu' ? '' : await adapterLabel(), params.get('threads') ?? '', images, labels);
+  threadText = made.threads;
+  let label = made.backend;
   if (!navigator.gpu && params.get('backend') !== 'cpu') label = 'cpu: this browser has no WebGPU (navigator.gpu)';
-  $('backend').textContent = label;
+  showBackend(label);
   window.gpumlp = { demo, predictDrawing };
-  buildGrid();
+  await buildGrid();
   clearDrawing();
 
   $('start').onclick = () => train().catch(fail);
-  $('pause').onclick = () => { running = false; };
+  $('pause').onclick = () => { call('pause').catch(fail); };
   $('reset').onclick = async () => {
+    await call('pause');
     running = false;
-    await new Promise((r) => setTimeout(r, 50));
     const s = settings();
     await demo.configure(s.hidden, s.batch, s.lr, s.optimizer, s.epochs, s.activation).catch(fail);
     history = []; drawCharts(); setStatus('idle');
     $('epoch').textContent = '0/0'; $('step').textContent = '0/0'; $('test-accuracy').textContent = '0';
   };
   $('clear').onclick = clearDrawing;
-  $('continue-cpu').onclick = () => {
+  $('continue-cpu').onclick = async () => {
     try {
-      $('backend').textContent = demo.continue_on_cpu();
+      showBackend(await demo.continue_on_cpu());
       $('continue-cpu').hidden = true;
-      train().catch(fail);
+      await train();
     } catch (e) { fail(e); }
   };
-  $('save').onclick = () => {
+  $('save').onclick = async () => {
     try {
-      const bytes = demo.save();
+      const bytes = await demo.save();
       const a = document.createElement('a');
       a.href = URL.createObjectURL(new Blob([bytes], { type: 'application/octet-stream' }));
       a.download = 'gpumlp-model.safetensors';
@@ -247,19 +265,19 @@ async function main() {
     const file = e.target.files[0];
     if (!file) return;
     try {
-      const sizes = demo.load(new Uint8Array(await file.arrayBuffer()));
+      const sizes = await demo.load(new Uint8Array(await file.arrayBuffer()));
       setStatus(`idle`);
       $('data-info').textContent = `loaded model ${sizes}`;
-      refreshGrid();
-      predictDrawing();
+      await refreshGrid();
+      await predictDrawing();
     } catch (err) { fail(err); }
   };
   $('data-files').onchange = async (e) => {
     const files = [...e.target.files];
     if (files.length === 1 && /\.(npz|csv)$/i.test(files[0].name)) {
       try {
-        $('data-info').textContent = demo.set_file(files[0].name, new Uint8Array(await files[0].arrayBuffer()));
-        buildGrid();
+        $('data-info').textContent = await demo.set_file(files[0].name, new Uint8Array(await files[0].arrayBuffer()));
+        await buildGrid();
       } catch (err) { fail(err); }
       return;
     }
@@ -268,20 +286,28 @@ async function main() {
     if (parts.some((f) => !f)) { fail(new Error('pick the four IDX files (train-images, train-labels, t10k-images, t10k-labels), or one .npz or .csv file')); return; }
     try {
       const bytes = await Promise.all(parts.map(async (f) => new Uint8Array(await f.arrayBuffer())));
-      $('data-info').textContent = demo.set_data(...bytes);
-      buildGrid();
+      $('data-info').textContent = await demo.set_data(...bytes);
+      await buildGrid();
     } catch (err) { fail(err); }
   };
   setStatus('idle');
   if (params.get('autostart') === '1') train().catch(fail);
 }
 
-function fail(e) {
+/// The thread text the worker gave for the CPU backend (`2 threads`, `1 thread (why)`).
+let threadText = '';
+/// Shows the Demo's backend text, the CPU's with its threads: `cpu: 2 threads (forced by
+/// backend=cpu)`, `cpu: 1 thread (page not cross-origin isolated) (...)`.
+function showBackend(label) {
+  $('backend').textContent = label.startsWith('cpu: ') ? `cpu: ${threadText} (${label.slice(5)})` : label;
+}
+
+/// Shows an error; `progress`, where known, says whether a GPU run can go on on the CPU.
+function fail(e, progress = [0, 0, 0, 0]) {
   running = false;
   setStatus(`error: ${e?.message ?? e}`);
   console.error(e);
   // A run on the GPU that fails after a finished epoch (a lost device) can go on on the CPU.
-  const progress = demo?.progress?.() ?? [0, 0, 0, 0];
   if ($('backend').textContent.startsWith('webgpu') && progress[2] > 0 && progress[2] < progress[3]) {
     $('continue-cpu').hidden = false;
   }

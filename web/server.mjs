@@ -1,6 +1,8 @@
 // A static file server for the demo, on 127.0.0.1 only. It serves what the page needs and
-// nothing else: the page and its script (/web/, /web/main.js), the built module (/web/pkg/*)
-// and the built-in sample (/data/mnist-sample/*.gz). Every request gets an answer, whatever it
+// nothing else: the page and its scripts (/web/, /web/main.js, /web/worker.js), the built
+// modules (/web/pkg/*, and the threaded build's /web/pkg-threads/*) and the built-in sample
+// (/data/mnist-sample/*.gz). Every answer carries the cross-origin isolation headers (COOP
+// same-origin, COEP require-corp) that shared memory, and so the threaded build, needs. Every request gets an answer, whatever it
 // holds: 400 for a malformed one, 405 for a method other than GET or HEAD, 404 for anything
 // else, 500 (the server still running) if reading a file fails oddly; each refusal is logged
 // as one line.
@@ -24,10 +26,11 @@ const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/;
 /// the page's files.
 export function pageFile(path) {
   if (path === '/web/' || path === '/web/index.html') return 'web/index.html';
-  if (path === '/web/main.js') return 'web/main.js';
+  if (path === '/web/main.js' || path === '/web/worker.js') return path.slice(1);
   const parts = path.split('/');
   // The built module, and what wasm-bindgen puts beside it (snippets/<crate>/...).
-  if (parts.length >= 4 && parts.length <= 8 && parts[0] === '' && parts[1] === 'web' && parts[2] === 'pkg'
+  if (parts.length >= 4 && parts.length <= 8 && parts[0] === '' && parts[1] === 'web'
+      && (parts[2] === 'pkg' || parts[2] === 'pkg-threads')
       && parts.slice(3).every((p) => NAME.test(p))) {
     return parts.slice(1).join('/');
   }
@@ -58,13 +61,21 @@ function requestPath(url) {
   return path;
 }
 
+/// The headers that make the page cross-origin isolated (`crossOriginIsolated`, shared memory).
+export const ISOLATION = {
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-embedder-policy': 'require-corp',
+};
+
 /// Starts serving; resolves to { url, close }. Port 0 picks a free one. `log(line)` receives one
-/// line per refused request (stderr by default).
-export function serve(port = 0, { log = (line) => console.error(line) } = {}) {
+/// line per refused request (stderr by default). `isolate: false` leaves out the isolation
+/// headers (what a plain static host does; the tests check the page's fallback with it).
+export function serve(port = 0, { log = (line) => console.error(line), isolate = true } = {}) {
+  const isolation = isolate ? ISOLATION : {};
   const refuse = (req, res, status, why) => {
     log(`${status} ${String(req.method).slice(0, 16)} ${String(req.url).slice(0, 120)}: ${why}`);
     if (res.headersSent) { res.destroy(); return; }
-    const headers = status === 405 ? { allow: 'GET, HEAD' } : {};
+    const headers = { ...isolation, ...(status === 405 ? { allow: 'GET, HEAD' } : {}) };
     res.writeHead(status, headers).end();
   };
   const server = createServer(async (req, res) => {
@@ -72,7 +83,7 @@ export function serve(port = 0, { log = (line) => console.error(line) } = {}) {
       if (req.method !== 'GET' && req.method !== 'HEAD') throw new Refusal(405, 'method not allowed');
       const path = requestPath(req.url);
       if (path === '/web') {
-        res.writeHead(301, { location: '/web/' }).end();
+        res.writeHead(301, { ...isolation, location: '/web/' }).end();
         return;
       }
       const file = pageFile(path);
@@ -83,7 +94,7 @@ export function serve(port = 0, { log = (line) => console.error(line) } = {}) {
       } catch (e) {
         throw e.code === 'ENOENT' ? new Refusal(404, 'not built or missing') : e;
       }
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.writeHead(200, { ...isolation, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
       res.end(req.method === 'HEAD' ? undefined : body);
     } catch (e) {
       if (e instanceof Refusal) refuse(req, res, e.status, e.message);

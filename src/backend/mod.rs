@@ -21,6 +21,8 @@ use crate::optim::OptimizerConfig;
 use serde::Serialize;
 
 pub use cpu::{argmax, CpuBackend};
+/// Threads the CPU backend splits its work over.
+pub use parallel::threads as cpu_threads;
 
 /// A boxed future that need not be `Send` (wgpu's futures in the browser are not).
 pub type LocalFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;

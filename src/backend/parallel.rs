@@ -1,17 +1,18 @@
-//! Threads for the CPU backend: rayon's thread pool natively (its width also sets the CPU
-//! backend's own team, `cpu::team`). On wasm32 there are no threads to start (the browser demo
-//! runs the CPU backend on the page's own thread): the backend runs its parts in turn there.
+//! Threads for the CPU backend: rayon's thread pool (its width also sets the CPU backend's own
+//! team natively, `cpu::team`). On wasm32 there are threads only in a module built with the
+//! `wasm-threads` feature (the browser demo's threaded build, its pool started by
+//! wasm-bindgen-rayon from a Web Worker); otherwise the backend runs its parts in turn there.
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
 pub use rayon::prelude::*;
 
 /// Threads the CPU backend splits its work over.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
 pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
 pub fn threads() -> usize {
     1
 }

@@ -27,6 +27,17 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
+// The threaded build's pool: `await initThreadPool(n)` from a Web Worker before `Demo.create`.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Threads the CPU backend trains on: 1 in the single-threaded build, the pool's size in the
+/// threaded one.
+#[wasm_bindgen]
+pub fn cpu_threads() -> usize {
+    gpumlp::backend::cpu_threads()
+}
+
 /// The demo: data, the device, the run, and the model predictions use.
 #[wasm_bindgen]
 pub struct Demo {

@@ -1,7 +1,8 @@
-// The demo in real headless Chromium: training on WebGPU (SwiftShader here) and on the CPU
-// fallback, drawing a digit, and a model saved by the native program giving the same
-// predictions in the page as `gpumlp predict`. Run by `cargo test` (web/tests/browser.rs),
-// after web/build.sh.
+// The demo in real headless Chromium: training in the page's Web Worker on WebGPU (SwiftShader
+// here) and on the CPU fallback (the threaded build where the page is cross-origin isolated, the
+// single-threaded one where it is not or `threads=1` asks), drawing a digit, and a model saved
+// by the native program giving the same predictions in the page as `gpumlp predict`. Run by
+// `cargo test` (web/tests/browser.rs), after web/build.sh.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -42,6 +43,7 @@ test('one epoch on the CPU fallback reaches 85%, and a drawn digit gets a predic
   await page.mouse.down();
   for (let i = 1; i <= 10; i++) await page.mouse.move(box.x + box.width / 2, box.y + box.height * (0.2 + 0.06 * i));
   await page.mouse.up();
+  await page.waitForFunction(() => document.getElementById('prediction').textContent !== '-');
   const prediction = await text(page, 'prediction');
   assert.match(prediction, /^[0-9]$/, `no prediction: '${prediction}'`);
   assert.equal(prediction, '1', 'a vertical stroke should read as 1');
@@ -60,13 +62,15 @@ test('a model saved by the native program predicts in the page as `gpumlp predic
   await page.goto(`${session.url}?backend=cpu`);
   await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
   await page.locator('#load-model').setInputFiles(model);
-  await page.waitForFunction(() => window.gpumlp.demo.has_model());
+  await page.waitForFunction(() => document.getElementById('data-info').textContent.startsWith('loaded model')
+    || document.getElementById('status').textContent.startsWith('error'));
+  assert.ok(await page.evaluate(() => window.gpumlp.demo.has_model()), await text(page, 'status'));
   // Ten test digits drawn dark on light at 3x, as PNGs: the page classifies each, and so does
   // the native program from the same PNG bytes.
-  const results = await page.evaluate(() => {
+  const results = await page.evaluate(async () => {
     const out = [];
     for (let i = 0; i < 10; i++) {
-      const pixels = window.gpumlp.demo.test_image(i);
+      const pixels = await window.gpumlp.demo.test_image(i);
       const c = document.createElement('canvas');
       c.width = 84; c.height = 84;
       const ctx = c.getContext('2d');
@@ -76,7 +80,7 @@ test('a model saved by the native program predicts in the page as `gpumlp predic
         img.data.set([v, v, v, 255], 4 * p);
       }
       ctx.putImageData(img, 0, 0);
-      const probs = window.gpumlp.demo.predict_drawing(new Uint8Array(img.data.buffer), 84, 84);
+      const probs = await window.gpumlp.demo.predict_drawing(new Uint8Array(img.data.buffer), 84, 84);
       out.push({ png: c.toDataURL('image/png'), cls: probs.indexOf(Math.max(...probs)) });
     }
     return out;
@@ -156,8 +160,51 @@ test('a GPU lost after an epoch shows the error, and the run continues on the CP
   await page.waitForFunction(() => ['done', 'error'].some((s) => document.getElementById('status').textContent.startsWith(s)),
     null, { timeout: 120_000 });
   assert.equal(await text(page, 'status'), 'done', page.errors.join('; '));
-  assert.match(await text(page, 'backend'), /^cpu: continuing from epoch [12] after the GPU failed/);
+  assert.match(await text(page, 'backend'), /^cpu: .*continuing from epoch [12] after the GPU failed/);
   assert.equal(await text(page, 'epoch'), '3/3');
   assert.ok(Number(await text(page, 'test-accuracy')) >= 0.85);
+  await page.close();
+});
+
+test('the threaded build trains as the single-threaded one does, and the page answers within a frame meanwhile', async () => {
+  const run = async (query) => {
+    const page = await session.browser.newPage();
+    await page.goto(`${session.url}?backend=cpu&${query}`);
+    await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+    // Long tasks on the page's thread while the worker trains.
+    await page.evaluate(() => {
+      window.longTasks = [];
+      new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration)))
+        .observe({ type: 'longtask' });
+    });
+    await page.locator('#start').click();
+    await page.waitForFunction(() => ['done', 'error'].some((s) => document.getElementById('status').textContent.startsWith(s)),
+      null, { timeout: 240_000 });
+    const result = {};
+    for (const id of ['status', 'backend', 'test-accuracy', 'train-loss']) result[id] = await text(page, id);
+    result.longTasks = await page.evaluate(() => window.longTasks);
+    await page.close();
+    return result;
+  };
+  const query = 'hidden=64&batch=128&lr=0.002&epochs=1';
+  const one = await run(`${query}&threads=1`);
+  const many = await run(query);
+  assert.equal(one.status, 'done');
+  assert.equal(many.status, 'done');
+  assert.match(one.backend, /^cpu: 1 thread \(threads=1\)/);
+  assert.match(many.backend, /^cpu: [2-9][0-9]* threads /, 'the threaded build did not run');
+  // Blocks are cut by the products' shapes alone, so the thread count changes no bit.
+  assert.deepEqual([many['train-loss'], many['test-accuracy']], [one['train-loss'], one['test-accuracy']]);
+  assert.ok(Number(many['test-accuracy']) >= 0.85);
+  // The page's own thread never trains: nothing on it near a frame's 16 ms at a time, let
+  // alone the 50 ms a long task is.
+  assert.deepEqual(many.longTasks, [], `long tasks on the page: ${many.longTasks}`);
+});
+
+test('a page that is not cross-origin isolated trains on one thread and says why', async () => {
+  const page = await train(session.browser, session.plainUrl, 'backend=cpu&hidden=32&epochs=1&autostart=1');
+  assert.equal(await text(page, 'status'), 'done', page.errors.join('; '));
+  assert.match(await text(page, 'backend'), /^cpu: 1 thread \(page not cross-origin isolated\)/);
+  assert.equal(await page.evaluate(() => window.crossOriginIsolated), false);
   await page.close();
 });

@@ -51,6 +51,8 @@ test('malformed, traversing, oversized and other-method requests are refused, ea
     ['/web/node_modules/playwright-core/package.json', 404],
     ['/web/pkg/.hidden', 404],
     ['/web/pkg/../../Cargo.toml', 404],
+    ['/web/pkg-threads/../../Cargo.toml', 404],
+    ['/web/pkg-threads/.hidden', 404],
     ['/target/release/gpumlp', 404],
     ['/data/README.md', 404],
     [`/web/${'a'.repeat(5000)}`, 404],
@@ -69,10 +71,16 @@ test('malformed, traversing, oversized and other-method requests are refused, ea
   assert.equal(await raw('GET /web/ HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n'), 400);
 });
 
-test('the page, its module and the sample are served; HEAD too; /web redirects', async () => {
-  for (const path of ['/web/', '/web/index.html', '/web/main.js', '/web/pkg/gpumlp_web.js',
-    '/web/pkg/gpumlp_web_bg.wasm', '/data/mnist-sample/t10k-images-idx3-ubyte.gz']) {
+test('the page, its worker, both modules and the sample are served, cross-origin isolated; HEAD too; /web redirects', async () => {
+  for (const path of ['/web/', '/web/index.html', '/web/main.js', '/web/worker.js', '/web/pkg/gpumlp_web.js',
+    '/web/pkg/gpumlp_web_bg.wasm', '/web/pkg-threads/gpumlp_web.js', '/web/pkg-threads/gpumlp_web_bg.wasm',
+    '/data/mnist-sample/t10k-images-idx3-ubyte.gz']) {
     assert.equal(await get(path), 200, path);
+  }
+  for (const path of ['/web/', '/web/worker.js', '/nothing']) {
+    const headers = (await fetch(`${server.origin}${path}`)).headers;
+    assert.equal(headers.get('cross-origin-opener-policy'), 'same-origin', path);
+    assert.equal(headers.get('cross-origin-embedder-policy'), 'require-corp', path);
   }
   assert.equal(await get('/web/', 'HEAD'), 200);
   assert.equal(await get('/web'), 301);

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 /// Where the parts of a parallel region run.
 pub(crate) enum Exec<'a> {
-    /// rayon's pool (sequential on wasm32, which has no threads).
+    /// rayon's pool (sequential on wasm32 unless built with threads).
     Pool,
     /// The calling thread, the parts in turn (inside a part of another region).
     Serial,
@@ -41,10 +41,12 @@ impl Exec<'_> {
         }
         match self {
             Exec::Serial => (0..count).for_each(job),
-            #[cfg(not(target_arch = "wasm32"))]
+            #[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
             Exec::Pool => (0..count).into_par_iter().for_each(job),
+            #[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
+            Exec::Pool => (0..count).for_each(job),
             #[cfg(target_arch = "wasm32")]
-            Exec::Pool | Exec::Never(_) => (0..count).for_each(job),
+            Exec::Never(_) => (0..count).for_each(job),
             #[cfg(not(target_arch = "wasm32"))]
             Exec::Team(team) => team.for_each(count, job),
         }
