@@ -67,7 +67,13 @@ impl<'a> Mat<'a> {
 
 /// Multiply-adds per column block of a product: splitting finer costs more than it gains (each
 /// block packs the left operand again).
+#[cfg(not(all(target_arch = "wasm32", feature = "wasm-threads")))]
 const BLOCK_MACS: usize = 1 << 23;
+/// In the browser's threaded build, finer: there the small networks the demo trains (784-128-10's
+/// largest products are 12.8M multiply-adds) would otherwise run their products whole, on one
+/// thread.
+#[cfg(all(target_arch = "wasm32", feature = "wasm-threads"))]
+const BLOCK_MACS: usize = 1 << 21;
 
 /// Columns `c0..c1` of every row of a row-major `[rows, n]` output: one thread's block. Other
 /// threads hold the other columns, so each row's part is handed out as a `&mut` slice.
