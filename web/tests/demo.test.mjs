@@ -167,38 +167,16 @@ test('a GPU lost after an epoch shows the error, and the run continues on the CP
 });
 
 test('the threaded build trains as the single-threaded one does, and the canvas answers within a frame meanwhile', async () => {
-  const run = async (query, { draw = false } = {}) => {
-    const page = await session.browser.newPage();
-    await page.goto(`${session.url}?backend=cpu&${query}`);
-    await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
-    // How long each pointer move on the canvas waited for the page's thread.
-    await page.evaluate(() => {
-      window.inputDelays = [];
-      document.getElementById('draw').addEventListener('pointermove',
-        (e) => window.inputDelays.push(performance.now() - e.timeStamp));
-    });
-    await page.locator('#start').click();
-    if (draw) {
-      // Draw while the worker trains.
-      await page.waitForFunction(() => /^[1-9]/.test(document.getElementById('step').textContent));
-      const box = await page.locator('#draw').boundingBox();
-      await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.2);
-      await page.mouse.down();
-      for (let i = 1; i <= 30; i++) await page.mouse.move(box.x + box.width * (0.5 + 0.01 * (i % 5)), box.y + box.height * (0.2 + 0.02 * i));
-      await page.mouse.up();
-    }
-    const trainingWhileDrawn = await text(page, 'status');
-    await page.waitForFunction(() => ['done', 'error'].some((s) => document.getElementById('status').textContent.startsWith(s)),
-      null, { timeout: 240_000 });
-    const result = { trainingWhileDrawn };
+  const run = async (query) => {
+    const page = await train(session.browser, session.url, `backend=cpu&${query}&autostart=1`);
+    const result = {};
     for (const id of ['status', 'backend', 'test-accuracy', 'train-loss']) result[id] = await text(page, id);
-    result.inputDelays = await page.evaluate(() => window.inputDelays);
     await page.close();
     return result;
   };
-  const query = 'hidden=64&batch=128&lr=0.002&epochs=4';
+  const query = 'hidden=64&batch=128&lr=0.002&epochs=2';
   const one = await run(`${query}&threads=1`);
-  const many = await run(query, { draw: true });
+  const many = await run(query);
   assert.equal(one.status, 'done');
   assert.equal(many.status, 'done');
   assert.match(one.backend, /^cpu: 1 thread \(threads=1\)/);
@@ -206,10 +184,31 @@ test('the threaded build trains as the single-threaded one does, and the canvas 
   // Blocks are cut by the products' shapes alone, so the thread count changes no bit.
   assert.deepEqual([many['train-loss'], many['test-accuracy']], [one['train-loss'], one['test-accuracy']]);
   assert.ok(Number(many['test-accuracy']) >= 0.85);
-  // The page's own thread never trains: a pointer move waits for it less than a frame (the
-  // median: on a 2-core machine running the tests the scheduler may stall any thread once).
-  assert.equal(many.trainingWhileDrawn, 'training', 'the run ended before the drawing did');
-  const delays = [...many.inputDelays].sort((a, b) => a - b);
+
+  // Drawing while the threaded build trains a long run: how long each pointer move on the
+  // canvas waits for the page's thread.
+  const page = await session.browser.newPage();
+  await page.goto(`${session.url}?backend=cpu&hidden=256&epochs=100`);
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  await page.evaluate(() => {
+    window.inputDelays = [];
+    document.getElementById('draw').addEventListener('pointermove',
+      (e) => window.inputDelays.push(performance.now() - e.timeStamp));
+  });
+  await page.locator('#start').click();
+  await page.waitForFunction(() => /^[1-9]/.test(document.getElementById('step').textContent));
+  const box = await page.locator('#draw').boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height * 0.2);
+  await page.mouse.down();
+  for (let i = 1; i <= 30; i++) await page.mouse.move(box.x + box.width * (0.5 + 0.01 * (i % 5)), box.y + box.height * (0.2 + 0.02 * i));
+  await page.mouse.up();
+  assert.equal(await text(page, 'status'), 'training', 'the run ended before the drawing did');
+  await page.locator('#pause').click();
+  await page.waitForFunction(() => document.getElementById('status').textContent === 'idle');
+  // The page's own thread never trains: the median move waits less than a frame (the median:
+  // on a 2-core machine running the tests the scheduler may stall any thread once).
+  const delays = (await page.evaluate(() => window.inputDelays)).sort((a, b) => a - b);
+  await page.close();
   assert.ok(delays.length >= 20, `${delays.length} pointer moves seen`);
   assert.ok(delays[delays.length >> 1] < 16, `pointer moves waited ${delays.map(Math.round)} ms`);
 });
