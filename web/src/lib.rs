@@ -2,9 +2,10 @@
 //!
 //! Training runs on WebGPU through the same GPU backend and WGSL kernels as the native program,
 //! or on the CPU backend compiled to wasm (with SIMD) where WebGPU is missing or `?backend=cpu`
-//! asks for it. The page never blocks: it trains a slice of steps per call and yields, and every
-//! GPU readback is awaited. Predictions (the drawing canvas, the grid of test digits) run on a
-//! CPU copy of the model taken after each epoch, so they answer during training.
+//! asks for it; built with the `threads` feature, on a rayon pool of Web Workers. The demo runs
+//! in a Web Worker (web/worker.js), which trains a slice of steps per call and answers the
+//! page's calls in between; every GPU readback is awaited. Predictions (the drawing canvas, the
+//! grid of test digits) run on a CPU copy of the model taken after each epoch.
 //!
 //! Data: the built-in sample, the four IDX files of a dataset, or one `.npz` archive or CSV
 //! table picked from disk (cut 80/20 into training and test where it has no test split, float
