@@ -104,8 +104,6 @@ self.onmessage = async ({ data: { id, method, args = [] } }) => {
       if (!running) trainLoop();
     } else if (method === 'pause') {
       running = false;
-    } else if (method === 'running') {
-      result = running;
     } else if (typeof demo?.[method] === 'function' && !method.startsWith('_') && method !== 'constructor') {
       result = await serial(() => demo[method](...args));
     } else {

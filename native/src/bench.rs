@@ -193,28 +193,28 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BATCH as f64 / step,
         flops / step / 1e9
     );
-    let mut outside_gemms = 1.0 - b1_gemm_seconds / step;
-    let mut outside_rounds = None;
-    if on_cpu {
-        // The CPU: the share again in rounds, its median the figure (one timing of each half
-        // is at the mercy of a noisy neighbour).
+    let (outside_gemms, outside_rounds) = if on_cpu {
+        // The CPU: the share in rounds, its median the figure (one timing of each half is at
+        // the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
-        outside_gemms = shares[shares.len() / 2];
+        let median = shares[shares.len() / 2];
         println!(
             "  B1's five large products alone take {:.3} ms; in {SHARE_ROUNDS} rounds of the products alone then steps, {:.0}% of a step is outside them (median; {:.0}-{:.0}%)",
             b1_gemm_seconds * 1e3,
-            100.0 * outside_gemms,
+            100.0 * median,
             100.0 * shares[0],
             100.0 * shares[shares.len() - 1]
         );
-        outside_rounds = Some(shares);
+        (median, Some(shares))
     } else {
+        let share = 1.0 - b1_gemm_seconds / step;
         println!(
             "  B1's five large products alone take {:.3} ms: {:.0}% of a step is outside them",
             b1_gemm_seconds * 1e3,
-            100.0 * outside_gemms
+            100.0 * share
         );
-    }
+        (share, None)
+    };
     if let Some(d) = dispatches {
         let listing: Vec<String> = families
             .iter()

@@ -204,7 +204,7 @@ impl Backend for CpuBackend {
             self.forwarded = None;
         }
         if split == Split::Train {
-            self.next.rows = None;
+            self.next.current = false;
         }
         Ok(())
     }
@@ -338,14 +338,10 @@ impl CpuBackend {
         } else {
             // On one thread: split over threads it measured several times slower (each core
             // writing lines the other last read; README, "Measured results").
-            for (row, &i) in self.acts[0].chunks_exact_mut(data.width).zip(indices) {
-                data.read_row(i as usize, row);
-            }
-            self.labels.clear();
-            self.labels
-                .extend(indices.iter().map(|&i| data.labels[i as usize]));
+            gather(data, indices, &mut self.acts[0]);
+            labels_of(data, indices, &mut self.labels);
         }
-        self.next.rows = None;
+        self.next.current = false;
 
         let mut pending = match (pending, &mut self.optimizer) {
             (Some(h), Some((opt, state))) => Some((*opt, opt.scalars(h.lr, h.t), state)),
@@ -473,7 +469,6 @@ impl CpuBackend {
             }
         }
         let f = self.arch.activation;
-        let mut next = next;
         for l in (0..layers).rev() {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
             let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
@@ -535,15 +530,14 @@ impl CpuBackend {
                 )
             };
             let small = block_count(b, out, inp) == 1 && block_count(out, b, inp) == 1;
-            match next.take() {
-                Some(rows) if small => {
+            match next.filter(|_| l + 1 == layers && small) {
+                Some(rows) => {
                     // Four parts: dA, dW, and each half of the next batch. Each part locks
                     // what it writes (uncontended: one part each).
                     let staged = &mut self.next;
                     let data = &self.train;
                     staged.stage(data, rows);
-                    let width = data.width;
-                    let (first, second) = staged.input.split_at_mut(rows.len() / 2 * width);
+                    let (first, second) = staged.input.split_at_mut(rows.len() / 2 * data.width);
                     let halves = [first, second].map(std::sync::Mutex::new);
                     let (da, dw) = (
                         std::sync::Mutex::new(below.last_mut()),
@@ -557,16 +551,12 @@ impl CpuBackend {
                         }
                         1 => weight_grad(&Exec::Serial, &mut dw.lock().unwrap()),
                         half => {
-                            let dst = &mut *halves[half - 2].lock().unwrap();
                             let at = if half == 2 { 0 } else { rows.len() / 2 };
-                            for (row, &i) in dst.chunks_exact_mut(width).zip(&rows[at..]) {
-                                data.read_row(i as usize, row);
-                            }
+                            gather(data, &rows[at..], &mut halves[half - 2].lock().unwrap());
                         }
                     });
                 }
-                other => {
-                    next = other;
+                None => {
                     if l > 0 {
                         input_grad(exec, &mut below[l - 1]);
                     }
@@ -578,11 +568,13 @@ impl CpuBackend {
     }
 }
 
-/// The next step's batch, gathered ahead by [`CpuBackend::backward_on`].
+/// The next step's batch, gathered ahead by [`CpuBackend::backward_on`] (its buffers reused
+/// from step to step).
 #[derive(Default)]
 struct Staged {
-    /// The training rows `input` and `labels` hold, when they are current.
-    rows: Option<Vec<u32>>,
+    /// Whether `input` and `labels` hold the training set's `rows`.
+    current: bool,
+    rows: Vec<u32>,
     /// `[rows, width]`, normalised as `Dataset::read_row` does.
     input: Vec<f32>,
     labels: Vec<u32>,
@@ -593,16 +585,29 @@ impl Staged {
     /// caller fills `input`).
     fn stage(&mut self, data: &Dataset, rows: &[u32]) {
         self.input.resize(rows.len() * data.width, 0.0);
-        self.labels.clear();
-        self.labels
-            .extend(rows.iter().map(|&i| data.labels[i as usize]));
-        self.rows = Some(rows.to_vec());
+        labels_of(data, rows, &mut self.labels);
+        self.rows.clear();
+        self.rows.extend_from_slice(rows);
+        self.current = true;
     }
 
     /// Whether it holds exactly `rows` of the training set.
     fn holds(&self, split: Split, rows: &[u32]) -> bool {
-        split == Split::Train && self.rows.as_deref() == Some(rows)
+        split == Split::Train && self.current && self.rows == rows
     }
+}
+
+/// The samples at `rows` of `data`, normalised, into `dst` (`[rows, width]`).
+fn gather(data: &Dataset, rows: &[u32], dst: &mut [f32]) {
+    for (row, &i) in dst.chunks_exact_mut(data.width).zip(rows) {
+        data.read_row(i as usize, row);
+    }
+}
+
+/// The labels at `rows` of `data`, into `out`.
+fn labels_of(data: &Dataset, rows: &[u32], out: &mut Vec<u32>) {
+    out.clear();
+    out.extend(rows.iter().map(|&i| data.labels[i as usize]));
 }
 
 /// The optimizer's update of parameters `at` of a layer from their gradient `g`.
