@@ -246,6 +246,8 @@ async function main() {
   };
   $('clear').onclick = clearDrawing;
   $('continue-cpu').onclick = async () => {
+    // At once, before the worker answers: the error shown is over.
+    setStatus('training');
     try {
       showBackend(await demo.continue_on_cpu());
       $('continue-cpu').hidden = true;
