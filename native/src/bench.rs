@@ -11,7 +11,7 @@ use crate::ranks::Job;
 use crate::tuning::TuningCache;
 use crate::workload::{self, b1_step_seconds, BATCH};
 use anyhow::Result;
-use gpumlp::backend::cpu::matmul_row_major;
+use gpumlp::backend::cpu::{matmul_row_major, step_products};
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
 use gpumlp::CpuBackend;
 use serde_json::{json, Value};
@@ -53,6 +53,26 @@ fn cpu_gemm_seconds(
     })
 }
 
+/// B1's five large products (those below the top layer) as `(m, k, n, a_t, b_t, what)`, laid
+/// out as the device's step lays them out: the CPU backend keeps its weights transposed.
+fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
+    if !on_cpu {
+        let shapes = workload::GEMM_SHAPES.iter();
+        return shapes
+            .map(|&(m, k, n, a_t, b_t, what)| (m, k, n, a_t, b_t, what.to_string()))
+            .collect();
+    }
+    let sizes = &workload::architecture().sizes;
+    step_products(sizes, BATCH)
+        .into_iter()
+        .filter(|p| p.layer + 2 < sizes.len())
+        .map(|p| {
+            let what = format!("{} layer {}", p.what, p.layer + 1);
+            (p.m, p.k, p.n, p.a_t, p.b_t, what)
+        })
+        .collect()
+}
+
 /// The share of a B1 step on the CPU spent outside its five products, once per round of
 /// [`SHARE_ROUNDS`], each timing the products alone and then steps: on a shared machine whose
 /// speed drifts, both halves of a round see about the same machine. Sorted.
@@ -61,7 +81,7 @@ fn cpu_outside_shares() -> Result<Vec<f64>> {
     let mut shares = (0..SHARE_ROUNDS)
         .map(|_| {
             let mut products = 0.0;
-            for (m, k, n, a_t, b_t, _) in workload::GEMM_SHAPES {
+            for (m, k, n, a_t, b_t, _) in b1_products(true) {
                 products += cpu_gemm_seconds((m, k, n), (a_t, b_t), SHARE_PRODUCT_SECONDS)?;
             }
             Ok(1.0 - products / b1_step_seconds(&mut backend, STEPS)?)
@@ -112,8 +132,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let probe = gpu.as_ref().map(GemmProbe::new);
     let mut gemms = Vec::new();
     let mut b1_gemm_seconds = 0.0;
-    let shapes =
-        std::iter::once((size, size, size, false, false, "square")).chain(workload::GEMM_SHAPES);
+    let square = (size, size, size, false, false, "square".to_string());
+    let shapes = std::iter::once(square).chain(b1_products(gpu.is_none()));
     for (m, k, n, a_t, b_t, what) in shapes {
         let flops = 2.0 * (m * k * n) as f64;
         let mut row = json!({"m": m, "k": k, "n": n, "what": what});

@@ -1,7 +1,7 @@
 //! The CPU backend's matrix products: the `gemm` crate's single-threaded kernel on column
 //! blocks of the output, the blocks run in parallel (`team::Exec`), with the work around a
 //! product fused into each block while it is in cache (a bias copied in before, an activation
-//! or its derivative after, a share of a bias gradient beside).
+//! or its derivative after, the bias gradient of its units beside).
 //!
 //! Why results are bit-identical whatever the thread count: the blocks are cut from the shape of
 //! the product alone (never from the number of threads), each block is one `gemm` call, which
@@ -75,6 +75,17 @@ const BLOCK_MACS: usize = 1 << 23;
 #[cfg(all(target_arch = "wasm32", feature = "wasm-threads"))]
 const BLOCK_MACS: usize = 1 << 21;
 
+/// Where column blocks may start: a multiple of the 64 rows that `gemm`'s widest f32 kernel
+/// covers with AVX-512 (the output's columns are the rows of the transposed product it runs). A
+/// narrower remainder runs on a thinner, slower kernel: edges on 16 columns left forward layer
+/// 1 of B1 (512 columns in 6 blocks, 80 and 96 wide) 10% slower. 64 floats are also whole cache
+/// lines, so no two blocks write the same line. (16 in the browser, whose SIMD is 4 wide and
+/// whose small networks need narrow blocks to use its threads.)
+#[cfg(not(target_arch = "wasm32"))]
+const EDGE: usize = 64;
+#[cfg(target_arch = "wasm32")]
+const EDGE: usize = 16;
+
 /// Columns `c0..c1` of every row of a row-major `[rows, n]` output: one thread's block. Other
 /// threads hold the other columns, so each row's part is handed out as a `&mut` slice.
 pub(crate) struct Block<'a> {
@@ -83,9 +94,6 @@ pub(crate) struct Block<'a> {
     pub n: usize,
     pub c0: usize,
     pub c1: usize,
-    /// Which block of how many this is (for work split by blocks, such as a bias gradient).
-    pub index: usize,
-    pub count: usize,
     _output: PhantomData<&'a mut [f32]>,
 }
 
@@ -105,13 +113,18 @@ impl Block<'_> {
 /// How many column blocks an `m x k x n` product is cut into: from the shape alone, so that the
 /// thread count changes nothing in the results.
 pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
-    (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(16).max(1))
+    (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(EDGE).max(1))
 }
 
 /// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, with
-/// `before(block)` run on each column block of the output just before its
-/// product (e.g. a bias copied in, then accumulated onto) and `after(block)` just after it,
-/// while the block is in cache.
+/// `before(block)` run on each column block of the output just before its product (e.g. a bias
+/// copied in, then accumulated onto) and `after(block)` just after it, while the block is in
+/// cache.
+///
+/// Large products are split by output columns into blocks of about `BLOCK_MACS` multiply-adds
+/// and at least `EDGE` columns, each a single-threaded `gemm` call: on the 2-core machines this
+/// measured faster than `gemm`'s own rayon mode, which leaves B1's middle-sized shapes
+/// (128x512x256) on one thread.
 pub(crate) fn matmul_blocks(
     exec: &Exec,
     dst: &mut [f32],
@@ -122,41 +135,16 @@ pub(crate) fn matmul_blocks(
     after: impl Fn(&mut Block) + Sync,
 ) {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
-    b.check();
-    let columns = |block: &Block| b.columns(block.c0, block.c1);
-    matmul_blocks_by(exec, dst, a, b.cols, accumulate, before, columns, after);
-}
-
-/// [`matmul_blocks`] with the right operand given per block: `b_of(block)` is the `k x (c1 - c0)`
-/// operand of the block's columns, asked for after `before(block)` ran (so `before` may still
-/// write what it reads, such as weights updated just before they are used).
-///
-/// Large products are split by output columns into blocks of about `BLOCK_MACS` multiply-adds
-/// and at least 16 columns, each a single-threaded `gemm` call: on the 2-core machines this
-/// measured faster than `gemm`'s own rayon mode, which leaves B1's middle-sized shapes
-/// (128x512x256) on one thread.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_blocks_by<'b>(
-    exec: &Exec,
-    dst: &mut [f32],
-    a: Mat,
-    n: usize,
-    accumulate: bool,
-    before: impl Fn(&mut Block) + Sync,
-    b_of: impl Fn(&Block) -> Mat<'b> + Sync,
-    after: impl Fn(&mut Block) + Sync,
-) {
+    let n = b.cols;
     let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
     a.check();
     let count = block_count(m, k, n);
-    // Block edges on whole cache lines of the output (16 floats), so no two threads write the
-    // same line.
     let edge = |i: usize| {
         if i == count {
             n
         } else {
-            (n * i / count).next_multiple_of(16).min(n)
+            (n * i / count).next_multiple_of(EDGE).min(n)
         }
     };
     let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr());
@@ -169,16 +157,10 @@ pub(crate) fn matmul_blocks_by<'b>(
             n,
             c0,
             c1,
-            index,
-            count,
             _output: PhantomData,
         };
         before(&mut block);
-        let b = b_of(&block);
-        assert!(
-            b.rows == k && b.cols == c1 - c0,
-            "operand of the wrong shape"
-        );
+        let b = b.columns(c0, c1);
         b.check();
         if c1 > c0 && m > 0 && k > 0 {
             // SAFETY: `a` and `b` are checked views (every index their strides form is inside
@@ -249,7 +231,7 @@ struct SendPtrs(*mut f32, *const f32);
 unsafe impl Sync for SendPtrs {}
 
 /// A buffer that several threads write in disjoint parts (the parameters and optimizer state
-/// updated by the forward's blocks or by the update's chunks, a bias gradient's shares).
+/// updated in chunks, a bias gradient's parts, a pre-activation's blocks).
 pub(crate) struct Disjoint<'a> {
     ptr: *mut f32,
     len: usize,

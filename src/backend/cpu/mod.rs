@@ -1,10 +1,12 @@
 //! The multi-threaded CPU backend: the fallback where no GPU is, and the reference the GPU
 //! backend is tested against.
 //!
-//! Dimension legend: `B` batch, `I` a layer's inputs, `O` its outputs. Per layer `l`:
-//!   forward   `Z = A @ W^T + b`            A `[B,I]`, W `[O,I]`, Z `[B,O]`; `A' = f(Z)`
-//!   backward  `dW = dZ^T @ A`   `[O,I]`;  `db = sum_rows(dZ)`  `[O]`
-//!             `dA = dZ @ W`     `[B,I]`;  `dZ_prev = dA * f'` (not needed for layer 0)
+//! Dimension legend: `B` batch, `I` a layer's inputs, `O` its outputs. Per layer `l`, with the
+//! weights kept transposed, `Wt = W^T` `[I,O]` (the parameter layout's `W` is `[O,I]`; read and
+//! write convert):
+//!   forward   `Z = A @ Wt + b`             A `[B,I]`, Z `[B,O]`; `A' = f(Z)`
+//!   backward  `dWt = A^T @ dZ`  `[I,O]`;  `db = sum_rows(dZ)`  `[O]`
+//!             `dA = dZ @ Wt^T`  `[B,I]`;  `dZ_prev = dA * f'` (not needed for layer 0)
 //! with `f` the architecture's [`Activation`](crate::model::Activation) (`f'` read off `A'`, or
 //! off `Z`, kept for that, where the activation needs it) and at the top
 //! `dZ = (softmax(Z) - onehot(y)) / mean_over`: `mean_over` is the batch for the gradient of its
@@ -17,7 +19,12 @@
 //! fixed sequence of
 //! operations whatever the thread count (`matmul` says why), so a seed gives bit-identical
 //! results run after run.
+//!
+//! Why `Wt`: `gemm` runs these products faster with it. Single-threaded, on a 2-core AVX-512
+//! EPYC (2026-12-02), B1's five large products took 1.48 ms instead of 1.60 (forward layer 2:
+//! 157 us instead of 250, whose `[O,I]` operand `gemm` reads at a power-of-two stride).
 
+mod aligned;
 mod matmul;
 mod team;
 
@@ -30,7 +37,8 @@ use crate::dataset::Dataset;
 use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
-use matmul::{block_count, matmul_blocks, matmul_blocks_by, Disjoint, Mat};
+use aligned::AlignedVec;
+use matmul::{block_count, matmul_blocks, Disjoint, Mat};
 use team::Exec;
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -39,23 +47,23 @@ const UPDATE_CHUNK: usize = 1 << 15;
 pub struct CpuBackend {
     arch: Architecture,
     layout: ParamLayout,
-    params: Vec<f32>,
-    grads: Vec<f32>,
+    params: AlignedVec,
+    grads: AlignedVec,
     /// The optimizer attached for training, and its state buffers (one per
     /// `kind.state_names()`).
-    optimizer: Option<(OptimizerConfig, Vec<Vec<f32>>)>,
+    optimizer: Option<(OptimizerConfig, Vec<AlignedVec>)>,
     train: Dataset,
     test: Dataset,
     /// `acts[0]` is the normalised input batch, `acts[l]` layer `l-1`'s output after the
     /// activation, and the last one the logits; each `[B, sizes[l]]`.
-    acts: Vec<Vec<f32>>,
+    acts: Vec<AlignedVec>,
     /// `pre[l]` layer `l-1`'s output before the activation, kept for hidden layers only where
     /// the activation's derivative needs it (empty otherwise).
-    pre: Vec<Vec<f32>>,
+    pre: Vec<AlignedVec>,
     /// Softmax of the logits, `[B, classes]`.
-    probs: Vec<f32>,
+    probs: AlignedVec,
     /// Gradients of the loss with respect to each layer's pre-activation `Z`, `[B, sizes[l+1]]`.
-    dz: Vec<Vec<f32>>,
+    dz: Vec<AlignedVec>,
     /// Labels of the last forward batch.
     labels: Vec<u32>,
     /// The next training batch, gathered during the last backward of a span.
@@ -77,15 +85,15 @@ impl CpuBackend {
         CpuBackend {
             arch: arch.clone(),
             layout,
-            params: vec![0.0; n],
-            grads: vec![0.0; n],
+            params: AlignedVec::zeros(n),
+            grads: AlignedVec::zeros(n),
             optimizer: None,
             train: empty.clone(),
             test: empty,
-            acts: vec![Vec::new(); arch.sizes.len()],
-            pre: vec![Vec::new(); arch.sizes.len()],
-            probs: Vec::new(),
-            dz: vec![Vec::new(); arch.layers()],
+            acts: vec![AlignedVec::default(); arch.sizes.len()],
+            pre: vec![AlignedVec::default(); arch.sizes.len()],
+            probs: AlignedVec::default(),
+            dz: vec![AlignedVec::default(); arch.layers()],
             labels: Vec::new(),
             next: Staged::default(),
             batch: 0,
@@ -109,26 +117,60 @@ impl CpuBackend {
         }
         self.batch = b;
         for (l, a) in self.acts.iter_mut().enumerate() {
-            a.resize(b * self.arch.sizes[l], 0.0);
+            a.resize(b * self.arch.sizes[l]);
         }
         if self.arch.activation.needs_pre_activation() {
             let hidden = 1..self.arch.layers();
             for (l, z) in self.pre.iter_mut().enumerate() {
-                z.resize(
-                    if hidden.contains(&l) {
-                        b * self.arch.sizes[l]
-                    } else {
-                        0
-                    },
-                    0.0,
-                );
+                z.resize(if hidden.contains(&l) {
+                    b * self.arch.sizes[l]
+                } else {
+                    0
+                });
             }
         }
         for (l, d) in self.dz.iter_mut().enumerate() {
-            d.resize(b * self.arch.sizes[l + 1], 0.0);
+            d.resize(b * self.arch.sizes[l + 1]);
         }
-        self.probs.resize(b * self.classes(), 0.0);
+        self.probs.resize(b * self.classes());
     }
+}
+
+/// One product of a training step on this backend: `m x k x n`, its operands read transposed
+/// or not (`a_t`, `b_t`) as [`matmul_row_major`] takes them.
+pub struct StepProduct {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a_t: bool,
+    pub b_t: bool,
+    /// Its layer, from 0.
+    pub layer: usize,
+    /// "forward", "weight grad" or "input grad".
+    pub what: &'static str,
+}
+
+/// The products of one training step of the network `sizes` on a batch of `b`, their operands
+/// laid out as the step lays them out (what `gpumlp bench` times): the forwards, then the
+/// weight gradients, then the input gradients (none for the first layer).
+pub fn step_products(sizes: &[usize], b: usize) -> Vec<StepProduct> {
+    let layers = || sizes.windows(2).map(|w| (w[0], w[1])).enumerate();
+    let product = |layer, (m, k, n), (a_t, b_t), what| StepProduct {
+        m,
+        k,
+        n,
+        a_t,
+        b_t,
+        layer,
+        what,
+    };
+    // Z = A @ Wt; dWt = A^T @ dZ; dA = dZ @ Wt^T.
+    let forward = layers().map(|(l, (i, o))| product(l, (b, i, o), (false, false), "forward"));
+    let weight = layers().map(|(l, (i, o))| product(l, (i, b, o), (true, false), "weight grad"));
+    let input = layers()
+        .skip(1)
+        .map(|(l, (i, o))| product(l, (b, o, i), (false, true), "input grad"));
+    forward.chain(weight).chain(input).collect()
 }
 
 /// Index of the largest value (the first one on ties).
@@ -210,7 +252,7 @@ impl Backend for CpuBackend {
     }
 
     fn attach_optimizer(&mut self, optimizer: &OptimizerConfig) -> Result<()> {
-        let state = vec![vec![0.0; self.layout.len]; optimizer.kind.state_names().len()];
+        let state = vec![AlignedVec::zeros(self.layout.len); optimizer.kind.state_names().len()];
         self.optimizer = Some((*optimizer, state));
         Ok(())
     }
@@ -228,20 +270,20 @@ impl Backend for CpuBackend {
             Tensor::State(k) => &mut self.optimizer.as_mut().expect("checked").1[k],
             Tensor::Logits => unreachable!("refused by check_write"),
         };
-        target.copy_from_slice(values);
+        relayout(&self.layout, values, target, true);
         Ok(())
     }
 
     fn read(&mut self, tensor: Tensor) -> LocalFuture<'_, Result<Vec<f32>>> {
         ready(match tensor {
-            Tensor::Params => Ok(self.params.clone()),
-            Tensor::Grads => Ok(self.grads.clone()),
+            Tensor::Params => Ok(in_layout(&self.layout, &self.params)),
+            Tensor::Grads => Ok(in_layout(&self.layout, &self.grads)),
             Tensor::Logits => match self.forwarded {
                 Some(_) => Ok(self.output().to_vec()),
                 None => Err(super::no_forward()),
             },
             Tensor::State(k) => match &self.optimizer {
-                Some((_, state)) if k < state.len() => Ok(state[k].clone()),
+                Some((_, state)) if k < state.len() => Ok(in_layout(&self.layout, &state[k])),
                 Some((opt, _)) => Err(crate::Error::Config(format!(
                     "{opt} keeps no state buffer {k}"
                 ))),
@@ -251,7 +293,7 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
-        self.forward_on(&Exec::Pool, split, indices, mean_over, None)
+        self.forward_on(&Exec::Pool, split, indices, mean_over)
     }
 
     fn backward(&mut self) -> Result<()> {
@@ -267,19 +309,17 @@ impl Backend for CpuBackend {
     }
 
     /// The steps on a team of threads that spin between the step's parallel regions instead of
-    /// sleeping (see `team`), each step's update made by the next step's forward, block by
-    /// block, just before the block's weights are multiplied (so they are in cache for it): the
-    /// same values as forward, backward and update one by one. (Fusing each layer's update into
-    /// its weight-gradient blocks instead measured slower than a separate pass.)
+    /// sleeping (see `team`). (Updating each layer inside the next forward's blocks, just
+    /// before their weights are multiplied, measured slower than this separate pass once the
+    /// weights were kept `[I,O]`: a block's weights are then a strided panel, one short
+    /// optimizer call per row.)
     fn train(&mut self, span: super::Span<'_>, progress: &mut dyn FnMut(usize)) -> Result<()> {
         team::on_team(|exec| {
-            // The update the last step left to the next forward.
-            let mut pending = None;
             let mut steps = span.steps().peekable();
             let mut i = 0;
             while let Some(step) = steps.next() {
                 let rows = step.rows;
-                self.forward_on(exec, Split::Train, rows, rows.len(), pending.take())?;
+                self.forward_on(exec, Split::Train, rows, rows.len())?;
                 // The next batch's images are scattered over the training set: ask for them now,
                 // so they arrive while backward multiplies (or, with a small top layer, while
                 // backward gathers them beside its first products).
@@ -288,42 +328,27 @@ impl Backend for CpuBackend {
                     prefetch_images(&self.train, rows);
                 }
                 self.backward_on(exec, next)?;
-                pending = Some(step.hyper);
+                self.update_on(exec, step.hyper)?;
                 i += 1;
                 progress(i);
             }
-            match pending {
-                Some(hyper) => self.update_on(exec, hyper),
-                None => Ok(()),
-            }
+            Ok(())
         })
     }
 }
 
 impl CpuBackend {
-    /// [`Backend::forward`], its parallel regions run by `exec`, first making the update
-    /// `pending` from the gradient buffer (each block of a layer's product updates the weights
-    /// and biases of its own output units just before it multiplies by them).
+    /// [`Backend::forward`], its parallel regions run by `exec`.
     fn forward_on(
         &mut self,
         exec: &Exec,
         split: Split,
         indices: &[u32],
         mean_over: usize,
-        pending: Option<StepHyper>,
     ) -> Result<()> {
         let b = indices.len();
         self.forwarded = None;
-        if let Err(e) = super::check_batch(split, indices, self.data(split).len()) {
-            // Nothing is forwarded; the update still belongs to the parameters.
-            if let Some(hyper) = pending {
-                self.update_on(exec, hyper)?;
-            }
-            return Err(e);
-        }
-        if pending.is_some() && self.optimizer.is_none() {
-            return Err(super::no_optimizer());
-        }
+        super::check_batch(split, indices, self.data(split).len())?;
         self.resize(b);
         self.mean_over = mean_over.max(1);
         // Gather and normalise the batch; `split` is a field borrow apart from `acts`.
@@ -343,57 +368,32 @@ impl CpuBackend {
         }
         self.next.current = false;
 
-        let mut pending = match (pending, &mut self.optimizer) {
-            (Some(h), Some((opt, state))) => Some((*opt, opt.scalars(h.lr, h.t), state)),
-            _ => None,
-        };
         let layers = self.arch.layers();
         let f = self.arch.activation;
         for l in 0..layers {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
-            let layer = self.layout.weight(l).offset..self.layout.bias(l).range().end;
-            let wlen = out * inp;
+            let (weight, bias) = (
+                &self.params[self.layout.weight(l).range()],
+                &self.params[self.layout.bias(l).range()],
+            );
             let (lower, upper) = self.acts.split_at_mut(l + 1);
             let (a, z) = (&lower[l], &mut upper[0]);
-            // The layer's weights `[out, inp]` then biases `[out]`: block j of the product owns
-            // output units c0..c1, so weight rows c0..c1 and biases c0..c1.
-            let params = Disjoint::new(&mut self.params[layer.clone()]);
-            let update = pending.as_mut().map(|(opt, s, state)| {
-                let state: Vec<Disjoint> = state
-                    .iter_mut()
-                    .map(|buffer| Disjoint::new(&mut buffer[layer.clone()]))
-                    .collect();
-                (&*opt, &*s, state)
-            });
-            let grads = &self.grads[layer.clone()];
             let hidden = l + 1 < layers;
             let pre =
                 (hidden && f.needs_pre_activation()).then(|| Disjoint::new(&mut self.pre[l + 1]));
-            // Z = bias, Z += A @ W^T, then f(Z) (Z kept first where backward needs it), per block.
-            matmul_blocks_by(
+            // Z = bias, Z += A @ Wt, then f(Z) (Z kept first where backward needs it), per block
+            // of output units.
+            matmul_blocks(
                 exec,
                 z,
                 Mat::new(a, b, inp),
-                out,
+                Mat::new(weight, inp, out),
                 true,
                 |block| {
-                    let (c0, c1) = (block.c0, block.c1);
-                    if let Some((opt, s, state)) = &update {
-                        for at in [c0 * inp..c1 * inp, wlen + c0..wlen + c1] {
-                            // SAFETY: this block's own units' weights and biases.
-                            unsafe { update_part(opt, s, &params, state, at.clone(), &grads[at]) };
-                        }
-                    }
-                    // SAFETY: this block's own biases, read only while the block runs.
-                    let bias = unsafe { params.part(wlen + c0..wlen + c1) };
+                    let bias = &bias[block.c0..block.c1];
                     for r in 0..block.rows {
                         block.row(r).copy_from_slice(bias);
                     }
-                },
-                // SAFETY: this block's own weight rows, read only while the block runs.
-                |block| {
-                    let rows = unsafe { params.part(block.c0 * inp..block.c1 * inp) };
-                    Mat::new(rows, block.c1 - block.c0, inp).t()
                 },
                 |block| {
                     if !hidden {
@@ -483,13 +483,13 @@ impl CpuBackend {
             };
             let weight = &self.params[w];
             let a = &self.acts[l];
-            // dA = dZ @ W, then * f' per block.
+            // dA = dZ @ Wt^T, then * f' per block.
             let input_grad = |exec: &Exec, dst: &mut [f32]| {
                 matmul_blocks(
                     exec,
                     dst,
                     Mat::new(dz, b, out),
-                    Mat::new(weight, out, inp),
+                    Mat::new(weight, inp, out).t(),
                     false,
                     |_| {},
                     |block| {
@@ -503,33 +503,32 @@ impl CpuBackend {
                     },
                 )
             };
-            // dW = dZ^T @ A per block of W's columns; each block also sums its share of db's
-            // entries (over the rows in order).
+            // dWt = A^T @ dZ per block of output units; each block also sums its units' entries
+            // of db (over the rows in order).
             let weight_grad = |exec: &Exec, grads: &mut [f32]| {
                 let (dw, db) = grads.split_at_mut(out * inp);
                 let db = Disjoint::new(db);
                 matmul_blocks(
                     exec,
                     dw,
-                    Mat::new(dz, b, out).t(),
-                    Mat::new(a, b, inp),
+                    Mat::new(a, b, inp).t(),
+                    Mat::new(dz, b, out),
                     false,
                     |_| {},
                     |block| {
-                        let share =
-                            out * block.index / block.count..out * (block.index + 1) / block.count;
-                        // SAFETY: db's entries in `share` are this block's alone.
-                        let db = unsafe { db.part(share.clone()) };
+                        let units = block.c0..block.c1;
+                        // SAFETY: db's entries for this block's units are its alone.
+                        let db = unsafe { db.part(units.clone()) };
                         db.fill(0.0);
                         for row in dz.chunks_exact(out) {
                             db.iter_mut()
-                                .zip(&row[share.clone()])
+                                .zip(&row[units.clone()])
                                 .for_each(|(s, &d)| *s += d);
                         }
                     },
                 )
             };
-            let small = block_count(b, out, inp) == 1 && block_count(out, b, inp) == 1;
+            let small = block_count(b, out, inp) == 1 && block_count(inp, b, out) == 1;
             match next.filter(|_| l + 1 == layers && small) {
                 Some(rows) => {
                     // Four parts: dA, dW, and each half of the next batch. Each part locks
@@ -576,7 +575,7 @@ struct Staged {
     current: bool,
     rows: Vec<u32>,
     /// `[rows, width]`, normalised as `Dataset::read_row` does.
-    input: Vec<f32>,
+    input: AlignedVec,
     labels: Vec<u32>,
 }
 
@@ -584,7 +583,7 @@ impl Staged {
     /// Sizes the buffers for `rows` of `data`, fills the labels and records the rows (the
     /// caller fills `input`).
     fn stage(&mut self, data: &Dataset, rows: &[u32]) {
-        self.input.resize(rows.len() * data.width, 0.0);
+        self.input.resize(rows.len() * data.width);
         labels_of(data, rows, &mut self.labels);
         self.rows.clear();
         self.rows.extend_from_slice(rows);
@@ -595,6 +594,34 @@ impl Staged {
     fn holds(&self, split: Split, rows: &[u32]) -> bool {
         split == Split::Train && self.current && self.rows == rows
     }
+}
+
+/// Copies `src` into `dst`, each layer's weights transposed between the parameter layout's
+/// `[O,I]` and this backend's `[I,O]` (`into_backend` says which way), the biases as they are.
+fn relayout(layout: &ParamLayout, src: &[f32], dst: &mut [f32], into_backend: bool) {
+    for entry in &layout.entries {
+        let at = entry.range();
+        let (src, dst) = (&src[at.clone()], &mut dst[at]);
+        match entry.shape[..] {
+            [out, inp] => {
+                let (rows, cols) = if into_backend { (out, inp) } else { (inp, out) };
+                for (r, row) in src.chunks_exact(cols).enumerate() {
+                    for (c, &x) in row.iter().enumerate() {
+                        dst[c * rows + r] = x;
+                    }
+                }
+            }
+            _ => dst.copy_from_slice(src),
+        }
+    }
+}
+
+/// A buffer of this backend's (parameters, gradient or optimizer state) in the parameter
+/// layout.
+fn in_layout(layout: &ParamLayout, values: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    relayout(layout, values, &mut out, false);
+    out
 }
 
 /// The samples at `rows` of `data`, normalised, into `dst` (`[rows, width]`).
