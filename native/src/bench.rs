@@ -9,9 +9,9 @@ use crate::cli::BenchArgs;
 use crate::devices;
 use crate::ranks::Job;
 use crate::tuning::TuningCache;
-use crate::workload::{self, b1_step_seconds, BATCH};
+use crate::workload::{self, b1_step_and_product_seconds, b1_step_seconds, BATCH};
 use anyhow::Result;
-use gpumlp::backend::cpu::{matmul_row_major, step_products};
+use gpumlp::backend::cpu::{clock, matmul_row_major, step_products};
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
 use gpumlp::CpuBackend;
 use serde_json::{json, Value};
@@ -73,22 +73,47 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
         .collect()
 }
 
-/// The share of a B1 step on the CPU spent outside its five products, once per round of
-/// [`SHARE_ROUNDS`], each timing the products alone and then steps: on a shared machine whose
-/// speed drifts, both halves of a round see about the same machine. Sorted.
-fn cpu_outside_shares() -> Result<Vec<f64>> {
+/// The share of a B1 step on the CPU spent outside its products, read two ways in each of
+/// [`SHARE_ROUNDS`] rounds (on a shared machine whose speed drifts, both halves of a round see
+/// about the same machine), each sorted:
+/// - `alone`: one minus the time of B1's five large products timed alone (warm caches, back to
+///   back), over the step's;
+/// - `in_step`: one minus the thread-time inside all of the step's products' `gemm` calls,
+///   timed in the step itself, over the step's time on every thread.
+struct OutsideShares {
+    alone: Vec<f64>,
+    in_step: Vec<f64>,
+}
+
+fn cpu_outside_shares() -> Result<OutsideShares> {
     let mut backend = CpuBackend::new(&workload::architecture());
-    let mut shares = (0..SHARE_ROUNDS)
-        .map(|_| {
-            let mut products = 0.0;
-            for (m, k, n, a_t, b_t, _) in b1_products(true) {
-                products += cpu_gemm_seconds((m, k, n), (a_t, b_t), SHARE_PRODUCT_SECONDS)?;
-            }
-            Ok(1.0 - products / b1_step_seconds(&mut backend, STEPS)?)
-        })
-        .collect::<Result<Vec<f64>>>()?;
-    shares.sort_by(f64::total_cmp);
-    Ok(shares)
+    let threads = gpumlp::backend::cpu_threads() as f64;
+    let (mut alone, mut in_step) = (Vec::new(), Vec::new());
+    for _ in 0..SHARE_ROUNDS {
+        let mut products = 0.0;
+        for (m, k, n, a_t, b_t, _) in b1_products(true) {
+            products += cpu_gemm_seconds((m, k, n), (a_t, b_t), SHARE_PRODUCT_SECONDS)?;
+        }
+        clock::count_products(true);
+        let timed = b1_step_and_product_seconds(&mut backend, STEPS);
+        clock::count_products(false);
+        let (step, in_gemm) = timed?;
+        alone.push(1.0 - products / step);
+        in_step.push(1.0 - in_gemm / (threads * step));
+    }
+    alone.sort_by(f64::total_cmp);
+    in_step.sort_by(f64::total_cmp);
+    Ok(OutsideShares { alone, in_step })
+}
+
+/// "median% (lowest-highest%)" of sorted shares.
+fn median_and_range(shares: &[f64]) -> String {
+    format!(
+        "{:.0}% ({:.0}-{:.0}%)",
+        100.0 * shares[shares.len() / 2],
+        100.0 * shares[0],
+        100.0 * shares[shares.len() - 1]
+    )
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -214,18 +239,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         flops / step / 1e9
     );
     let (outside_gemms, outside_rounds) = if on_cpu {
-        // The CPU: the share in rounds, its median the figure (one timing of each half is at
-        // the mercy of a noisy neighbour).
+        // The CPU: the shares in rounds, their medians the figures (one timing of each half is
+        // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
-        let median = shares[shares.len() / 2];
         println!(
-            "  B1's five large products alone take {:.3} ms; in {SHARE_ROUNDS} rounds of the products alone then steps, {:.0}% of a step is outside them (median; {:.0}-{:.0}%)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            median_and_range(&shares.in_step),
+            median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
-            100.0 * median,
-            100.0 * shares[0],
-            100.0 * shares[shares.len() - 1]
         );
-        (median, Some(shares))
+        (shares.alone[SHARE_ROUNDS / 2], Some(shares))
     } else {
         let share = 1.0 - b1_gemm_seconds / step;
         println!(
@@ -262,7 +285,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "dispatches_per_step": dispatches,
                     "gemm_seconds": b1_gemm_seconds,
                     "outside_gemm_share": outside_gemms,
-                    "outside_gemm_share_rounds": outside_rounds,
+                    "outside_gemm_share_rounds": outside_rounds.as_ref().map(|s| &s.alone),
+                    "outside_gemm_share_in_step": outside_rounds.as_ref().map(|s| s.in_step[SHARE_ROUNDS / 2]),
+                    "outside_gemm_share_in_step_rounds": outside_rounds.as_ref().map(|s| &s.in_step),
                     "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },

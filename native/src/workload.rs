@@ -3,6 +3,7 @@
 //! definition.
 
 use anyhow::Result;
+use gpumlp::backend::cpu::clock;
 use gpumlp::backend::{Backend, Span, Split, StepHyper, Tensor};
 use gpumlp::model::init_params;
 use gpumlp::{Architecture, Dataset, OptimizerConfig, OptimizerKind};
@@ -11,8 +12,8 @@ use std::time::Instant;
 /// B1's batch.
 pub const BATCH: usize = 128;
 
-/// B1's five large products as (m, k, n, A transposed, B transposed), in the order a step
-/// runs them.
+/// B1's five large products as (m, k, n, A transposed, B transposed) as the GPU backend lays
+/// them out (the CPU backend's: `gpumlp::backend::cpu::step_products`).
 pub const GEMM_SHAPES: [(usize, usize, usize, bool, bool, &str); 5] = [
     (128, 784, 512, false, true, "forward layer 1"),
     (128, 512, 256, false, true, "forward layer 2"),
@@ -34,6 +35,12 @@ pub fn optimizer() -> OptimizerConfig {
 /// compiles a GPU's pipelines) on `backend` (built for [`architecture`]); returns seconds per
 /// step, waiting for the device at the end. `auto` and `gpumlp devices` time each device this way.
 pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
+    Ok(b1_step_and_product_seconds(backend, steps)?.0)
+}
+
+/// [`b1_step_seconds`], and the CPU products' thread-seconds per timed step as
+/// `gpumlp::backend::cpu::clock` counts them (zero unless its count is on).
+pub fn b1_step_and_product_seconds(backend: &mut dyn Backend, steps: usize) -> Result<(f64, f64)> {
     let n = steps.max(2) * BATCH;
     let images: Vec<u8> = (0..n * 784)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -59,7 +66,10 @@ pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
         Ok(())
     };
     epoch(2)?;
+    let products = clock::product_seconds();
     let start = Instant::now();
     epoch(steps)?;
-    Ok(start.elapsed().as_secs_f64() / steps as f64)
+    let seconds = start.elapsed().as_secs_f64();
+    let products = clock::product_seconds() - products;
+    Ok((seconds / steps as f64, products / steps as f64))
 }

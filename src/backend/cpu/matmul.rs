@@ -163,6 +163,7 @@ pub(crate) fn matmul_blocks(
         let b = b.columns(c0, c1);
         b.check();
         if c1 > c0 && m > 0 && k > 0 {
+            let clock = clock::start();
             // SAFETY: `a` and `b` are checked views (every index their strides form is inside
             // their slices); blocks write disjoint column ranges of `dst`, which is exclusively
             // borrowed and distinct from `a` and `b`; `before` and `after` touch only this
@@ -190,10 +191,50 @@ pub(crate) fn matmul_blocks(
                     gemm::Parallelism::None,
                 );
             }
+            clock::stop(clock);
         }
         after(&mut block);
     };
     exec.for_each(count, &block);
+}
+
+/// The thread-time spent inside the products' `gemm` calls, counted while switched on: what
+/// `gpumlp bench` sets against a step's time for the share of the step outside the products.
+/// Process-wide: every CPU backend's products count while it is on. (Native only: the browser
+/// has no clock here, and nothing counts there.)
+pub mod clock {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static NANOS: AtomicU64 = AtomicU64::new(0);
+
+    /// Switches the count on or off.
+    pub fn count_products(on: bool) {
+        ON.store(on, Ordering::Relaxed);
+    }
+
+    /// Seconds counted so far, summed over threads.
+    pub fn product_seconds() -> f64 {
+        NANOS.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn start() -> Option<std::time::Instant> {
+        ON.load(Ordering::Relaxed).then(std::time::Instant::now)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(super) fn stop(start: Option<std::time::Instant>) {
+        if let Some(start) = start {
+            NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn start() {}
+
+    #[cfg(target_arch = "wasm32")]
+    pub(super) fn stop(_: ()) {}
 }
 
 /// `dst = A @ B`, `dst` row-major `[m, n]`, `reps` times over, on the threads a span of

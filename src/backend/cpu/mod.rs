@@ -28,7 +28,7 @@ mod aligned;
 mod matmul;
 mod team;
 
-pub use matmul::matmul_row_major;
+pub use matmul::{clock, matmul_row_major};
 
 use super::parallel::*;
 use super::{ready, Backend, DeviceInfo, LocalFuture, Split, Stats, StepHyper, Tensor};
