@@ -9,7 +9,7 @@
 //! and what runs before and after a block is element-wise, or sums over rows in a fixed order,
 //! per element. Which thread runs a block changes nothing.
 
-use super::team::Exec;
+use super::team::{Exec, Parts};
 use std::marker::PhantomData;
 
 /// A read-only matrix view with arbitrary strides, so transposes cost nothing.
@@ -112,35 +112,34 @@ impl Block<'_> {
 
 /// How many column blocks an `m x k x n` product is cut into: from the shape alone, so that the
 /// thread count changes nothing in the results.
-pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
+fn block_count(m: usize, k: usize, n: usize) -> usize {
     (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(EDGE).max(1))
 }
 
-/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, with
-/// `before(block)` run on each column block of the output just before its product (e.g. a bias
-/// copied in, then accumulated onto) and `after(block)` just after it, while the block is in
-/// cache.
+/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, as the
+/// parts of a parallel region, one per column block of the output, with `before(block)` run on
+/// each block just before its product (e.g. a bias copied in, then accumulated onto) and
+/// `after(block)` just after it, while the block is in cache.
 ///
 /// Large products are split by output columns into blocks of about `BLOCK_MACS` multiply-adds
 /// and at least `EDGE` columns, each a single-threaded `gemm` call: on the 2-core machines this
 /// measured faster than `gemm`'s own rayon mode, which leaves B1's middle-sized shapes
 /// (128x512x256) on one thread.
-pub(crate) fn matmul_blocks(
-    exec: &Exec,
-    dst: &mut [f32],
-    a: Mat,
-    b: Mat,
+pub(crate) fn product<'a>(
+    dst: &'a mut [f32],
+    a: Mat<'a>,
+    b: Mat<'a>,
     accumulate: bool,
-    before: impl Fn(&mut Block) + Sync,
-    after: impl Fn(&mut Block) + Sync,
-) {
+    before: impl Fn(&mut Block) + Sync + 'a,
+    after: impl Fn(&mut Block) + Sync + 'a,
+) -> Parts<'a> {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let n = b.cols;
     let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
     a.check();
     let count = block_count(m, k, n);
-    let edge = |i: usize| {
+    let edge = move |i: usize| {
         if i == count {
             n
         } else {
@@ -148,7 +147,7 @@ pub(crate) fn matmul_blocks(
         }
     };
     let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr());
-    let block = |index: usize| {
+    let block = move |index: usize| {
         let ptrs = &ptrs;
         let (c0, c1) = (edge(index), edge(index + 1));
         let mut block = Block {
@@ -195,7 +194,20 @@ pub(crate) fn matmul_blocks(
         }
         after(&mut block);
     };
-    exec.for_each(count, &block);
+    Parts::new(count, block)
+}
+
+/// [`product`] run as a region of its own.
+pub(crate) fn matmul_blocks(
+    exec: &Exec,
+    dst: &mut [f32],
+    a: Mat,
+    b: Mat,
+    accumulate: bool,
+    before: impl Fn(&mut Block) + Sync,
+    after: impl Fn(&mut Block) + Sync,
+) {
+    exec.run(&[product(dst, a, b, accumulate, before, after)]);
 }
 
 /// The thread-time spent inside the products' `gemm` calls, counted while switched on: what

@@ -38,8 +38,8 @@ use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
 use aligned::AlignedVec;
-use matmul::{block_count, matmul_blocks, Disjoint, Mat};
-use team::Exec;
+use matmul::{matmul_blocks, product, Disjoint, Mat};
+use team::{Exec, Parts};
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
 const UPDATE_CHUNK: usize = 1 << 15;
@@ -297,7 +297,7 @@ impl Backend for CpuBackend {
     }
 
     fn backward(&mut self) -> Result<()> {
-        self.backward_on(&Exec::Pool, None)
+        self.backward_on(&Exec::Pool, None, None)
     }
 
     fn update(&mut self, hyper: StepHyper) -> Result<()> {
@@ -327,8 +327,7 @@ impl Backend for CpuBackend {
                 if let Some(rows) = next {
                     prefetch_images(&self.train, rows);
                 }
-                self.backward_on(exec, next)?;
-                self.update_on(exec, step.hyper)?;
+                self.backward_on(exec, next, Some(step.hyper))?;
                 i += 1;
                 progress(i);
             }
@@ -429,30 +428,33 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
-    /// [`Backend::update`] over chunks of the flat buffer run by `exec`.
+    /// [`Backend::update`], in one region run by `exec`.
     fn update_on(&mut self, exec: &Exec, hyper: StepHyper) -> Result<()> {
         let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;
         let s = opt.scalars(hyper.lr, hyper.t);
-        let n = self.params.len();
-        let params = Disjoint::new(&mut self.params);
-        let state: Vec<Disjoint> = state.iter_mut().map(|b| Disjoint::new(b)).collect();
-        let grads = &self.grads;
-        exec.for_each(n.div_ceil(UPDATE_CHUNK), &|chunk| {
-            let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
-            // SAFETY: each chunk is its own part of the buffers.
-            unsafe { update_part(opt, &s, &params, &state, at.clone(), &grads[at]) };
-        });
+        let state = state.iter_mut().map(|buffer| &mut buffer[..]).collect();
+        exec.run(&[update_parts(opt, &s, &mut self.params, state, &self.grads)]);
         Ok(())
     }
 
-    /// [`Backend::backward`], its parallel regions run by `exec`. With `next`, rows of the
-    /// training set, it also gathers the next step's batch into `self.next` where the top
-    /// layer's products are too small to split: beside them, in the same region, so that the
-    /// threads they would leave idle gather instead.
-    fn backward_on(&mut self, exec: &Exec, next: Option<&[u32]>) -> Result<()> {
+    /// [`Backend::backward`], its parallel regions run by `exec`; then, with `update`, the
+    /// update too. Each layer's two products share a region. Beside the top layer's goes the
+    /// gathering of `next`, rows of the training set, into `self.next` (the next step's batch);
+    /// beside the first layer's, the update of every layer above it, whose gradients are final
+    /// and whose weights this step no longer reads. Threads done with one piece of a region take
+    /// up the next instead of waiting at its end.
+    fn backward_on(
+        &mut self,
+        exec: &Exec,
+        next: Option<&[u32]>,
+        update: Option<StepHyper>,
+    ) -> Result<()> {
         let b = self.batch;
         if self.forwarded.is_none() {
             return Err(super::no_forward());
+        }
+        if update.is_some() && self.optimizer.is_none() {
+            return Err(super::no_optimizer());
         }
         let layers = self.arch.layers();
         // Top: dZ = (softmax - onehot) / mean_over.
@@ -468,31 +470,55 @@ impl CpuBackend {
                 *d = (p - if c == y as usize { 1.0 } else { 0.0 }) * scale;
             }
         }
-        let f = self.arch.activation;
+        let CpuBackend {
+            arch,
+            layout,
+            params,
+            grads,
+            optimizer,
+            train,
+            acts,
+            pre,
+            dz: dzs,
+            next: staged,
+            ..
+        } = self;
+        let f = arch.activation;
+        let mut update = match (update, optimizer) {
+            (Some(hyper), Some((opt, state))) => {
+                Some((&*opt, opt.scalars(hyper.lr, hyper.t), state))
+            }
+            _ => None,
+        };
         for l in (0..layers).rev() {
-            let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
-            let (w, bias) = (self.layout.weight(l).range(), self.layout.bias(l).range());
-            let (below, this) = self.dz.split_at_mut(l);
+            let (inp, out) = (arch.sizes[l], arch.sizes[l + 1]);
+            let (w, end) = (layout.weight(l).offset, layout.bias(l).range().end);
+            let (below, this) = dzs.split_at_mut(l);
             let dz = &this[0];
-            let grads = &mut self.grads[w.start..bias.end];
-            // f' is read off the layer's input (or its pre-activation, kept for that).
-            let x = if f.needs_pre_activation() {
-                &self.pre[l]
-            } else {
-                &self.acts[l]
-            };
-            let weight = &self.params[w];
-            let a = &self.acts[l];
-            // dA = dZ @ Wt^T, then * f' per block.
-            let input_grad = |exec: &Exec, dst: &mut [f32]| {
-                matmul_blocks(
-                    exec,
-                    dst,
+            let (a, x) = (
+                &acts[l],
+                if f.needs_pre_activation() {
+                    &pre[l]
+                } else {
+                    &acts[l]
+                },
+            );
+            // This layer's parameters and gradient, and those of the layers above it.
+            let (params, params_above) = params[w..].split_at_mut(end - w);
+            let (grads, grads_above) = grads[w..].split_at_mut(end - w);
+            let (dw, db) = grads.split_at_mut(out * inp);
+            let mut pieces = Vec::new();
+            if l > 0 {
+                // dA = dZ @ Wt^T, then * f' (read off the layer's input, or its pre-activation,
+                // kept for that) per block.
+                let weight = &params[..out * inp];
+                pieces.push(product(
+                    &mut below[l - 1],
                     Mat::new(dz, b, out),
                     Mat::new(weight, inp, out).t(),
                     false,
                     |_| {},
-                    |block| {
+                    move |block| {
                         for r in 0..block.rows {
                             let x = &x[r * inp + block.c0..r * inp + block.c1];
                             let d = block.row(r);
@@ -501,70 +527,87 @@ impl CpuBackend {
                                 .for_each(|(d, &x)| *d = f.backward(*d, x));
                         }
                     },
-                )
-            };
+                ));
+            }
             // dWt = A^T @ dZ per block of output units; each block also sums its units' entries
             // of db (over the rows in order).
-            let weight_grad = |exec: &Exec, grads: &mut [f32]| {
-                let (dw, db) = grads.split_at_mut(out * inp);
-                let db = Disjoint::new(db);
-                matmul_blocks(
-                    exec,
-                    dw,
-                    Mat::new(a, b, inp).t(),
-                    Mat::new(dz, b, out),
-                    false,
-                    |_| {},
-                    |block| {
-                        let units = block.c0..block.c1;
-                        // SAFETY: db's entries for this block's units are its alone.
-                        let db = unsafe { db.part(units.clone()) };
-                        db.fill(0.0);
-                        for row in dz.chunks_exact(out) {
-                            db.iter_mut()
-                                .zip(&row[units.clone()])
-                                .for_each(|(s, &d)| *s += d);
-                        }
-                    },
-                )
-            };
-            let small = block_count(b, out, inp) == 1 && block_count(inp, b, out) == 1;
-            match next.filter(|_| l + 1 == layers && small) {
-                Some(rows) => {
-                    // Four parts: dA, dW, and each half of the next batch. Each part locks
-                    // what it writes (uncontended: one part each).
-                    let staged = &mut self.next;
-                    let data = &self.train;
-                    staged.stage(data, rows);
-                    let (first, second) = staged.input.split_at_mut(rows.len() / 2 * data.width);
-                    let halves = [first, second].map(std::sync::Mutex::new);
-                    let (da, dw) = (
-                        std::sync::Mutex::new(below.last_mut()),
-                        std::sync::Mutex::new(grads),
-                    );
-                    exec.for_each(4, &|part| match part {
-                        0 => {
-                            if let Some(dst) = &mut *da.lock().unwrap() {
-                                input_grad(&Exec::Serial, dst)
-                            }
-                        }
-                        1 => weight_grad(&Exec::Serial, &mut dw.lock().unwrap()),
-                        half => {
-                            let at = if half == 2 { 0 } else { rows.len() / 2 };
-                            gather(data, &rows[at..], &mut halves[half - 2].lock().unwrap());
-                        }
-                    });
-                }
-                None => {
-                    if l > 0 {
-                        input_grad(exec, &mut below[l - 1]);
+            let db = Disjoint::new(db);
+            pieces.push(product(
+                dw,
+                Mat::new(a, b, inp).t(),
+                Mat::new(dz, b, out),
+                false,
+                |_| {},
+                move |block| {
+                    let units = block.c0..block.c1;
+                    // SAFETY: db's entries for this block's units are its alone.
+                    let db = unsafe { db.part(units.clone()) };
+                    db.fill(0.0);
+                    for row in dz.chunks_exact(out) {
+                        db.iter_mut()
+                            .zip(&row[units.clone()])
+                            .for_each(|(s, &d)| *s += d);
                     }
-                    weight_grad(exec, grads);
-                }
+                },
+            ));
+            if let Some(rows) = next.filter(|_| l + 1 == layers) {
+                pieces.push(gather_parts(staged, train, rows));
             }
+            if let Some((opt, s, state)) = update.as_mut().filter(|_| l == 0) {
+                let state = state.iter_mut().map(|buffer| &mut buffer[end..]).collect();
+                pieces.push(update_parts(opt, s, params_above, state, grads_above));
+            }
+            exec.run(&pieces);
+        }
+        if let Some((opt, s, state)) = update.as_mut() {
+            let first = layout.bias(0).range().end;
+            let state = state
+                .iter_mut()
+                .map(|buffer| &mut buffer[..first])
+                .collect();
+            exec.run(&[update_parts(
+                opt,
+                s,
+                &mut params[..first],
+                state,
+                &grads[..first],
+            )]);
         }
         Ok(())
     }
+}
+
+/// The optimizer's update of `params` from `grads`, with its `state` buffers (all the same part
+/// of the flat buffers), as parts of a region: chunks of `UPDATE_CHUNK` parameters.
+fn update_parts<'a>(
+    opt: &'a OptimizerConfig,
+    s: &'a StepScalars,
+    params: &'a mut [f32],
+    state: Vec<&'a mut [f32]>,
+    grads: &'a [f32],
+) -> Parts<'a> {
+    let n = params.len();
+    let params = Disjoint::new(params);
+    let state: Vec<Disjoint> = state.into_iter().map(Disjoint::new).collect();
+    Parts::new(n.div_ceil(UPDATE_CHUNK), move |chunk| {
+        let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
+        // SAFETY: each chunk is its own part of the buffers.
+        unsafe { update_part(opt, s, &params, &state, at.clone(), &grads[at]) };
+    })
+}
+
+/// Gathering `rows` of the training set `data` into `staged`, as two parts of a region (a half
+/// of the rows each).
+fn gather_parts<'a>(staged: &'a mut Staged, data: &'a Dataset, rows: &'a [u32]) -> Parts<'a> {
+    staged.stage(data, rows);
+    let input = Disjoint::new(&mut staged.input);
+    let half = rows.len() / 2;
+    Parts::new(2, move |part| {
+        let at = if part == 0 { 0..half } else { half..rows.len() };
+        // SAFETY: each part writes the rows of its own half.
+        let dst = unsafe { input.part(at.start * data.width..at.end * data.width) };
+        gather(data, &rows[at], dst);
+    })
 }
 
 /// The next step's batch, gathered ahead by [`CpuBackend::backward_on`] (its buffers reused

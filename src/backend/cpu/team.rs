@@ -21,8 +21,6 @@ use std::sync::Arc;
 pub(crate) enum Exec<'a> {
     /// rayon's pool (sequential on wasm32 unless built with threads).
     Pool,
-    /// The calling thread, the parts in turn (inside a part of another region).
-    Serial,
     /// A spinning team, for the length of a span.
     #[cfg(not(target_arch = "wasm32"))]
     Team(&'a Team),
@@ -40,7 +38,6 @@ impl Exec<'_> {
             return (0..count).for_each(job);
         }
         match self {
-            Exec::Serial => (0..count).for_each(job),
             #[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
             Exec::Pool => (0..count).into_par_iter().for_each(job),
             #[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
@@ -50,6 +47,40 @@ impl Exec<'_> {
             #[cfg(not(target_arch = "wasm32"))]
             Exec::Team(team) => team.for_each(count, job),
         }
+    }
+}
+
+/// Work for one parallel region: `count` parts, part `i` done by `run(i)`. Independent pieces of
+/// work (a product's column blocks, beside another product's, or chunks of an update) share a
+/// region through [`Exec::run`], so that threads done with one piece take up the next instead of
+/// waiting at the region's end.
+pub(crate) struct Parts<'a> {
+    count: usize,
+    run: Box<dyn Fn(usize) + Sync + 'a>,
+}
+
+impl<'a> Parts<'a> {
+    pub fn new(count: usize, run: impl Fn(usize) + Sync + 'a) -> Self {
+        Parts {
+            count,
+            run: Box::new(run),
+        }
+    }
+}
+
+impl Exec<'_> {
+    /// One region running every part of `pieces`, taken in order (the longest work first, so
+    /// that the short work fills the region's end).
+    pub fn run(&self, pieces: &[Parts]) {
+        let count = pieces.iter().map(|p| p.count).sum();
+        self.for_each(count, &|mut i| {
+            for piece in pieces {
+                if i < piece.count {
+                    return (piece.run)(i);
+                }
+                i -= piece.count;
+            }
+        });
     }
 }
 
