@@ -482,10 +482,11 @@ async fn shared_step(
     } else {
         backend.forward(Split::Train, mine, rows.len())?;
         backend.backward()?;
-        backend.read(Tensor::Grads).await?
+        backend.read(Tensor::GradsAsKept).await?
     };
+    // Summed element by element, so in whatever order the backend keeps them.
     group.sum_f32(&mut grads)?;
-    backend.write(Tensor::Grads, &grads)?;
+    backend.write(Tensor::GradsAsKept, &grads)?;
     backend.update(hyper)
 }
 

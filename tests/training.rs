@@ -1,5 +1,6 @@
 //! Training behaviour of the CPU backend: the accuracy README.md states, determinism, exact
-//! resume from a checkpoint, and the optimizers against hand-computed updates.
+//! resume from a checkpoint, the optimizers against hand-computed updates, and its buffers read
+//! and written in the parameter layout.
 
 mod common;
 
@@ -366,4 +367,59 @@ fn settings_parse_and_display_as_users_write_them() {
         OptimizerConfig::new(OptimizerKind::Sgd).to_string(),
         "sgd lr 0.05 momentum 0.9"
     );
+}
+
+/// The CPU backend keeps its weights transposed; what goes in and comes out is the parameter
+/// layout (`layers.{l}.weight` `[out, in]`, so `z = x @ W^T + b`), and the gradient as kept is
+/// the same values in the backend's own order, written back unchanged.
+#[test]
+fn cpu_buffers_read_and_write_in_the_parameter_layout() {
+    let data = common::small_sample(4, 1);
+    let arch = gpumlp::Architecture::mlp(&[5]).unwrap();
+    let mut cpu = CpuBackend::new(&arch);
+    cpu.upload(Split::Train, &data.train).unwrap();
+    let n = cpu.layout().len;
+    // Distinct values everywhere, so any misplaced one shows.
+    let params: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 * 1e-4 - 0.05)
+        .collect();
+    cpu.write(Tensor::Params, &params).unwrap();
+    assert_eq!(block_on(cpu.read(Tensor::Params)).unwrap(), params);
+
+    // One forward, its logits against a = relu(x @ W^T + b) layer by layer by hand.
+    cpu.forward(Split::Train, &[2], 1).unwrap();
+    let mut a = vec![0.0; arch.sizes[0]];
+    data.train.read_row(2, &mut a);
+    for l in 0..arch.layers() {
+        let (w, b) = (cpu.layout().weight(l).range(), cpu.layout().bias(l).range());
+        let (inp, out) = (arch.sizes[l], arch.sizes[l + 1]);
+        a = (0..out)
+            .map(|o| {
+                let row = &params[w.start + o * inp..w.start + (o + 1) * inp];
+                let z = params[b.start + o] + row.iter().zip(&a).map(|(w, a)| w * a).sum::<f32>();
+                if l + 1 < arch.layers() {
+                    z.max(0.0)
+                } else {
+                    z
+                }
+            })
+            .collect();
+    }
+    let logits = block_on(cpu.read(Tensor::Logits)).unwrap();
+    for (o, (got, want)) in logits.iter().zip(&a).enumerate() {
+        assert!((got - want).abs() < 1e-4, "logit {o}: {got} against {want}");
+    }
+
+    let grads: Vec<f32> = params.iter().map(|p| p * 3.0).collect();
+    cpu.write(Tensor::Grads, &grads).unwrap();
+    let kept = block_on(cpu.read(Tensor::GradsAsKept)).unwrap();
+    let sorted = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.sort_by(f32::total_cmp);
+        v
+    };
+    assert_eq!(sorted(&kept), sorted(&grads), "the same values");
+    assert_ne!(kept, grads, "kept in the backend's own order");
+    cpu.write(Tensor::GradsAsKept, &kept).unwrap();
+    assert_eq!(block_on(cpu.read(Tensor::Grads)).unwrap(), grads);
 }

@@ -130,6 +130,11 @@ pub enum Tensor {
     Params,
     /// The gradient buffer, laid out like the parameters.
     Grads,
+    /// The gradient buffer as the backend keeps it: as long as `Grads`, its values in the
+    /// backend's own order (the CPU backend keeps each layer's weights transposed). For work
+    /// element by element that writes the result back, such as data-parallel ranks summing
+    /// their gradients, without paying twice for a conversion to the parameter layout.
+    GradsAsKept,
     /// The attached optimizer's state buffer `k` (its name is `state_names()[k]`), laid out
     /// like the parameters.
     State(usize),
@@ -287,7 +292,7 @@ pub(crate) fn check_write(
 ) -> Result<()> {
     let what = match tensor {
         Tensor::Params => "the parameters".to_string(),
-        Tensor::Grads => "the gradient".to_string(),
+        Tensor::Grads | Tensor::GradsAsKept => "the gradient".to_string(),
         Tensor::Logits => return Err(crate::Error::Config("the logits cannot be written".into())),
         Tensor::State(k) => {
             let opt = optimizer.ok_or_else(no_optimizer)?;

@@ -248,7 +248,7 @@ impl GpuBackend {
     fn buffer(&self, tensor: Tensor) -> Result<&wgpu::Buffer> {
         match tensor {
             Tensor::Params => Ok(&self.params),
-            Tensor::Grads => Ok(&self.grads),
+            Tensor::Grads | Tensor::GradsAsKept => Ok(&self.grads),
             Tensor::State(k) => {
                 let opt = self.attached()?;
                 opt.state.get(k).ok_or_else(|| {
