@@ -326,8 +326,8 @@ impl Backend for CpuBackend {
                 let rows = step.rows;
                 self.forward_on(exec, Split::Train, rows, rows.len())?;
                 // The next batch's images are scattered over the training set: ask for them now,
-                // so they arrive while backward multiplies (or, with a small top layer, while
-                // backward gathers them beside its first products).
+                // so they arrive while backward multiplies (and gathers them beside its first
+                // products).
                 let next = steps.peek().map(|next| next.rows);
                 if let Some(rows) = next {
                     prefetch_images(&self.train, rows);

@@ -69,8 +69,8 @@ impl<'a> Parts<'a> {
 }
 
 impl Exec<'_> {
-    /// One region running every part of `pieces`, taken in order (the longest work first, so
-    /// that the short work fills the region's end).
+    /// One region running every part of `pieces`, taken in the order given (so put the long
+    /// work first, and short work fills the region's end).
     pub fn run(&self, pieces: &[Parts]) {
         let count = pieces.iter().map(|p| p.count).sum();
         self.for_each(count, &|mut i| {
