@@ -112,7 +112,7 @@ impl Block<'_> {
 
 /// How many column blocks an `m x k x n` product is cut into: from the shape alone, so that the
 /// thread count changes nothing in the results.
-fn block_count(m: usize, k: usize, n: usize) -> usize {
+pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
     (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(EDGE).max(1))
 }
 

@@ -38,7 +38,7 @@ use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
 use aligned::AlignedVec;
-use matmul::{matmul_blocks, product, Disjoint, Mat};
+use matmul::{block_count, matmul_blocks, product, Disjoint, Mat};
 use team::{Exec, Parts};
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -66,6 +66,8 @@ pub struct CpuBackend {
     dz: Vec<AlignedVec>,
     /// Labels of the last forward batch.
     labels: Vec<u32>,
+    /// Each row's loss and hit in the last forward.
+    row_stats: Vec<RowStats>,
     /// The next training batch, gathered during the last backward of a span.
     next: Staged,
     batch: usize,
@@ -95,6 +97,7 @@ impl CpuBackend {
             probs: AlignedVec::default(),
             dz: vec![AlignedVec::default(); arch.layers()],
             labels: Vec::new(),
+            row_stats: Vec::new(),
             next: Staged::default(),
             batch: 0,
             mean_over: 1,
@@ -133,6 +136,7 @@ impl CpuBackend {
             d.resize(b * self.arch.sizes[l + 1]);
         }
         self.probs.resize(b * self.classes());
+        self.row_stats.resize(b, RowStats::default());
     }
 }
 
@@ -184,32 +188,43 @@ pub fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// Softmax of each row of `logits` (`classes` wide) into `probs`; returns each row's
-/// cross-entropy against `labels`.
+/// Softmax of each row of `logits` (`classes` wide) into `probs`, and each row's cross-entropy
+/// against `labels` and whether its largest logit is the label's, into `rows`.
 fn softmax_xent_forward(
     logits: &[f32],
     classes: usize,
     labels: &[u32],
     probs: &mut [f32],
-) -> Vec<f64> {
-    logits
+    rows: &mut [RowStats],
+) {
+    let each = logits
         .chunks_exact(classes)
         .zip(probs.chunks_exact_mut(classes))
         .zip(labels)
-        .map(|((z, p), &y)| {
-            let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for (p, &z) in p.iter_mut().zip(z) {
-                *p = (z - max).exp();
-                sum += *p;
-            }
-            for p in p.iter_mut() {
-                *p /= sum;
-            }
+        .zip(rows);
+    for (((z, p), &y), row) in each {
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for (p, &z) in p.iter_mut().zip(z) {
+            *p = (z - max).exp();
+            sum += *p;
+        }
+        for p in p.iter_mut() {
+            *p /= sum;
+        }
+        *row = RowStats {
             // -log softmax(z)_y = log(sum exp(z - max)) - (z_y - max), stable for any logits.
-            (sum.ln() - (z[y as usize] - max)) as f64
-        })
-        .collect()
+            loss: (sum.ln() - (z[y as usize] - max)) as f64,
+            hit: argmax(z) == y as usize,
+        };
+    }
+}
+
+/// One row's cross-entropy, and whether the class it predicts is its label.
+#[derive(Clone, Copy, Default)]
+struct RowStats {
+    loss: f64,
+    hit: bool,
 }
 
 impl CpuBackend {
@@ -374,7 +389,7 @@ impl CpuBackend {
 
         let layers = self.arch.layers();
         let f = self.arch.activation;
-        for l in 0..layers {
+        for l in 0..layers - 1 {
             let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
             let (weight, bias) = (
                 &self.params[self.layout.weight(l).range()],
@@ -382,9 +397,9 @@ impl CpuBackend {
             );
             let (lower, upper) = self.acts.split_at_mut(l + 1);
             let (a, z) = (&lower[l], &mut upper[0]);
-            let hidden = l + 1 < layers;
-            let pre =
-                (hidden && f.needs_pre_activation()).then(|| Disjoint::new(&mut self.pre[l + 1]));
+            let pre = f
+                .needs_pre_activation()
+                .then(|| Disjoint::new(&mut self.pre[l + 1]));
             // Z = bias, Z += A @ Wt, then f(Z) (Z kept first where backward needs it), per block
             // of output units.
             matmul_blocks(
@@ -400,9 +415,6 @@ impl CpuBackend {
                     }
                 },
                 |block| {
-                    if !hidden {
-                        return;
-                    }
                     for r in 0..block.rows {
                         let (c0, c1) = (r * out + block.c0, r * out + block.c1);
                         let z = block.row(r);
@@ -416,16 +428,11 @@ impl CpuBackend {
             );
         }
 
-        let logits = &self.acts[layers];
-        let classes = self.classes();
-        let losses = softmax_xent_forward(logits, classes, &self.labels, &mut self.probs);
+        self.top_forward(exec);
+        // Summed in row order, on one thread, whoever computed the rows.
         let stats = &mut self.stats[split as usize];
-        stats.loss_sum += losses.iter().sum::<f64>();
-        stats.correct += logits
-            .chunks_exact(classes)
-            .zip(&self.labels)
-            .filter(|(z, &y)| argmax(z) == y as usize)
-            .count() as u64;
+        stats.loss_sum += self.row_stats.iter().map(|r| r.loss).sum::<f64>();
+        stats.correct += self.row_stats.iter().filter(|r| r.hit).count() as u64;
         stats.count += b as u64;
         self.forwarded = Some(split);
         Ok(())
@@ -433,6 +440,58 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
+    /// The top layer's forward: `Z = bias + A @ Wt`, the softmax and each row's loss and hit.
+    /// Its product is usually a single column block (B1's is 128 x 256 x 10), and would run on
+    /// one thread with the softmax after it while the others wait (20-34 us a step): then each
+    /// half of the batch is a part of one region, its rows' product, softmax and loss.
+    fn top_forward(&mut self, exec: &Exec) {
+        let (b, l) = (self.batch, self.arch.layers() - 1);
+        let (inp, out) = (self.arch.sizes[l], self.arch.sizes[l + 1]);
+        let (weight, bias) = (
+            &self.params[self.layout.weight(l).range()],
+            &self.params[self.layout.bias(l).range()],
+        );
+        let (lower, upper) = self.acts.split_at_mut(l + 1);
+        let (a, z) = (&lower[l], &mut upper[0][..]);
+        // The bias copied in, then the product added: per row, whatever rows a part holds.
+        let product = |exec: &Exec, a: &[f32], z: &mut [f32]| {
+            let rows = z.len() / out;
+            matmul_blocks(
+                exec,
+                z,
+                Mat::new(a, rows, inp),
+                Mat::new(weight, inp, out),
+                true,
+                |block| {
+                    let bias = &bias[block.c0..block.c1];
+                    for r in 0..block.rows {
+                        block.row(r).copy_from_slice(bias);
+                    }
+                },
+                |_| {},
+            )
+        };
+        if block_count(b, inp, out) > 1 {
+            product(exec, a, z);
+            let labels = &self.labels;
+            softmax_xent_forward(z, out, labels, &mut self.probs, &mut self.row_stats);
+            return;
+        }
+        // Two halves of the rows (cut by the batch alone), each locked by its one part.
+        let cut = b / 2;
+        let (z0, z1) = z.split_at_mut(cut * out);
+        let (p0, p1) = self.probs.split_at_mut(cut * out);
+        let (s0, s1) = self.row_stats.split_at_mut(cut);
+        let (a0, a1) = a.split_at(cut * inp);
+        let (y0, y1) = self.labels.split_at(cut);
+        let halves = [(a0, z0, p0, y0, s0), (a1, z1, p1, y1, s1)].map(std::sync::Mutex::new);
+        exec.for_each(2, &|half| {
+            let (a, z, p, y, s) = &mut *halves[half].lock().unwrap();
+            product(&Exec::Serial, a, z);
+            softmax_xent_forward(z, out, y, p, s);
+        });
+    }
+
     /// [`Backend::update`], in one region run by `exec`.
     fn update_on(&mut self, exec: &Exec, hyper: StepHyper) -> Result<()> {
         let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;

@@ -21,6 +21,8 @@ use std::sync::Arc;
 pub(crate) enum Exec<'a> {
     /// rayon's pool (sequential on wasm32 unless built with threads).
     Pool,
+    /// The calling thread, the parts in turn (inside a part of another region).
+    Serial,
     /// A spinning team, for the length of a span.
     #[cfg(not(target_arch = "wasm32"))]
     Team(&'a Team),
@@ -38,6 +40,7 @@ impl Exec<'_> {
             return (0..count).for_each(job);
         }
         match self {
+            Exec::Serial => (0..count).for_each(job),
             #[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
             Exec::Pool => (0..count).into_par_iter().for_each(job),
             #[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
