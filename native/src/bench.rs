@@ -79,16 +79,18 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 /// - `alone`: one minus the time of B1's five large products timed alone (warm caches, back to
 ///   back), over the step's;
 /// - `in_step`: one minus the thread-time inside all of the step's products' `gemm` calls,
-///   timed in the step itself, over the step's time on every thread.
+///   timed in the step itself, over the step's time on every thread; `fused`, the part of that
+///   spent in the work fused into the products' blocks.
 struct OutsideShares {
     alone: Vec<f64>,
     in_step: Vec<f64>,
+    fused: Vec<f64>,
 }
 
 fn cpu_outside_shares() -> Result<OutsideShares> {
     let mut backend = CpuBackend::new(&workload::architecture());
     let threads = gpumlp::backend::cpu_threads() as f64;
-    let (mut alone, mut in_step) = (Vec::new(), Vec::new());
+    let (mut alone, mut in_step, mut fused) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..SHARE_ROUNDS {
         let mut products = 0.0;
         for (m, k, n, a_t, b_t, _) in b1_products(true) {
@@ -97,13 +99,19 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         clock::count_products(true);
         let timed = b1_step_and_product_seconds(&mut backend, STEPS);
         clock::count_products(false);
-        let (step, in_gemm) = timed?;
+        let (step, in_gemm, in_fused) = timed?;
         alone.push(1.0 - products / step);
         in_step.push(1.0 - in_gemm / (threads * step));
+        fused.push(in_fused / (threads * step));
     }
-    alone.sort_by(f64::total_cmp);
-    in_step.sort_by(f64::total_cmp);
-    Ok(OutsideShares { alone, in_step })
+    for shares in [&mut alone, &mut in_step, &mut fused] {
+        shares.sort_by(f64::total_cmp);
+    }
+    Ok(OutsideShares {
+        alone,
+        in_step,
+        fused,
+    })
 }
 
 /// "median% (lowest-highest%)" of sorted shares.
@@ -243,8 +251,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
         println!(
-            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; {} in the work fused into their blocks); {} of a step against B1's five large products timed alone ({:.3} ms)",
             median_and_range(&shares.in_step),
+            median_and_range(&shares.fused),
             median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
         );
@@ -288,6 +297,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "outside_gemm_share_rounds": outside_rounds.as_ref().map(|s| &s.alone),
                     "outside_gemm_share_in_step": outside_rounds.as_ref().map(|s| s.in_step[SHARE_ROUNDS / 2]),
                     "outside_gemm_share_in_step_rounds": outside_rounds.as_ref().map(|s| &s.in_step),
+                    "fused_work_share_in_step": outside_rounds.as_ref().map(|s| s.fused[SHARE_ROUNDS / 2]),
                     "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },

@@ -38,9 +38,13 @@ pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
     Ok(b1_step_and_product_seconds(backend, steps)?.0)
 }
 
-/// [`b1_step_seconds`], and the CPU products' thread-seconds per timed step as
-/// `gpumlp::backend::cpu::clock` counts them (zero unless its count is on).
-pub fn b1_step_and_product_seconds(backend: &mut dyn Backend, steps: usize) -> Result<(f64, f64)> {
+/// [`b1_step_seconds`], and per timed step the CPU products' thread-seconds in `gemm` calls and
+/// in the work fused into their blocks, as `gpumlp::backend::cpu::clock` counts them (zero
+/// unless its count is on).
+pub fn b1_step_and_product_seconds(
+    backend: &mut dyn Backend,
+    steps: usize,
+) -> Result<(f64, f64, f64)> {
     let n = steps.max(2) * BATCH;
     let images: Vec<u8> = (0..n * 784)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -66,10 +70,12 @@ pub fn b1_step_and_product_seconds(backend: &mut dyn Backend, steps: usize) -> R
         Ok(())
     };
     epoch(2)?;
-    let products = clock::product_seconds();
+    let (products, fused) = (clock::product_seconds(), clock::fused_seconds());
     let start = Instant::now();
     epoch(steps)?;
     let seconds = start.elapsed().as_secs_f64();
     let products = clock::product_seconds() - products;
-    Ok((seconds / steps as f64, products / steps as f64))
+    let fused = clock::fused_seconds() - fused;
+    let per_step = |s: f64| s / steps as f64;
+    Ok((per_step(seconds), per_step(products), per_step(fused)))
 }

@@ -158,7 +158,9 @@ pub(crate) fn product<'a>(
             c1,
             _output: PhantomData,
         };
+        let fused = clock::start();
         before(&mut block);
+        clock::stop(fused, &clock::FUSED);
         let b = b.columns(c0, c1);
         b.check();
         if c1 > c0 && m > 0 && k > 0 {
@@ -190,9 +192,11 @@ pub(crate) fn product<'a>(
                     gemm::Parallelism::None,
                 );
             }
-            clock::stop(clock);
+            clock::stop(clock, &clock::PRODUCTS);
         }
+        let fused = clock::start();
         after(&mut block);
+        clock::stop(fused, &clock::FUSED);
     };
     Parts::new(count, block)
 }
@@ -210,24 +214,32 @@ pub(crate) fn matmul_blocks(
     exec.run(&[product(dst, a, b, accumulate, before, after)]);
 }
 
-/// The thread-time spent inside the products' `gemm` calls, counted while switched on: what
-/// `gpumlp bench` sets against a step's time for the share of the step outside the products.
-/// Process-wide: every CPU backend's products count while it is on. (Native only: the browser
-/// has no clock here, and nothing counts there.)
+/// The thread-time spent inside the products' `gemm` calls, and apart from it in the work
+/// fused into their blocks (`before` and `after`: a bias copied in, an activation, its
+/// derivative, a bias gradient), counted while switched on: what `gpumlp bench` sets against a
+/// step's time for the share of the step outside the products. Process-wide: every CPU
+/// backend's products count while it is on. (Native only: the browser has no clock here, and
+/// nothing counts there.)
 pub mod clock {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     static ON: AtomicBool = AtomicBool::new(false);
-    static NANOS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static PRODUCTS: AtomicU64 = AtomicU64::new(0);
+    pub(super) static FUSED: AtomicU64 = AtomicU64::new(0);
 
     /// Switches the count on or off.
     pub fn count_products(on: bool) {
         ON.store(on, Ordering::Relaxed);
     }
 
-    /// Seconds counted so far, summed over threads.
+    /// Seconds counted so far inside `gemm` calls, summed over threads.
     pub fn product_seconds() -> f64 {
-        NANOS.load(Ordering::Relaxed) as f64 * 1e-9
+        PRODUCTS.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Seconds counted so far in the work fused into the products' blocks, summed over threads.
+    pub fn fused_seconds() -> f64 {
+        FUSED.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -236,9 +248,9 @@ pub mod clock {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) fn stop(start: Option<std::time::Instant>) {
+    pub(super) fn stop(start: Option<std::time::Instant>, count: &AtomicU64) {
         if let Some(start) = start {
-            NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            count.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
@@ -246,7 +258,7 @@ pub mod clock {
     pub(super) fn start() {}
 
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn stop(_: ()) {}
+    pub(super) fn stop(_: (), _: &AtomicU64) {}
 }
 
 /// `dst = A @ B`, `dst` row-major `[m, n]`, `reps` times over, on the threads a span of
