@@ -38,7 +38,7 @@ use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
 use aligned::AlignedVec;
-use matmul::{block_count, matmul_blocks, product, Disjoint, Mat};
+use matmul::{block_count, matmul_blocks, product, Block, Disjoint, Mat};
 use team::{Exec, Parts};
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -218,6 +218,35 @@ fn softmax_xent_forward(
             hit: argmax(z) == y as usize,
         };
     }
+}
+
+/// `z = bias + a @ weight` for a layer of `inp` inputs and `out` outputs (`weight` its `Wt`,
+/// `[inp, out]`), over as many rows as `z` holds, per column block of `z`: the bias copied into
+/// the block, the product added onto it, then `after(block)` while the block is in cache.
+fn affine(
+    exec: &Exec,
+    z: &mut [f32],
+    a: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    (inp, out): (usize, usize),
+    after: impl Fn(&mut Block) + Sync,
+) {
+    let rows = z.len() / out;
+    matmul_blocks(
+        exec,
+        z,
+        Mat::new(a, rows, inp),
+        Mat::new(weight, inp, out),
+        true,
+        |block| {
+            let bias = &bias[block.c0..block.c1];
+            for r in 0..block.rows {
+                block.row(r).copy_from_slice(bias);
+            }
+        },
+        after,
+    )
 }
 
 /// One row's cross-entropy, and whether the class it predicts is its label.
@@ -400,32 +429,19 @@ impl CpuBackend {
             let pre = f
                 .needs_pre_activation()
                 .then(|| Disjoint::new(&mut self.pre[l + 1]));
-            // Z = bias, Z += A @ Wt, then f(Z) (Z kept first where backward needs it), per block
-            // of output units.
-            matmul_blocks(
-                exec,
-                z,
-                Mat::new(a, b, inp),
-                Mat::new(weight, inp, out),
-                true,
-                |block| {
-                    let bias = &bias[block.c0..block.c1];
-                    for r in 0..block.rows {
-                        block.row(r).copy_from_slice(bias);
+            // Z = bias + A @ Wt, then f(Z) (Z kept first where backward needs it), per block of
+            // output units.
+            affine(exec, z, a, weight, bias, (inp, out), |block| {
+                for r in 0..block.rows {
+                    let (c0, c1) = (r * out + block.c0, r * out + block.c1);
+                    let z = block.row(r);
+                    if let Some(pre) = &pre {
+                        // SAFETY: this block's own columns of row r.
+                        unsafe { pre.part(c0..c1) }.copy_from_slice(z);
                     }
-                },
-                |block| {
-                    for r in 0..block.rows {
-                        let (c0, c1) = (r * out + block.c0, r * out + block.c1);
-                        let z = block.row(r);
-                        if let Some(pre) = &pre {
-                            // SAFETY: this block's own columns of row r.
-                            unsafe { pre.part(c0..c1) }.copy_from_slice(z);
-                        }
-                        z.iter_mut().for_each(|x| *x = f.apply(*x));
-                    }
-                },
-            );
+                    z.iter_mut().for_each(|x| *x = f.apply(*x));
+                }
+            });
         }
 
         self.top_forward(exec);
@@ -453,23 +469,8 @@ impl CpuBackend {
         );
         let (lower, upper) = self.acts.split_at_mut(l + 1);
         let (a, z) = (&lower[l], &mut upper[0][..]);
-        // The bias copied in, then the product added: per row, whatever rows a part holds.
         let product = |exec: &Exec, a: &[f32], z: &mut [f32]| {
-            let rows = z.len() / out;
-            matmul_blocks(
-                exec,
-                z,
-                Mat::new(a, rows, inp),
-                Mat::new(weight, inp, out),
-                true,
-                |block| {
-                    let bias = &bias[block.c0..block.c1];
-                    for r in 0..block.rows {
-                        block.row(r).copy_from_slice(bias);
-                    }
-                },
-                |_| {},
-            )
+            affine(exec, z, a, weight, bias, (inp, out), |_| {})
         };
         if block_count(b, inp, out) > 1 {
             product(exec, a, z);
