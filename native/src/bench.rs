@@ -9,7 +9,7 @@ use crate::cli::BenchArgs;
 use crate::devices;
 use crate::ranks::Job;
 use crate::tuning::TuningCache;
-use crate::workload::{self, b1_step_and_product_seconds, b1_step_seconds, BATCH};
+use crate::workload::{self, b1_step_seconds, b1_step_times, BATCH};
 use anyhow::Result;
 use gpumlp::backend::cpu::{clock, matmul_row_major, step_products};
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
@@ -79,38 +79,43 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 /// - `alone`: one minus the time of B1's five large products timed alone (warm caches, back to
 ///   back), over the step's;
 /// - `in_step`: one minus the thread-time inside all of the step's products' `gemm` calls,
-///   timed in the step itself, over the step's time on every thread; `fused`, the part of that
-///   spent in the work fused into the products' blocks.
+///   timed in the step itself, over the step's time on every thread; `fused` and `update`, the
+///   parts of that spent in the work fused into the products' blocks and in the optimizer's
+///   update.
 struct OutsideShares {
     alone: Vec<f64>,
     in_step: Vec<f64>,
     fused: Vec<f64>,
+    update: Vec<f64>,
 }
 
 fn cpu_outside_shares() -> Result<OutsideShares> {
     let mut backend = CpuBackend::new(&workload::architecture());
     let threads = gpumlp::backend::cpu_threads() as f64;
-    let (mut alone, mut in_step, mut fused) = (Vec::new(), Vec::new(), Vec::new());
+    let [mut alone, mut in_step, mut fused, mut update] = [(); 4].map(|_| Vec::new());
     for _ in 0..SHARE_ROUNDS {
         let mut products = 0.0;
         for (m, k, n, a_t, b_t, _) in b1_products(true) {
             products += cpu_gemm_seconds((m, k, n), (a_t, b_t), SHARE_PRODUCT_SECONDS)?;
         }
         clock::count_products(true);
-        let timed = b1_step_and_product_seconds(&mut backend, STEPS);
+        let timed = b1_step_times(&mut backend, STEPS);
         clock::count_products(false);
-        let (step, in_gemm, in_fused) = timed?;
-        alone.push(1.0 - products / step);
-        in_step.push(1.0 - in_gemm / (threads * step));
-        fused.push(in_fused / (threads * step));
+        let t = timed?;
+        let all_threads = threads * t.step;
+        alone.push(1.0 - products / t.step);
+        in_step.push(1.0 - t.products / all_threads);
+        fused.push(t.fused / all_threads);
+        update.push(t.update / all_threads);
     }
-    for shares in [&mut alone, &mut in_step, &mut fused] {
+    for shares in [&mut alone, &mut in_step, &mut fused, &mut update] {
         shares.sort_by(f64::total_cmp);
     }
     Ok(OutsideShares {
         alone,
         in_step,
         fused,
+        update,
     })
 }
 
@@ -251,9 +256,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
         println!(
-            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; {} in the work fused into their blocks); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update); {} of a step against B1's five large products timed alone ({:.3} ms)",
             median_and_range(&shares.in_step),
             median_and_range(&shares.fused),
+            median_and_range(&shares.update),
             median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
         );
@@ -298,6 +304,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "outside_gemm_share_in_step": outside_rounds.as_ref().map(|s| s.in_step[SHARE_ROUNDS / 2]),
                     "outside_gemm_share_in_step_rounds": outside_rounds.as_ref().map(|s| &s.in_step),
                     "fused_work_share_in_step": outside_rounds.as_ref().map(|s| s.fused[SHARE_ROUNDS / 2]),
+                    "update_share_in_step": outside_rounds.as_ref().map(|s| s.update[SHARE_ROUNDS / 2]),
                     "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },

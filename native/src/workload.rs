@@ -35,16 +35,23 @@ pub fn optimizer() -> OptimizerConfig {
 /// compiles a GPU's pipelines) on `backend` (built for [`architecture`]); returns seconds per
 /// step, waiting for the device at the end. `auto` and `gpumlp devices` time each device this way.
 pub fn b1_step_seconds(backend: &mut dyn Backend, steps: usize) -> Result<f64> {
-    Ok(b1_step_and_product_seconds(backend, steps)?.0)
+    Ok(b1_step_times(backend, steps)?.step)
 }
 
-/// [`b1_step_seconds`], and per timed step the CPU products' thread-seconds in `gemm` calls and
-/// in the work fused into their blocks, as `gpumlp::backend::cpu::clock` counts them (zero
-/// unless its count is on).
-pub fn b1_step_and_product_seconds(
-    backend: &mut dyn Backend,
-    steps: usize,
-) -> Result<(f64, f64, f64)> {
+/// Seconds per B1 step: the step's own, and the CPU threads' summed over them in the parts
+/// that `gpumlp::backend::cpu::clock` counts (zero unless its count is on).
+pub struct StepTimes {
+    pub step: f64,
+    /// Inside the products' `gemm` calls.
+    pub products: f64,
+    /// In the work fused into the products' blocks.
+    pub fused: f64,
+    /// In the optimizer's update.
+    pub update: f64,
+}
+
+/// [`b1_step_seconds`], with what the CPU's clock counted in the timed steps.
+pub fn b1_step_times(backend: &mut dyn Backend, steps: usize) -> Result<StepTimes> {
     let n = steps.max(2) * BATCH;
     let images: Vec<u8> = (0..n * 784)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -70,12 +77,23 @@ pub fn b1_step_and_product_seconds(
         Ok(())
     };
     epoch(2)?;
-    let (products, fused) = (clock::product_seconds(), clock::fused_seconds());
+    let counted = || {
+        [
+            clock::product_seconds(),
+            clock::fused_seconds(),
+            clock::update_seconds(),
+        ]
+    };
+    let before = counted();
     let start = Instant::now();
     epoch(steps)?;
     let seconds = start.elapsed().as_secs_f64();
-    let products = clock::product_seconds() - products;
-    let fused = clock::fused_seconds() - fused;
+    let [products, fused, update] = std::array::from_fn(|i| counted()[i] - before[i]);
     let per_step = |s: f64| s / steps as f64;
-    Ok((per_step(seconds), per_step(products), per_step(fused)))
+    Ok(StepTimes {
+        step: per_step(seconds),
+        products: per_step(products),
+        fused: per_step(fused),
+        update: per_step(update),
+    })
 }

@@ -216,16 +216,17 @@ pub(crate) fn matmul_blocks(
 
 /// The thread-time spent inside the products' `gemm` calls, and apart from it in the work
 /// fused into their blocks (`before` and `after`: a bias copied in, an activation, its
-/// derivative, a bias gradient), counted while switched on: what `gpumlp bench` sets against a
-/// step's time for the share of the step outside the products. Process-wide: every CPU
-/// backend's products count while it is on. (Native only: the browser has no clock here, and
-/// nothing counts there.)
+/// derivative, a bias gradient) and in the optimizer's update, counted while switched on: what
+/// `gpumlp bench` sets against a step's time for the share of the step outside the products,
+/// and for what that share is made of. Process-wide: every CPU backend's products count while
+/// it is on. (Native only: the browser has no clock here, and nothing counts there.)
 pub mod clock {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     static ON: AtomicBool = AtomicBool::new(false);
     pub(super) static PRODUCTS: AtomicU64 = AtomicU64::new(0);
     pub(super) static FUSED: AtomicU64 = AtomicU64::new(0);
+    pub(in super::super) static UPDATE: AtomicU64 = AtomicU64::new(0);
 
     /// Switches the count on or off.
     pub fn count_products(on: bool) {
@@ -242,23 +243,28 @@ pub mod clock {
         FUSED.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
+    /// Seconds counted so far in the optimizer's update, summed over threads.
+    pub fn update_seconds() -> f64 {
+        UPDATE.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) fn start() -> Option<std::time::Instant> {
+    pub(in super::super) fn start() -> Option<std::time::Instant> {
         ON.load(Ordering::Relaxed).then(std::time::Instant::now)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub(super) fn stop(start: Option<std::time::Instant>, count: &AtomicU64) {
+    pub(in super::super) fn stop(start: Option<std::time::Instant>, count: &AtomicU64) {
         if let Some(start) = start {
             count.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         }
     }
 
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn start() {}
+    pub(in super::super) fn start() {}
 
     #[cfg(target_arch = "wasm32")]
-    pub(super) fn stop(_: (), _: &AtomicU64) {}
+    pub(in super::super) fn stop(_: (), _: &AtomicU64) {}
 }
 
 /// `dst = A @ B`, `dst` row-major `[m, n]`, `reps` times over, on the threads a span of

@@ -656,8 +656,10 @@ fn update_parts<'a>(
     let state: Vec<Disjoint> = state.into_iter().map(Disjoint::new).collect();
     Parts::new(n.div_ceil(UPDATE_CHUNK), move |chunk| {
         let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
+        let clock = clock::start();
         // SAFETY: each chunk is its own part of the buffers.
         unsafe { update_part(opt, s, &params, &state, at.clone(), &grads[at]) };
+        clock::stop(clock, &clock::UPDATE);
     })
 }
 
