@@ -88,7 +88,8 @@ pub fn b1_step_times(backend: &mut dyn Backend, steps: usize) -> Result<StepTime
     let start = Instant::now();
     epoch(steps)?;
     let seconds = start.elapsed().as_secs_f64();
-    let [products, fused, update] = std::array::from_fn(|i| counted()[i] - before[i]);
+    let after = counted();
+    let [products, fused, update] = std::array::from_fn(|i| after[i] - before[i]);
     let per_step = |s: f64| s / steps as f64;
     Ok(StepTimes {
         step: per_step(seconds),
