@@ -17,8 +17,9 @@
 //! (`matmul`): the bias and the activation in forward, the activation's derivative on the input
 //! gradient, and beside each weight gradient the bias gradient. Every element is computed by one
 //! fixed sequence of
-//! operations whatever the thread count (`matmul` says why), so a seed gives bit-identical
-//! results run after run.
+//! operations whatever the thread count (`matmul` says why), every thread flushing subnormals
+//! alike (`subnormals` says why they are flushed), so a seed gives bit-identical results run
+//! after run.
 //!
 //! Why `Wt`: `gemm` runs these products faster with it. Single-threaded, on a 2-core AVX-512
 //! EPYC (2026-12-02), B1's five large products took 1.48 ms instead of 1.60 (forward layer 2:
@@ -26,6 +27,7 @@
 
 mod aligned;
 mod matmul;
+mod subnormals;
 mod team;
 
 pub use matmul::{clock, matmul_row_major};
@@ -341,14 +343,17 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, split: Split, indices: &[u32], mean_over: usize) -> Result<()> {
+        let _flushed = subnormals::flushed();
         self.forward_on(&Exec::Pool, split, indices, mean_over)
     }
 
     fn backward(&mut self) -> Result<()> {
+        let _flushed = subnormals::flushed();
         self.backward_on(&Exec::Pool, None, None)
     }
 
     fn update(&mut self, hyper: StepHyper) -> Result<()> {
+        let _flushed = subnormals::flushed();
         self.update_on(&Exec::Pool, hyper)
     }
 

@@ -10,6 +10,7 @@
 //! computes, so results are the same on either.
 
 use super::super::parallel::*;
+use super::subnormals::flushed;
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::UnsafeCell;
 #[cfg(not(target_arch = "wasm32"))]
@@ -42,7 +43,12 @@ impl Exec<'_> {
         match self {
             Exec::Serial => (0..count).for_each(job),
             #[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
-            Exec::Pool => (0..count).into_par_iter().for_each(job),
+            Exec::Pool => (0..count).into_par_iter().for_each(|i| {
+                // On whichever pool thread takes it (the caller's serial work is flushed by
+                // the backend's entry points).
+                let _flushed = flushed();
+                job(i)
+            }),
             #[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
             Exec::Pool => (0..count).for_each(job),
             #[cfg(target_arch = "wasm32")]
@@ -88,8 +94,10 @@ impl Exec<'_> {
 }
 
 /// Runs `work` with a team as wide as rayon's pool for its parallel regions (rayon's pool where
-/// there is one thread, and on wasm32), the team ending with it.
+/// there is one thread, and on wasm32), the team ending with it; subnormals flushed throughout,
+/// on every thread (`subnormals`).
 pub(crate) fn on_team<R>(work: impl FnOnce(&Exec) -> R) -> R {
+    let _flushed = flushed();
     #[cfg(not(target_arch = "wasm32"))]
     {
         let team = Team::new();
@@ -235,6 +243,7 @@ fn wait(spins: &mut u32) {
 /// A helper's life: wait for a new job, take parts of it until none are left, report done.
 #[cfg(not(target_arch = "wasm32"))]
 fn help(s: &Shared) {
+    let _flushed = flushed();
     let mut seen = 0;
     loop {
         let mut spins = 0u32;
