@@ -1,7 +1,7 @@
 //! The CPU backend's matrix products: the `gemm` crate's single-threaded kernel on column
 //! blocks of the output, the blocks run in parallel (`team::Exec`), with the work around a
-//! product fused into each block while it is in cache (a bias copied in before, an activation
-//! or its derivative after, the bias gradient of its units beside).
+//! product fused into each block while it is in cache (`fused`: a bias and an activation, or
+//! its derivative, after the product; the bias gradient of its units beside).
 //!
 //! Why results are bit-identical whatever the thread count: the blocks are cut from the shape of
 //! the product alone (never from the number of threads), each block is one `gemm` call, which
@@ -39,6 +39,15 @@ impl<'a> Mat<'a> {
         Mat {
             data: &self.data[(c0 * self.col_stride).min(self.data.len())..],
             cols: c1 - c0,
+            ..self
+        }
+    }
+
+    /// Rows `r0..r1`.
+    pub fn rows(self, r0: usize, r1: usize) -> Self {
+        Mat {
+            data: &self.data[(r0 * self.row_stride).min(self.data.len())..],
+            rows: r1 - r0,
             ..self
         }
     }
@@ -116,10 +125,9 @@ pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
     (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(EDGE).max(1))
 }
 
-/// `dst = a @ b` (or `dst += a @ b` when `accumulate`), `dst` row-major `[a.rows, b.cols]`, as the
-/// parts of a parallel region, one per column block of the output, with `before(block)` run on
-/// each block just before its product (e.g. a bias copied in, then accumulated onto) and
-/// `after(block)` just after it, while the block is in cache.
+/// `dst = a @ b`, `dst` row-major `[a.rows, b.cols]`, as the parts of a parallel region, one
+/// per column block of the output, with `after(block)` run on each block just after its
+/// product, while the block is in cache.
 ///
 /// Large products are split by output columns into blocks of about `BLOCK_MACS` multiply-adds
 /// and at least `EDGE` columns, each a single-threaded `gemm` call: on the 2-core machines this
@@ -129,15 +137,12 @@ pub(crate) fn product<'a>(
     dst: &'a mut [f32],
     a: Mat<'a>,
     b: Mat<'a>,
-    accumulate: bool,
-    before: impl Fn(&mut Block) + Sync + 'a,
     after: impl Fn(&mut Block) + Sync + 'a,
 ) -> Parts<'a> {
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let n = b.cols;
     let (m, k) = (a.rows, a.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
-    a.check();
     let count = block_count(m, k, n);
     let edge = move |i: usize| {
         if i == count {
@@ -146,7 +151,7 @@ pub(crate) fn product<'a>(
             (n * i / count).next_multiple_of(EDGE).min(n)
         }
     };
-    let ptrs = SendPtrs(dst.as_mut_ptr(), a.data.as_ptr());
+    let ptrs = SendPtrs(dst.as_mut_ptr());
     let block = move |index: usize| {
         let ptrs = &ptrs;
         let (c0, c1) = (edge(index), edge(index + 1));
@@ -158,47 +163,94 @@ pub(crate) fn product<'a>(
             c1,
             _output: PhantomData,
         };
-        let fused = clock::start();
-        before(&mut block);
-        clock::stop(fused, &clock::FUSED);
-        let b = b.columns(c0, c1);
-        b.check();
-        if c1 > c0 && m > 0 && k > 0 {
-            let clock = clock::start();
-            // SAFETY: `a` and `b` are checked views (every index their strides form is inside
-            // their slices); blocks write disjoint column ranges of `dst`, which is exclusively
-            // borrowed and distinct from `a` and `b`; `before` and `after` touch only this
-            // block's columns.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    c1 - c0,
-                    k,
-                    ptrs.0.add(c0),
-                    1,
-                    n as isize,
-                    accumulate,
-                    ptrs.1,
-                    a.col_stride as isize,
-                    a.row_stride as isize,
-                    b.data.as_ptr(),
-                    b.col_stride as isize,
-                    b.row_stride as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            clock::stop(clock, &clock::PRODUCTS);
-        }
+        // SAFETY: blocks write disjoint column ranges of `dst`, which is exclusively borrowed
+        // and distinct from `a` and `b`, `n` apart from row to row; `after` touches only this
+        // block's columns.
+        unsafe { gemm_into(ptrs.0.add(c0), n, a, b.columns(c0, c1)) };
         let fused = clock::start();
         after(&mut block);
         clock::stop(fused, &clock::FUSED);
     };
     Parts::new(count, block)
+}
+
+/// `dst = a @ b` as the parts of a parallel region, one per block of whole rows of the output,
+/// cut from the shape alone, with `after(rows, block)` run on each block (its `rows` of `dst`)
+/// just after its product, while it is in cache: for work that wants its rows whole and
+/// contiguous (the optimizer's update of the first layer's weights right after their
+/// gradient). Each block packs its rows of `a` and all of `b`.
+pub(crate) fn row_product<'a>(
+    dst: &'a mut [f32],
+    a: Mat<'a>,
+    b: Mat<'a>,
+    after: impl Fn(std::ops::Range<usize>, &mut [f32]) + Sync + 'a,
+) -> Parts<'a> {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(dst.len(), m * n, "destination has the wrong size");
+    let count = block_count(m, k, n);
+    let edge = move |i: usize| m * i / count;
+    let ptrs = SendPtrs(dst.as_mut_ptr());
+    Parts::new(count, move |index| {
+        let ptrs = &ptrs;
+        let rows = edge(index)..edge(index + 1);
+        // SAFETY: blocks write disjoint row ranges of `dst`, which is exclusively borrowed and
+        // distinct from `a` and `b`.
+        unsafe {
+            gemm_into(
+                ptrs.0.add(rows.start * n),
+                n,
+                a.rows(rows.start, rows.end),
+                b,
+            )
+        };
+        // SAFETY: this block's rows, written above, are its alone.
+        let block =
+            unsafe { std::slice::from_raw_parts_mut(ptrs.0.add(rows.start * n), rows.len() * n) };
+        after(rows, block);
+    })
+}
+
+/// `dst = a @ b` on this thread, `dst` `[a.rows, b.cols]` with rows `row_stride` apart, timed
+/// as product time.
+///
+/// # Safety
+/// `dst` points to a writable matrix of that shape that nothing else reads or writes during the
+/// call, and that does not overlap `a` or `b`.
+unsafe fn gemm_into(dst: *mut f32, row_stride: usize, a: Mat, b: Mat) {
+    a.check();
+    b.check();
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if m == 0 || k == 0 || n == 0 {
+        return;
+    }
+    let clock = clock::start();
+    // SAFETY: `a` and `b` are checked views (every index their strides form is inside their
+    // slices); the caller's contract for `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            row_stride as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    clock::stop(clock, &clock::PRODUCTS);
 }
 
 /// [`product`] run as a region of its own.
@@ -207,16 +259,14 @@ pub(crate) fn matmul_blocks(
     dst: &mut [f32],
     a: Mat,
     b: Mat,
-    accumulate: bool,
-    before: impl Fn(&mut Block) + Sync,
     after: impl Fn(&mut Block) + Sync,
 ) {
-    exec.run(&[product(dst, a, b, accumulate, before, after)]);
+    exec.run(&[product(dst, a, b, after)]);
 }
 
 /// The thread-time spent inside the products' `gemm` calls, and apart from it in the work
-/// fused into their blocks (`before` and `after`: a bias copied in, an activation, its
-/// derivative, a bias gradient) and in the optimizer's update, counted while switched on: what
+/// fused into their blocks (`after`: a bias and an activation, its derivative, a bias
+/// gradient) and in the optimizer's update, counted while switched on: what
 /// `gpumlp bench` sets against a step's time for the share of the step outside the products,
 /// and for what that share is made of. Process-wide: every CPU backend's products count while
 /// it is on. (Native only: the browser has no clock here, and nothing counts there.)
@@ -290,15 +340,14 @@ pub fn matmul_row_major(
             } else {
                 Mat::new(b, k, n)
             };
-            matmul_blocks(exec, dst, a, b, false, |_| {}, |_| {});
+            matmul_blocks(exec, dst, a, b, |_| {});
         }
     });
 }
 
-/// Raw pointers of one product (the output, the left operand), shared by its column blocks.
-struct SendPtrs(*mut f32, *const f32);
-// SAFETY: `matmul_blocks` hands each block a disjoint part of the destination and only reads
-// the inputs.
+/// The output of one product, shared by its blocks.
+struct SendPtrs(*mut f32);
+// SAFETY: `product` and `row_product` hand each block a disjoint part of the destination.
 unsafe impl Sync for SendPtrs {}
 
 /// A buffer that several threads write in disjoint parts (the parameters and optimizer state

@@ -26,6 +26,7 @@
 //! 157 us instead of 250, whose `[O,I]` operand `gemm` reads at a power-of-two stride).
 
 mod aligned;
+mod fused;
 mod matmul;
 mod subnormals;
 mod team;
@@ -40,7 +41,7 @@ use crate::error::Result;
 use crate::model::{Architecture, ParamLayout};
 use crate::optim::{adam_update, sgd_update, OptimizerConfig, OptimizerKind, StepScalars};
 use aligned::AlignedVec;
-use matmul::{block_count, matmul_blocks, product, Block, Disjoint, Mat};
+use matmul::{block_count, matmul_blocks, product, row_product, Block, Disjoint, Mat};
 use team::{Exec, Parts};
 
 /// Parameters per parallel chunk of the optimizer update: big enough to amortise a task.
@@ -222,9 +223,11 @@ fn softmax_xent_forward(
     }
 }
 
-/// `z = bias + a @ weight` for a layer of `inp` inputs and `out` outputs (`weight` its `Wt`,
-/// `[inp, out]`), over as many rows as `z` holds, per column block of `z`: the bias copied into
-/// the block, the product added onto it, then `after(block)` while the block is in cache.
+/// `z = a @ weight + bias` for a layer of `inp` inputs and `out` outputs (`weight` its `Wt`,
+/// `[inp, out]`), over as many rows as `z` holds, per column block of `z`: the product, the
+/// bias added to the block, then `after(block)`, while the block is in cache. (The bias added
+/// after the product rather than copied in for the product to add onto: one pass over the
+/// block instead of two, and the block's first write is the product's.)
 fn affine(
     exec: &Exec,
     z: &mut [f32],
@@ -240,14 +243,13 @@ fn affine(
         z,
         Mat::new(a, rows, inp),
         Mat::new(weight, inp, out),
-        true,
         |block| {
             let bias = &bias[block.c0..block.c1];
             for r in 0..block.rows {
-                block.row(r).copy_from_slice(bias);
+                fused::add(block.row(r), bias);
             }
+            after(block)
         },
-        after,
     )
 }
 
@@ -434,7 +436,7 @@ impl CpuBackend {
             let pre = f
                 .needs_pre_activation()
                 .then(|| Disjoint::new(&mut self.pre[l + 1]));
-            // Z = bias + A @ Wt, then f(Z) (Z kept first where backward needs it), per block of
+            // Z = A @ Wt + bias, then f(Z) (Z kept first where backward needs it), per block of
             // output units.
             affine(exec, z, a, weight, bias, (inp, out), |block| {
                 for r in 0..block.rows {
@@ -444,7 +446,7 @@ impl CpuBackend {
                         // SAFETY: this block's own columns of row r.
                         unsafe { pre.part(c0..c1) }.copy_from_slice(z);
                     }
-                    z.iter_mut().for_each(|x| *x = f.apply(*x));
+                    fused::activate(f, z);
                 }
             });
         }
@@ -461,7 +463,7 @@ impl CpuBackend {
 }
 
 impl CpuBackend {
-    /// The top layer's forward: `Z = bias + A @ Wt`, the softmax and each row's loss and hit.
+    /// The top layer's forward: `Z = A @ Wt + bias`, the softmax and each row's loss and hit.
     /// Its product is usually a single column block (B1's is 128 x 256 x 10), and would run on
     /// one thread with the softmax after it while the others wait (20-34 us a step): then each
     /// half of the batch is a part of one region, its rows' product, softmax and loss.
@@ -507,12 +509,14 @@ impl CpuBackend {
         Ok(())
     }
 
-    /// [`Backend::backward`], its parallel regions run by `exec`; then, with `update`, the
-    /// update too. Each layer's two products share a region. Beside the top layer's goes the
-    /// gathering of `next`, rows of the training set, into `self.next` (the next step's batch);
-    /// beside the first layer's, the update of every layer above it, whose gradients are final
-    /// and whose weights this step no longer reads. Threads done with one piece of a region take
-    /// up the next instead of waiting at its end.
+    /// [`Backend::backward`], its parallel regions run by `exec`; with `update`, the update
+    /// too. Each layer's two products share a region. Beside the top layer's goes the gathering
+    /// of `next`, rows of the training set, into `self.next` (the next step's batch). The first
+    /// layer has one product, its weight gradient, and with `update` each of its blocks updates
+    /// its weights right after ([`first_weight_grad`]); beside it go the first layer's bias
+    /// gradient and update, and the update of every layer above, whose gradients are final and
+    /// whose weights this step no longer reads. Threads done with one piece of a region take up
+    /// the next instead of waiting at its end.
     fn backward_on(
         &mut self,
         exec: &Exec,
@@ -578,7 +582,51 @@ impl CpuBackend {
             let (grads, grads_above) = grads[w..].split_at_mut(end - w);
             let (dw, db) = grads.split_at_mut(out * inp);
             let mut pieces = Vec::new();
-            if l > 0 {
+            if l == 0 {
+                let (pw, pb) = params.split_at_mut(out * inp);
+                // With the update: the optimizer, the step's scalars, and each state buffer
+                // split as the parameters are (this layer's weights, its bias, the layers above).
+                let (mut weight_update, mut bias_update, mut above_update) = (None, None, None);
+                if let Some((opt, s, state)) = update.as_mut() {
+                    let (opt, s) = (&**opt, &*s);
+                    let (mut w_state, mut b_state, mut above) =
+                        (Vec::new(), Vec::new(), Vec::new());
+                    for buffer in state.iter_mut() {
+                        let (this, up) = buffer.split_at_mut(end);
+                        let (w, b) = this.split_at_mut(out * inp);
+                        w_state.push(Disjoint::new(w));
+                        b_state.push(Disjoint::new(b));
+                        above.push(up);
+                    }
+                    weight_update = Some((opt, s, Disjoint::new(pw), w_state));
+                    bias_update = Some((opt, s, Disjoint::new(pb), b_state));
+                    above_update = Some(update_parts(opt, s, params_above, above, grads_above));
+                }
+                pieces.push(first_weight_grad(
+                    dw,
+                    Mat::new(a, b, inp).t(),
+                    Mat::new(dz, b, out),
+                    out,
+                    weight_update,
+                ));
+                // Its bias gradient, and the bias's update with it.
+                let db = Disjoint::new(db);
+                pieces.push(Parts::new(1, move |_| {
+                    // SAFETY: this part alone writes the bias gradient.
+                    let db = unsafe { db.part(0..out) };
+                    db.fill(0.0);
+                    for row in dz.chunks_exact(out) {
+                        fused::add(db, row);
+                    }
+                    if let Some((opt, s, bias, state)) = &bias_update {
+                        let clock = clock::start();
+                        // SAFETY: this part alone touches the bias and its state.
+                        unsafe { update_part(opt, s, bias, state, 0..out, db) };
+                        clock::stop(clock, &clock::UPDATE);
+                    }
+                }));
+                pieces.extend(above_update);
+            } else {
                 // dA = dZ @ Wt^T, then * f' (read off the layer's input, or its pre-activation,
                 // kept for that) per block.
                 let weight = &params[..out * inp];
@@ -586,65 +634,75 @@ impl CpuBackend {
                     &mut below[l - 1],
                     Mat::new(dz, b, out),
                     Mat::new(weight, inp, out).t(),
-                    false,
-                    |_| {},
                     move |block| {
                         for r in 0..block.rows {
                             let x = &x[r * inp + block.c0..r * inp + block.c1];
-                            let d = block.row(r);
-                            d.iter_mut()
-                                .zip(x)
-                                .for_each(|(d, &x)| *d = f.backward(*d, x));
+                            fused::activation_backward(f, block.row(r), x);
+                        }
+                    },
+                ));
+                // dWt = A^T @ dZ per block of output units; each block also sums its units'
+                // entries of db (over the rows in order).
+                let db = Disjoint::new(db);
+                pieces.push(product(
+                    dw,
+                    Mat::new(a, b, inp).t(),
+                    Mat::new(dz, b, out),
+                    move |block| {
+                        let units = block.c0..block.c1;
+                        // SAFETY: db's entries for this block's units are its alone.
+                        let db = unsafe { db.part(units.clone()) };
+                        db.fill(0.0);
+                        for row in dz.chunks_exact(out) {
+                            fused::add(db, &row[units.clone()]);
                         }
                     },
                 ));
             }
-            // dWt = A^T @ dZ per block of output units; each block also sums its units' entries
-            // of db (over the rows in order).
-            let db = Disjoint::new(db);
-            pieces.push(product(
-                dw,
-                Mat::new(a, b, inp).t(),
-                Mat::new(dz, b, out),
-                false,
-                |_| {},
-                move |block| {
-                    let units = block.c0..block.c1;
-                    // SAFETY: db's entries for this block's units are its alone.
-                    let db = unsafe { db.part(units.clone()) };
-                    db.fill(0.0);
-                    for row in dz.chunks_exact(out) {
-                        db.iter_mut()
-                            .zip(&row[units.clone()])
-                            .for_each(|(s, &d)| *s += d);
-                    }
-                },
-            ));
             if let Some(rows) = next.filter(|_| l + 1 == layers) {
                 pieces.push(gather_parts(staged, train, rows));
             }
-            if let Some((opt, s, state)) = update.as_mut().filter(|_| l == 0) {
-                let state = state.iter_mut().map(|buffer| &mut buffer[end..]).collect();
-                pieces.push(update_parts(opt, s, params_above, state, grads_above));
-            }
             exec.run(&pieces);
-        }
-        if let Some((opt, s, state)) = update.as_mut() {
-            let first = layout.bias(0).range().end;
-            let state = state
-                .iter_mut()
-                .map(|buffer| &mut buffer[..first])
-                .collect();
-            exec.run(&[update_parts(
-                opt,
-                s,
-                &mut params[..first],
-                state,
-                &grads[..first],
-            )]);
         }
         Ok(())
     }
+}
+
+/// The first layer's weight gradient `dWt = A^T @ dZ` as parts of a region, by blocks of whole
+/// rows (the layer's inputs), each block's weights updated by `update` (the optimizer, its
+/// step's scalars, the weights and their state buffers) right after their gradient: while it is
+/// in cache, and on one thread while the other multiplies, rather than in a region of its own
+/// after the gradient (the update is bound by memory, the products by arithmetic). Layers above
+/// cannot do this: their weights are still read, by their input gradient's product.
+fn first_weight_grad<'a>(
+    dw: &'a mut [f32],
+    at: Mat<'a>,
+    dz: Mat<'a>,
+    out: usize,
+    update: Option<(
+        &'a OptimizerConfig,
+        &'a StepScalars,
+        Disjoint<'a>,
+        Vec<Disjoint<'a>>,
+    )>,
+) -> Parts<'a> {
+    row_product(dw, at, dz, move |rows, grad| {
+        if let Some((opt, s, weights, state)) = &update {
+            let clock = clock::start();
+            // SAFETY: these rows of the weights and their state are this block's alone.
+            unsafe {
+                update_part(
+                    opt,
+                    s,
+                    weights,
+                    state,
+                    rows.start * out..rows.end * out,
+                    grad,
+                )
+            };
+            clock::stop(clock, &clock::UPDATE);
+        }
+    })
 }
 
 /// The optimizer's update of `params` from `grads`, with its `state` buffers (all the same part

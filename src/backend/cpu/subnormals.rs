@@ -70,7 +70,9 @@ fn mxcsr() -> u32 {
 fn set_mxcsr(value: u32) {
     // SAFETY: loads MXCSR from a local holding the register's own value with at most FTZ and
     // DAZ added (valid bits on every x86_64 processor with SSE2, which x86_64 has).
-    unsafe { std::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        std::arch::asm!("ldmxcsr [{}]", in(reg) &value, options(nostack, readonly, preserves_flags))
+    };
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
@@ -96,7 +98,11 @@ mod tests {
                 let _again = flushed();
                 assert_eq!(half_smallest(), 0.0);
             }
-            assert_eq!(half_smallest(), 0.0, "an inner guard restores the outer mode");
+            assert_eq!(
+                half_smallest(),
+                0.0,
+                "an inner guard restores the outer mode"
+            );
         }
         assert!(half_smallest() > 0.0, "the thread's mode is back");
     }
@@ -115,8 +121,14 @@ mod tests {
         let _flushed = flushed();
         Exec::Pool.for_each(64, &job);
         on_team(|exec| exec.for_each(64, &job));
-        assert_eq!(kept.load(Ordering::Relaxed), 0, "parts computed a subnormal");
+        assert_eq!(
+            kept.load(Ordering::Relaxed),
+            0,
+            "parts computed a subnormal"
+        );
         // rayon's threads compute as before once the region is over.
-        assert!(rayon::broadcast(|_| half_smallest() > 0.0).into_iter().all(|kept| kept));
+        assert!(rayon::broadcast(|_| half_smallest() > 0.0)
+            .into_iter()
+            .all(|kept| kept));
     }
 }
