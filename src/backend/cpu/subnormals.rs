@@ -8,16 +8,17 @@
 //! and reaches the subnormal range after a few hundred such steps; small gradients square into
 //! it in the second moment. On a 2-core Xeon, B1 on Fashion-MNIST slowed from 47,000 samples/s
 //! in its first epoch to 32,000 in its fourth; flushed, its epochs stayed level at 48,000-53,000
-//! (2026-12-03, README "Measured results"). TensorFlow's CPU thread pools flush the same way.
+//! (2026-12-03, README "Measured results"). TensorFlow and XLA (so JAX) flush the same way on
+//! their CPU threads.
 //!
 //! What it changes: values under 1.2e-38, far below anything that moves a weight, become 0
 //! (GPUs may flush them too: WGSL allows it). Determinism: every part of every parallel region,
 //! on whichever thread, and the serial work between them run flushed, so which thread computes
 //! an element still changes nothing.
 //!
-//! Only on x86_64, where the mode is the MXCSR register's FTZ and DAZ bits. Elsewhere (wasm32,
-//! which has no such mode; aarch64, whose cores mostly handle subnormals at full speed) this
-//! does nothing.
+//! Only on x86_64, where the mode is the MXCSR register's FTZ and DAZ bits. Elsewhere this does
+//! nothing: wasm32 has no such mode, and on aarch64 (FPCR's FZ bit) it is not measured or tested
+//! here.
 
 /// The calling thread flushes subnormals until this is dropped, which puts its earlier mode
 /// back (so code outside the backend, on the same thread, computes as before).
