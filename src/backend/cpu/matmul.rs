@@ -1,13 +1,16 @@
-//! The CPU backend's matrix products: the `gemm` crate's single-threaded kernel on column
-//! blocks of the output, the blocks run in parallel (`team::Exec`), with the work around a
-//! product fused into each block while it is in cache (`fused`: a bias and an activation, or
-//! its derivative, after the product; the bias gradient of its units beside).
+//! The CPU backend's matrix products: the `gemm` crate's single-threaded kernel on blocks of
+//! the output (column blocks, [`product`]; or blocks of whole rows, [`row_product`]), the
+//! blocks run in parallel (`team::Exec`), with the work around a product fused into each block
+//! while it is in cache (`fused`: a bias and an activation, or its derivative, after the
+//! product; the bias gradient of its units beside; for the first layer's weight gradient, the
+//! optimizer's update).
 //!
 //! Why results are bit-identical whatever the thread count: the blocks are cut from the shape of
 //! the product alone (never from the number of threads), each block is one `gemm` call, which
 //! computes each of its elements by one fixed sequence of operations for that block's shape,
-//! and what runs before and after a block is element-wise, or sums over rows in a fixed order,
-//! per element. Which thread runs a block changes nothing.
+//! and what runs after a block is element-wise, or sums over rows in a fixed order, per
+//! element; every thread flushes subnormals alike (`subnormals`). Which thread runs a block
+//! changes nothing.
 
 use super::team::{Exec, Parts};
 use std::marker::PhantomData;
@@ -111,7 +114,7 @@ impl Block<'_> {
     pub fn row(&mut self, r: usize) -> &mut [f32] {
         assert!(r < self.rows, "row {r} of {}", self.rows);
         // SAFETY: `ptr` is the output's start, which holds `rows * n` values (checked by
-        // `matmul_blocks`); blocks own disjoint column ranges, and the `&mut self` borrow keeps
+        // `product`); blocks own disjoint column ranges, and the `&mut self` borrow keeps
         // one row slice of this block alive at a time.
         unsafe {
             std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + self.c0), self.c1 - self.c0)
@@ -123,6 +126,13 @@ impl Block<'_> {
 /// thread count changes nothing in the results.
 pub(crate) fn block_count(m: usize, k: usize, n: usize) -> usize {
     (m * n * k / BLOCK_MACS).clamp(1, n.div_ceil(EDGE).max(1))
+}
+
+/// How many blocks of whole rows [`row_product`] cuts an `m x k x n` product into: about
+/// `BLOCK_MACS` multiply-adds each, and at least two (where there are two rows), so that the
+/// work riding on the blocks (the first layer's update) is shared however small the network.
+fn row_block_count(m: usize, k: usize, n: usize) -> usize {
+    (m * n * k / BLOCK_MACS).clamp(2.min(m), m.max(1))
 }
 
 /// `dst = a @ b`, `dst` row-major `[a.rows, b.cols]`, as the parts of a parallel region, one
@@ -188,7 +198,7 @@ pub(crate) fn row_product<'a>(
     assert_eq!(a.cols, b.rows, "inner dimensions differ");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(dst.len(), m * n, "destination has the wrong size");
-    let count = block_count(m, k, n);
+    let count = row_block_count(m, k, n);
     let edge = move |i: usize| m * i / count;
     let ptrs = SendPtrs(dst.as_mut_ptr());
     Parts::new(count, move |index| {
@@ -221,7 +231,15 @@ unsafe fn gemm_into(dst: *mut f32, row_stride: usize, a: Mat, b: Mat) {
     a.check();
     b.check();
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if m == 0 || k == 0 || n == 0 {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: `gemm` would leave `dst` as it was.
+        for r in 0..m {
+            // SAFETY: row `r` of the caller's `dst`.
+            unsafe { std::slice::from_raw_parts_mut(dst.add(r * row_stride), n) }.fill(0.0);
+        }
         return;
     }
     let clock = clock::start();

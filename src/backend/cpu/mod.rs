@@ -12,14 +12,15 @@
 //! `dZ = (softmax(Z) - onehot(y)) / mean_over`: `mean_over` is the batch for the gradient of its
 //! mean cross-entropy, a global batch for a data-parallel rank's share of it.
 //! GEMMs go to the `gemm` crate, which measured fastest of the GEMM crates on these shapes
-//! (see README), on column blocks of the output run in parallel (on rayon's threads, or on the
-//! spinning team of `team.rs` for a span of steps; none on wasm32: see `parallel.rs`); the work around each product rides on its blocks while they are in cache
-//! (`matmul`): the bias and the activation in forward, the activation's derivative on the input
-//! gradient, and beside each weight gradient the bias gradient. Every element is computed by one
-//! fixed sequence of
-//! operations whatever the thread count (`matmul` says why), every thread flushing subnormals
-//! alike (`subnormals` says why they are flushed), so a seed gives bit-identical results run
-//! after run.
+//! (see README), on blocks of the output run in parallel (on rayon's threads, or on the
+//! spinning team of `team.rs` for a span of steps; none on wasm32: see `parallel.rs`); the work
+//! around each product rides on its blocks while they are in cache (`matmul`, `fused`): the
+//! bias and the activation in forward, the activation's derivative on the input gradient, the
+//! bias gradient beside each weight gradient, and the optimizer's update on the first layer's
+//! weight gradient (cut into blocks of whole rows for that; the other products into column
+//! blocks). Every element is computed by one fixed sequence of operations whatever the thread
+//! count (`matmul` says why), every thread flushing subnormals alike (`subnormals` says why
+//! they are flushed), so a seed gives bit-identical results run after run.
 //!
 //! Why `Wt`: `gemm` runs these products faster with it. Single-threaded, on a 2-core AVX-512
 //! EPYC (2026-12-02), B1's five large products took 1.48 ms instead of 1.60 (forward layer 2:
@@ -830,6 +831,7 @@ unsafe fn update_part(
     at: std::ops::Range<usize>,
     g: &[f32],
 ) {
+    debug_assert_eq!(at.len(), g.len(), "a gradient for every parameter");
     // SAFETY: the caller's contract.
     let p = unsafe { params.part(at.clone()) };
     match (opt.kind, state) {

@@ -19,12 +19,23 @@
 //! Only on x86_64, where the mode is the MXCSR register's FTZ and DAZ bits. Elsewhere this does
 //! nothing: wasm32 has no such mode, and on aarch64 (FPCR's FZ bit) it is not measured or tested
 //! here.
+//!
+//! Outside Rust's guarantees: Rust and LLVM assume the default floating-point environment
+//! (`core::arch` deprecated `_mm_setcsr`, whose documentation warns that changing the mode is
+//! undefined behaviour to the language). What is relied on instead, as TensorFlow and XLA rely on it in C++: the mode is set and put
+//! back by opaque `asm` blocks around calls through `dyn` closures and a thread's whole life, so
+//! the arithmetic meant to run flushed runs between them, and no float constant the compiler
+//! folds is subnormal. What could go wrong is numeric only (a subnormal kept or flushed where
+//! the other was meant), never memory safety.
 
 /// The calling thread flushes subnormals until this is dropped, which puts its earlier mode
-/// back (so code outside the backend, on the same thread, computes as before).
+/// back: code outside the backend computes as before, but for what the backend calls while it
+/// holds the guard (a span's progress callback).
 pub(crate) struct Flushed {
     #[cfg(target_arch = "x86_64")]
     saved: u32,
+    /// The mode is the thread's: the guard must be dropped on the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
 }
 
 /// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
@@ -33,18 +44,31 @@ const FTZ_DAZ: u32 = 1 << 15 | 1 << 6;
 
 /// Flushes subnormals on the calling thread while the returned guard lives.
 pub(crate) fn flushed() -> Flushed {
+    // A new thread starts in the mode of the thread that starts it: rayon's pool is started
+    // (where it is not yet) before the mode changes, so that its threads are not born flushing
+    // for good.
     #[cfg(target_arch = "x86_64")]
-    {
-        // A new thread starts in the mode of the thread that starts it: rayon's pool is started
-        // (where it is not yet) before the mode changes, so that its threads are not born
-        // flushing for good.
-        let _ = super::super::parallel::threads();
-        let saved = mxcsr();
-        set_mxcsr(saved | FTZ_DAZ);
-        Flushed { saved }
+    let _ = super::super::parallel::threads();
+    Flushed::here()
+}
+
+impl Flushed {
+    /// [`flushed`] for a thread that never starts rayon's pool (the team's helpers).
+    pub(crate) fn here() -> Flushed {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let saved = mxcsr();
+            set_mxcsr(saved | FTZ_DAZ);
+            Flushed {
+                saved,
+                _not_send: std::marker::PhantomData,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Flushed {
+            _not_send: std::marker::PhantomData,
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    Flushed {}
 }
 
 impl Drop for Flushed {
@@ -65,8 +89,7 @@ fn mxcsr() -> u32 {
 }
 
 /// Sets MXCSR. Only its FTZ and DAZ bits are ever changed here (rounding and exception masks
-/// stay as the thread had them), and no float constant the compiler folds is subnormal, so code
-/// compiled for the default mode computes the same flushed or not but for subnormals.
+/// stay as the thread had them; see the module's note on what this relies on).
 #[cfg(target_arch = "x86_64")]
 fn set_mxcsr(value: u32) {
     // SAFETY: loads MXCSR from a local holding the register's own value with at most FTZ and

@@ -60,7 +60,7 @@ impl Exec<'_> {
 }
 
 /// Work for one parallel region: `count` parts, part `i` done by `run(i)`. Independent pieces of
-/// work (a product's column blocks, beside another product's, or chunks of an update) share a
+/// work (a product's blocks, beside another product's, or chunks of an update) share a
 /// region through [`Exec::run`], so that threads done with one piece take up the next instead of
 /// waiting at the region's end.
 pub(crate) struct Parts<'a> {
@@ -243,7 +243,8 @@ fn wait(spins: &mut u32) {
 /// A helper's life: wait for a new job, take parts of it until none are left, report done.
 #[cfg(not(target_arch = "wasm32"))]
 fn help(s: &Shared) {
-    let _flushed = flushed();
+    // Started by the leader, which flushes already; a helper never starts rayon's pool.
+    let _flushed = super::subnormals::Flushed::here();
     let mut seen = 0;
     loop {
         let mut spins = 0u32;
