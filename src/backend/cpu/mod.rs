@@ -615,10 +615,7 @@ impl CpuBackend {
                 pieces.push(Parts::new(1, move |_| {
                     // SAFETY: this part alone writes the bias gradient.
                     let db = unsafe { db.part(0..out) };
-                    db.fill(0.0);
-                    for row in dz.chunks_exact(out) {
-                        fused::add(db, row);
-                    }
+                    bias_grad(db, dz, out, 0..out);
                     if let Some((opt, s, bias, state)) = &bias_update {
                         let clock = clock::start();
                         // SAFETY: this part alone touches the bias and its state.
@@ -652,11 +649,7 @@ impl CpuBackend {
                     move |block| {
                         let units = block.c0..block.c1;
                         // SAFETY: db's entries for this block's units are its alone.
-                        let db = unsafe { db.part(units.clone()) };
-                        db.fill(0.0);
-                        for row in dz.chunks_exact(out) {
-                            fused::add(db, &row[units.clone()]);
-                        }
+                        bias_grad(unsafe { db.part(units.clone()) }, dz, out, units);
                     },
                 ));
             }
@@ -666,6 +659,15 @@ impl CpuBackend {
             exec.run(&pieces);
         }
         Ok(())
+    }
+}
+
+/// Units `units` of a bias gradient, `db = sum_rows(dZ)` (`dz` `[B, out]`), summed over the
+/// rows in order.
+fn bias_grad(db: &mut [f32], dz: &[f32], out: usize, units: std::ops::Range<usize>) {
+    db.fill(0.0);
+    for row in dz.chunks_exact(out) {
+        fused::add(db, &row[units.clone()]);
     }
 }
 

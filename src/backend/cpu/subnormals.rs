@@ -6,9 +6,9 @@
 //! of a hundred cycles or more. Adam's first moment decays by `beta1` at each step a weight's
 //! gradient is zero (a unit that is dead for the batch, a pixel blank in every image of it),
 //! and reaches the subnormal range after a few hundred such steps; small gradients square into
-//! it in the second moment. On a 2-core Xeon, B1 on Fashion-MNIST slowed from 47,000 samples/s
-//! in its first epoch to 32,000 in its fourth; flushed, its epochs stayed level at 48,000-53,000
-//! (2026-12-03, README "Measured results"). TensorFlow and XLA (so JAX) flush the same way on
+//! it in the second moment. On a 2-core Xeon, B1 on Fashion-MNIST slowed from 43,000 samples/s
+//! in its first epoch to 27,500 in its fourth; flushed, its epochs held 41,000-48,000 with no
+//! such trend (2026-12-03, README "Measured results"). TensorFlow and XLA (so JAX) flush the same way on
 //! their CPU threads.
 //!
 //! What it changes: values under 1.2e-38, far below anything that moves a weight, become 0
@@ -53,7 +53,8 @@ pub(crate) fn flushed() -> Flushed {
 }
 
 impl Flushed {
-    /// [`flushed`] for a thread that never starts rayon's pool (the team's helpers).
+    /// [`flushed`] for a thread that cannot start rayon's pool: one of its threads, or one of
+    /// the team's helpers (which never call into rayon).
     pub(crate) fn here() -> Flushed {
         #[cfg(target_arch = "x86_64")]
         {

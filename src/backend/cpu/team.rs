@@ -45,8 +45,8 @@ impl Exec<'_> {
             #[cfg(any(not(target_arch = "wasm32"), feature = "wasm-threads"))]
             Exec::Pool => (0..count).into_par_iter().for_each(|i| {
                 // On whichever pool thread takes it (the caller's serial work is flushed by
-                // the backend's entry points).
-                let _flushed = flushed();
+                // the backend's entry points; the pool is running, so `here` will do).
+                let _flushed = super::subnormals::Flushed::here();
                 job(i)
             }),
             #[cfg(all(target_arch = "wasm32", not(feature = "wasm-threads")))]
