@@ -1,8 +1,10 @@
 // optimizer.wgsl: one update of the whole flat parameter buffer, one invocation per parameter.
 //
-//   sgd:   vel = mu*vel + g;                      p = p*decay - lr*vel
-//   adam:  m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2
+//   sgd:   vel = flush(mu*vel + g);                          p = p*decay - lr*vel
+//   adam:  m = flush(b1*m + (1-b1)*g);  v = flush(b2*v + (1-b2)*g^2)
 //          p = p*decay - adam_step*m / (sqrt(v)*adam_v_scale + eps)
+// flush(x) stores a subnormal moment as 0, as the CPU backend does (`optim::flush_subnormal`:
+// a moment that decays while its gradient is zero would otherwise sink into that range).
 // decay, lr, adam_step and adam_v_scale change per step and come from the step table (computed
 // by `OptimizerConfig::scalars`, as for the CPU backend); the rest is fixed per run.
 // Each entry point binds its optimizer's state buffers in the order of
@@ -26,13 +28,18 @@ struct Opt {
 
 override WG: u32 = 256u;
 
+/// `x`, or 0 where its magnitude is under f32's smallest normal number.
+fn flush(x: f32) -> f32 {
+    return select(x, 0.0, abs(x) < 1.17549435e-38);
+}
+
 @compute @workgroup_size(WG)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_id(gid, nwg);
     if (i >= opt.len) {
         return;
     }
-    let vel = opt.momentum * state0[i] + g[i];
+    let vel = flush(opt.momentum * state0[i] + g[i]);
     state0[i] = vel;
     p[i] = p[i] * step.decay - step.lr * vel;
 }
@@ -44,8 +51,8 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let grad = g[i];
-    let m1 = opt.beta1 * state0[i] + (1.0 - opt.beta1) * grad;
-    let v1 = opt.beta2 * state1[i] + (1.0 - opt.beta2) * grad * grad;
+    let m1 = flush(opt.beta1 * state0[i] + (1.0 - opt.beta1) * grad);
+    let v1 = flush(opt.beta2 * state1[i] + (1.0 - opt.beta2) * grad * grad);
     state0[i] = m1;
     state1[i] = v1;
     p[i] = p[i] * step.decay - step.adam_step * m1 / (sqrt(v1) * step.adam_v_scale + opt.eps);

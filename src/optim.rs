@@ -208,6 +208,25 @@ impl fmt::Display for OptimizerConfig {
     }
 }
 
+/// `x`, or 0 where it is subnormal (under `f32::MIN_POSITIVE`, about 1.2e-38, in magnitude):
+/// how the optimizers store their moments and velocity, on every target and in the GPU kernels
+/// (`optimizer.wgsl`). A moment decays geometrically at each step its weight's gradient is zero
+/// (a dead unit, a pixel blank in the whole batch) and sinks into the subnormal range after a
+/// few hundred such steps; on Intel cores every operation on a subnormal is a microcode assist.
+/// The CPU backend flushes in hardware on x86_64 (`backend::cpu::subnormals`), where this
+/// changes nothing; wasm32 has no such mode, and there this keeps the moments, the main
+/// source, out of that range (on a 2-core Xeon with the hardware mode switched off, B1's
+/// epochs fell from 48,000 to 37,000-42,000 samples/s over 4; with this, 51,000-61,000 without
+/// that trend: README, "Measured results").
+#[inline(always)]
+pub fn flush_subnormal(x: f32) -> f32 {
+    if x.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// One SGD-with-momentum update of `p` (and its velocity `vel`) from gradient `g`.
 // Compiled also for AVX2 and AVX-512 and picked at run time: the baseline x86-64 build is SSE2,
 // and these loops are bound by `sqrt` and division throughput. Elementwise IEEE operations give
@@ -221,7 +240,7 @@ pub fn sgd_update(
     vel: &mut [f32],
 ) {
     for ((p, &g), v) in p.iter_mut().zip(g).zip(vel) {
-        *v = cfg.momentum * *v + g;
+        *v = flush_subnormal(cfg.momentum * *v + g);
         *p = *p * s.decay - s.lr * *v;
     }
 }
@@ -238,8 +257,8 @@ pub fn adam_update(
 ) {
     let (b1, b2) = (cfg.beta1, cfg.beta2);
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-        *m = b1 * *m + (1.0 - b1) * g;
-        *v = b2 * *v + (1.0 - b2) * g * g;
+        *m = flush_subnormal(b1 * *m + (1.0 - b1) * g);
+        *v = flush_subnormal(b2 * *v + (1.0 - b2) * g * g);
         *p = *p * s.decay - s.adam_step * *m / ((*v).sqrt() * s.adam_v_scale + cfg.eps);
     }
 }

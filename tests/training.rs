@@ -214,6 +214,34 @@ fn optimizers_match_hand_computed_updates() {
 }
 
 #[test]
+fn optimizers_store_subnormal_moments_as_zero() {
+    // Decaying with a zero gradient, each moment would land just under f32::MIN_POSITIVE
+    // (1.18e-38): the optimizers store 0 there on every target, with or without the hardware's
+    // flushing mode (this test thread runs in the default mode, keeping subnormals).
+    let tiny = 1.2e-38f32;
+    let adam = OptimizerConfig::new(OptimizerKind::Adam);
+    // beta2 = 0.999 takes v only just under.
+    let (mut p, mut m, mut v) = (vec![0.5f32, 0.5], vec![tiny, 0.25], vec![1.176e-38, 1.0]);
+    adam_update(
+        &adam,
+        &adam.scalars(1e-3, 9),
+        &mut p,
+        &[0.0, 0.0],
+        &mut m,
+        &mut v,
+    );
+    assert_eq!((m[0], v[0]), (0.0, 0.0), "the first moments flushed");
+    assert_eq!((m[1], v[1]), (0.225, 0.999), "normal moments kept");
+    assert_eq!(p[0], 0.5, "a weight with no moment left does not move");
+
+    let mut sgd = OptimizerConfig::new(OptimizerKind::Sgd);
+    sgd.momentum = 0.5;
+    let (mut p, mut vel) = (vec![0.5f32], vec![tiny]);
+    sgd_update(&sgd, &sgd.scalars(0.1, 1), &mut p, &[0.0], &mut vel);
+    assert_eq!((vel[0], p[0]), (0.0, 0.5));
+}
+
+#[test]
 fn schedules_follow_their_definitions() {
     assert_eq!(Schedule::Constant.lr(0.1, 99, 100), 0.1);
     assert_eq!(Schedule::Step.lr(1.0, 49, 100), 1.0);

@@ -13,6 +13,7 @@ use crate::workload::{self, b1_step_seconds, b1_step_times, BATCH};
 use anyhow::Result;
 use gpumlp::backend::cpu::{clock, matmul_row_major, step_products};
 use gpumlp::backend::gpu::{GemmProbe, GpuBackend, Shape};
+use gpumlp::backend::{Backend, StepHyper};
 use gpumlp::CpuBackend;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -81,18 +82,24 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 /// - `in_step`: one minus the thread-time inside all of the step's products' `gemm` calls,
 ///   timed in the step itself, over the step's time on every thread; `fused` and `update`, the
 ///   parts of that spent in the work fused into the products' blocks and in the optimizer's
-///   update.
+///   update;
+/// - `update_alone`: the optimizer's update of every parameter timed alone (the backend's own,
+///   on every thread, back to back), over the step's time: what that update costs at the least
+///   on this machine (it is bound by memory and by `sqrt` and division), so what the share
+///   outside the products cannot go below while the update is a pass of its own.
 struct OutsideShares {
     alone: Vec<f64>,
     in_step: Vec<f64>,
     fused: Vec<f64>,
     update: Vec<f64>,
+    update_alone: Vec<f64>,
 }
 
 fn cpu_outside_shares() -> Result<OutsideShares> {
     let mut backend = CpuBackend::new(&workload::architecture());
     let threads = gpumlp::backend::cpu_threads() as f64;
-    let [mut alone, mut in_step, mut fused, mut update] = [(); 4].map(|_| Vec::new());
+    let [mut alone, mut in_step, mut fused, mut update, mut update_alone] =
+        [(); 5].map(|_| Vec::new());
     for _ in 0..SHARE_ROUNDS {
         let mut products = 0.0;
         for (m, k, n, a_t, b_t, _) in b1_products(true) {
@@ -102,13 +109,28 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         let timed = b1_step_times(&mut backend, STEPS);
         clock::count_products(false);
         let t = timed?;
+        // The step's gradients, applied again and again: the update's work does not depend on
+        // their values (subnormals are flushed).
+        let update_seconds = time_per_call(SHARE_PRODUCT_SECONDS, |reps| {
+            for t in 1..=reps as u64 {
+                backend.update(StepHyper { lr: 1e-3, t })?;
+            }
+            Ok(())
+        })?;
+        update_alone.push(update_seconds / t.step);
         let all_threads = threads * t.step;
         alone.push(1.0 - products / t.step);
         in_step.push(1.0 - t.products / all_threads);
         fused.push(t.fused / all_threads);
         update.push(t.update / all_threads);
     }
-    for shares in [&mut alone, &mut in_step, &mut fused, &mut update] {
+    for shares in [
+        &mut alone,
+        &mut in_step,
+        &mut fused,
+        &mut update,
+        &mut update_alone,
+    ] {
         shares.sort_by(f64::total_cmp);
     }
     Ok(OutsideShares {
@@ -116,6 +138,7 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         in_step,
         fused,
         update,
+        update_alone,
     })
 }
 
@@ -256,10 +279,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
         println!(
-            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update, which alone on every thread takes {} of a step); {} of a step against B1's five large products timed alone ({:.3} ms)",
             median_and_range(&shares.in_step),
             median_and_range(&shares.fused),
             median_and_range(&shares.update),
+            median_and_range(&shares.update_alone),
             median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
         );
@@ -305,6 +329,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "outside_gemm_share_in_step_rounds": outside_rounds.as_ref().map(|s| &s.in_step),
                     "fused_work_share_in_step": outside_rounds.as_ref().map(|s| s.fused[SHARE_ROUNDS / 2]),
                     "update_share_in_step": outside_rounds.as_ref().map(|s| s.update[SHARE_ROUNDS / 2]),
+                    "update_alone_share": outside_rounds.as_ref().map(|s| s.update_alone[SHARE_ROUNDS / 2]),
                     "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },

@@ -658,6 +658,9 @@ fn bench_reports_gemm_and_training_step_figures() {
         outside < 0.99 && fused > 0.0 && update > 0.0 && fused + update < outside,
         "{outside} {fused} {update}"
     );
+    // The update timed alone, against the step's time.
+    let alone = step["update_alone_share"].as_f64().unwrap();
+    assert!(alone > 0.0 && alone < 1.0, "{alone}");
 }
 
 /// Writes a data folder from the sample, then lets `spoil` damage one of its files.
