@@ -216,8 +216,8 @@ impl fmt::Display for OptimizerConfig {
 /// The CPU backend flushes in hardware on x86_64 (`backend::cpu::subnormals`), where this
 /// changes nothing; wasm32 has no such mode, and there this keeps the moments, the main
 /// source, out of that range (on a 2-core Xeon with the hardware mode switched off, B1's
-/// epochs fell from 48,000 to 37,000-42,000 samples/s over 4; with this, 51,000-61,000 without
-/// that trend: README, "Measured results").
+/// epochs fell from 48,000 to 37,000-42,000 samples/s over 4; with this, 50,000-58,000 in the
+/// first and 51,000-57,000 in the fourth: README, "Measured results").
 #[inline(always)]
 pub fn flush_subnormal(x: f32) -> f32 {
     if x.abs() < f32::MIN_POSITIVE {

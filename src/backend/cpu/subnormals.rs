@@ -18,7 +18,8 @@
 //!
 //! Only on x86_64, where the mode is the MXCSR register's FTZ and DAZ bits. Elsewhere this does
 //! nothing: wasm32 has no such mode, and on aarch64 (FPCR's FZ bit) it is not measured or tested
-//! here.
+//! here. On every target the optimizers store a subnormal moment as 0 themselves
+//! (`optim::flush_subnormal`), which covers the main source where this does nothing.
 //!
 //! Outside Rust's guarantees: Rust and LLVM assume the default floating-point environment
 //! (`core::arch` deprecated `_mm_setcsr`, whose documentation warns that changing the mode is
