@@ -223,7 +223,7 @@ impl DataSpec {
     /// Samples given for prediction (`features` values each) as the model reads them: bytes or
     /// floats as it was trained on, standardised as it was; `name` is used in errors.
     pub fn prepare(&self, name: &str, features: Features) -> Result<Features> {
-        if features.len() % self.features != 0 {
+        if !features.len().is_multiple_of(self.features) {
             return Err(Error::data(
                 name,
                 format!(

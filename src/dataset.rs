@@ -63,7 +63,7 @@ impl Dataset {
         if width == 0 {
             return Err(Error::data(name, "samples of 0 features"));
         }
-        if features.len() % width != 0 {
+        if !features.len().is_multiple_of(width) {
             return Err(Error::data(
                 name,
                 format!(

@@ -22,6 +22,8 @@ pub struct Cli {
     pub verbose: bool,
 }
 
+// Parsed once per run: a smaller enum would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Train a model (by default on MNIST, or on the built-in sample when MNIST cannot be had)

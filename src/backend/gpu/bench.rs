@@ -75,7 +75,8 @@ impl GpuBackend {
         self.steps.write(&self.ctx.device, &self.ctx.queue, &[slot]);
         let opt = self.attached()?;
         let network = self.network();
-        let families: [(&'static str, &dyn Fn(&mut wgpu::ComputePass)); 3] = [
+        type Encode<'e> = &'e dyn Fn(&mut wgpu::ComputePass);
+        let families: [(&'static str, Encode); 3] = [
             ("gemm", &|pass| {
                 self.steps.bind(pass, 0);
                 network.encode_gemms(pass, batch);

@@ -143,10 +143,10 @@ pub fn gemm(
 pub fn gemm_variant(bm: u32, bn: u32, tm: u32, tn: u32, max_invocations: u32) -> Result<()> {
     let ok = [tm, tn].iter().all(|t| *t == 4 || *t == 8)
         && (bm <= 128 && bn <= 128)
-        && bm % tm == 0
-        && bn % tn == 0
-        && bm % 4 == 0
-        && bn % 4 == 0
+        && bm.is_multiple_of(tm)
+        && bn.is_multiple_of(tn)
+        && bm.is_multiple_of(4)
+        && bn.is_multiple_of(4)
         && (bm / tm) * (bn / tn) <= max_invocations.min(256);
     if ok {
         Ok(())

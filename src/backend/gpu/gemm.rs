@@ -163,7 +163,10 @@ impl Layout {
     ) -> Self {
         let side = data.map(|(side, _)| side);
         let aligned = |o: Operand, extent: u32, extent_is_batch: bool| {
-            o.offset % 4 == 0 && o.ld % 4 == 0 && extent % 4 == 0 && !extent_is_batch
+            o.offset.is_multiple_of(4)
+                && o.ld.is_multiple_of(4)
+                && extent.is_multiple_of(4)
+                && !extent_is_batch
         };
         let (a_extent, a_batch) = if a.transposed {
             (m, batch_dim == BATCH_M)
@@ -376,12 +379,11 @@ pub(crate) struct GemmOperands<'a> {
     /// The operand (its buffer above then a placeholder) that is the first layer's input, read
     /// from the dataset stored as the format says, and each split's `(samples, order)` where
     /// uploaded.
-    pub data: Option<(
-        DataSide,
-        DataFormat,
-        [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2],
-    )>,
+    pub data: Option<(DataSide, DataFormat, SplitBuffers<'a>)>,
 }
+
+/// Each split's (train, test) `(samples, order)` buffers, where uploaded.
+pub(crate) type SplitBuffers<'a> = [Option<(&'a wgpu::Buffer, &'a wgpu::Buffer)>; 2];
 
 /// One product of the network with its bind group built once (a call reading a dataset bound
 /// again when another is uploaded), and the pipeline chosen for each batch size it runs at.
