@@ -52,48 +52,15 @@
 // Bindings (group 0): 0 params (uniform Gemm), 1 a vec4<f32>[], 2 b vec4<f32>[], 3 c f32[] (rw),
 //                     4 aux f32[], 5 samples u32[N*ROW_WORDS], 6 order u32[] (5 and 6 read only
 //                     by the first layer's products; the others bind a placeholder there).
-
-struct Gemm {
-    m: u32, n: u32, k: u32,
-    batch_dim: u32,      // 0 none, 1 M is the batch, 2 K is the batch
-    a_off: u32, lda: u32,
-    b_off: u32, ldb: u32,
-    c_off: u32,
-    aux_off: u32,
-    db_off: u32,
-    pre_off: u32,
-}
-
-// The epilogues' codes (`Epilogue` on the host: a test holds the two together).
-const EPILOGUE_NONE: u32 = 0u;
-const EPILOGUE_BIAS: u32 = 1u;
-const EPILOGUE_BIAS_ACTIVATE: u32 = 2u;
-const EPILOGUE_ACTIVATION_GRAD: u32 = 3u;
-const EPILOGUE_ROW_SUMS: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> g: Gemm;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
-@group(0) @binding(5) var<storage, read> samples: array<u32>;
-@group(0) @binding(6) var<storage, read> order: array<u32>;
+// The host puts gemm_common.wgsl in front of this file: the `Gemm` parameters, the epilogues'
+// codes, these bindings, the operand constants A_T ... KEEP_PRE, and the epilogue, `finish`.
 
 override BM: u32 = 64u;
 override BN: u32 = 64u;
 override TM: u32 = 4u;
 override TN: u32 = 4u;
-override A_T: bool = false;
-override B_T: bool = false;
 override A_VEC: bool = false;
 override B_VEC: bool = false;
-override A_FROM_DATA: bool = false;
-override B_FROM_DATA: bool = false;
-override ROW_WORDS: u32 = 196u;
-override DATA_FLOATS: bool = false;
-override INPUT_SCALE: f32 = 0.003921569;
-override EPILOGUE: u32 = 0u;
-override KEEP_PRE: bool = false;
 override SPLIT: u32 = 1u;
 // Invocations per workgroup: (BM / TM) * (BN / TN), set by the host.
 override WG: u32 = 256u;
@@ -234,23 +201,6 @@ fn stage(tile: Tile, k0: u32, half: u32) {
             b_s[base + kk * b4 + j / 4u][j % 4u] = v;
         }
     }
-}
-
-// C[i, j] = the epilogue applied to the product's sum `v` (what both the unsplit kernel and
-// `reduce_split` write).
-fn finish(i: u32, j: u32, n: u32, sum: f32) {
-    var v = sum;
-    switch EPILOGUE {
-        case EPILOGUE_BIAS: { v += aux[g.aux_off + j]; }
-        case EPILOGUE_BIAS_ACTIVATE: {
-            let z = v + aux[g.aux_off + j];
-            if (KEEP_PRE) { c[g.pre_off + i * n + j] = z; }
-            v = activate(z);
-        }
-        case EPILOGUE_ACTIVATION_GRAD: { v = backward(v, aux[g.aux_off + i * n + j]); }
-        default: {}
-    }
-    c[g.c_off + i * n + j] = v;
 }
 
 // The second dispatch of a split product: one invocation per element of C (i, j), over a grid

@@ -18,49 +18,17 @@
 // workgroup memory too, so the epilogue is applied element by element as in gemm.wgsl. The bias
 // gradient of epilogue 4 is summed in f32 from A directly by the first column of workgroups.
 // The host puts in front of this file: `const MS`, the aliases MatA, MatB, MatC of the
-// cooperative matrix types of that size, and the run's `activate` and `backward`.
+// cooperative matrix types of that size, the run's `activate` and `backward`, and
+// gemm_common.wgsl (gemm.wgsl's parameters, epilogue codes, bindings, operand constants and
+// epilogue, `finish`).
 // Bindings (group 0) as gemm.wgsl's: 0 params, 1 a, 2 b, 3 c (rw), 4 aux, 5 samples, 6 order.
 
 enable f16;
 enable wgpu_cooperative_matrix;
 
-struct Gemm {
-    m: u32, n: u32, k: u32,
-    batch_dim: u32,
-    a_off: u32, lda: u32,
-    b_off: u32, ldb: u32,
-    c_off: u32,
-    aux_off: u32,
-    db_off: u32,
-    pre_off: u32,
-}
-
-const EPILOGUE_NONE: u32 = 0u;
-const EPILOGUE_BIAS: u32 = 1u;
-const EPILOGUE_BIAS_ACTIVATE: u32 = 2u;
-const EPILOGUE_ACTIVATION_GRAD: u32 = 3u;
-const EPILOGUE_ROW_SUMS: u32 = 4u;
-
-@group(0) @binding(0) var<uniform> g: Gemm;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> aux: array<f32>;
-@group(0) @binding(5) var<storage, read> samples: array<u32>;
-@group(0) @binding(6) var<storage, read> order: array<u32>;
-
 override TMC: u32 = 1u;
 override TNC: u32 = 1u;
 override WG: u32 = 32u;
-override A_T: bool = false;
-override B_T: bool = false;
-override A_FROM_DATA: bool = false;
-override B_FROM_DATA: bool = false;
-override ROW_WORDS: u32 = 196u;
-override DATA_FLOATS: bool = false;
-override INPUT_SCALE: f32 = 0.003921569;
-override EPILOGUE: u32 = 0u;
-override KEEP_PRE: bool = false;
 override A_SCALE: f32 = 1.0;
 
 // Sized for the largest tile, 32 x 32 (MS 16, 2 x 2 matrices).
@@ -94,21 +62,6 @@ fn b_at(k: u32, j: u32) -> f32 {
     var at: u32;
     if (B_T) { at = g.b_off + j * g.ldb + k; } else { at = g.b_off + k * g.ldb + j; }
     return b[at / 4u][at % 4u];
-}
-
-fn finish(i: u32, j: u32, n: u32, sum: f32) {
-    var v = sum;
-    switch EPILOGUE {
-        case EPILOGUE_BIAS: { v += aux[g.aux_off + j]; }
-        case EPILOGUE_BIAS_ACTIVATE: {
-            let z = v + aux[g.aux_off + j];
-            if (KEEP_PRE) { c[g.pre_off + i * n + j] = z; }
-            v = activate(z);
-        }
-        case EPILOGUE_ACTIVATION_GRAD: { v = backward(v, aux[g.aux_off + i * n + j]); }
-        default: {}
-    }
-    c[g.c_off + i * n + j] = v;
 }
 
 @compute @workgroup_size(WG)
