@@ -33,9 +33,7 @@ use std::process::ExitCode;
 /// Set in the copy of this harness that runs on sid's lavapipe.
 const ON_SID: &str = "GPUMLP_TEST_ON_SID_LAVAPIPE";
 
-type Body = fn(GpuContext);
-
-const TESTS: [(&str, Body); 2] = [
+const TESTS: [(&str, common::GpuTest); 2] = [
     (
         "every_mixed_variant_gives_the_cpus_logits_and_gradients_within_f16",
         every_mixed_variant_gives_the_cpus_logits_and_gradients_within_f16,
@@ -67,21 +65,8 @@ fn main() -> ExitCode {
             GpuContext::cooperative_sizes(a)
         );
     }
-    // Each test with the kernels as the program runs them natively (trusted modules) and with
-    // naga's runtime bounds checks.
-    let trials = [("trusted", false), ("checked", true)]
-        .into_iter()
-        .flat_map(|(mode, checked)| {
-            let adapter = adapter.clone();
-            TESTS.iter().map(move |&(name, body)| {
-                let adapter = adapter.clone();
-                common::gated(&format!("{mode}::{name}"), missing, move || {
-                    let adapter = adapter.expect("an adapter with cooperative matrices");
-                    body(block_on(GpuContext::with_checks(&adapter, checked)).unwrap())
-                })
-            })
-        })
-        .collect();
+    // Each test with trusted kernels, and with naga's runtime bounds checks.
+    let trials = common::per_mode(&TESTS, adapter, missing);
     libtest_mimic::run(&args, trials).exit_code()
 }
 

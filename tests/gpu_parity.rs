@@ -19,9 +19,7 @@ use gpumlp::{
 use pollster::block_on;
 use std::process::ExitCode;
 
-type Body = fn(GpuContext);
-
-const TESTS: [(&str, Body); 13] = [
+const TESTS: [(&str, common::GpuTest); 13] = [
     (
         "mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices",
         mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices,
@@ -91,25 +89,8 @@ fn main() -> ExitCode {
         }
         None => Some("no GPU adapter: apt-get install mesa-vulkan-drivers gives lavapipe"),
     };
-    // Every test twice: kernels as the program runs them natively (trusted modules, no runtime
-    // bounds checks, subgroup reductions where the adapter has them) and with naga's checks and
-    // the plain reductions, as in a browser.
-    let mut trials: Vec<_> = [("trusted", false), ("checked", true)]
-        .into_iter()
-        .flat_map(|(mode, checked)| {
-            let adapter = adapter.clone();
-            TESTS.iter().map(move |&(name, body)| {
-                let adapter = adapter.clone();
-                common::gated(&format!("{mode}::{name}"), missing, move || {
-                    let adapter = adapter.expect("no GPU adapter (Vulkan, Metal, DX12)");
-                    let mut ctx = block_on(GpuContext::with_checks(&adapter, checked)).unwrap();
-                    assert_eq!(ctx.checked, checked);
-                    ctx.subgroups &= !checked;
-                    body(ctx)
-                })
-            })
-        })
-        .collect();
+    // Every test twice: trusted kernels, and checked as in a browser.
+    let mut trials = common::per_mode(&TESTS, adapter, missing);
     if std::env::var_os(WITHOUT_ADAPTERS).is_none() {
         trials.push(libtest_mimic::Trial::test(
             "without_an_adapter_the_summary_counts_the_tests_as_ignored",

@@ -6,6 +6,9 @@ use gpumlp::dataset::{self, Dataset, Splits};
 mod gated;
 #[allow(unused_imports)] // not every test file gates its tests
 pub use gated::gated;
+mod gpu_modes;
+#[allow(unused_imports)] // only the GPU harnesses use it
+pub use gpu_modes::{per_mode, GpuTest};
 
 /// The first `train` and `test` digits of the built-in sample's splits: real data, small enough
 /// for quick runs.
