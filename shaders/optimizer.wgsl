@@ -28,9 +28,9 @@ struct Opt {
 
 override WG: u32 = 256u;
 
-/// `x`, or 0 where its magnitude is under f32's smallest normal number.
+/// `x`, or a zero of its sign where its magnitude is under f32's smallest normal number, 2^-126.
 fn flush(x: f32) -> f32 {
-    return select(x, 0.0, abs(x) < 1.17549435e-38);
+    return select(x, bitcast<f32>(bitcast<u32>(x) & 0x80000000u), abs(x) < 0x1p-126f);
 }
 
 @compute @workgroup_size(WG)

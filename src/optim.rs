@@ -3,6 +3,8 @@
 //! SGD with momentum (PyTorch's form):  `v = mu*v + g;  p -= lr*v`.
 //! Adam (Kingma & Ba, PyTorch's form):  `m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g^2;
 //!                                       p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps)`.
+//! The state (v for SGD, m and v for Adam) is stored as 0 where it would be subnormal
+//! ([`flush_subnormal`]).
 //! Weight decay, when set, is decoupled (AdamW-style) for both: `p -= lr*wd*p` before the update.
 //! The per-step scalars (the decay factor, Adam's bias corrections) are computed once, by
 //! [`OptimizerConfig::scalars`], for both backends. The update functions here are the reference:
@@ -208,7 +210,8 @@ impl fmt::Display for OptimizerConfig {
     }
 }
 
-/// `x`, or 0 where it is subnormal (under `f32::MIN_POSITIVE`, about 1.2e-38, in magnitude):
+/// `x`, or a zero of its sign where it is subnormal (under `f32::MIN_POSITIVE`, about 1.2e-38,
+/// in magnitude):
 /// how the optimizers store their moments and velocity, on every target and in the GPU kernels
 /// (`optimizer.wgsl`). A moment decays geometrically at each step its weight's gradient is zero
 /// (a dead unit, a pixel blank in the whole batch) and sinks into the subnormal range after a
@@ -221,7 +224,8 @@ impl fmt::Display for OptimizerConfig {
 #[inline(always)]
 pub fn flush_subnormal(x: f32) -> f32 {
     if x.abs() < f32::MIN_POSITIVE {
-        0.0
+        // A zero of x's sign, as the hardware's flush gives.
+        0.0f32.copysign(x)
     } else {
         x
     }

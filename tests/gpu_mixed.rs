@@ -65,7 +65,8 @@ fn main() -> ExitCode {
             GpuContext::cooperative_sizes(a)
         );
     }
-    // Each test with trusted kernels, and with naga's runtime bounds checks.
+    // Each test with trusted kernels, and checked as in a browser (naga's runtime bounds checks,
+    // the plain reductions).
     let trials = common::per_mode(&TESTS, adapter, missing);
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -52,7 +52,11 @@ fn every_kernel_file_validates_with_naga() {
             "{file} lacks its header"
         );
     }
-    for (file, body) in [kernels::REDUCE_PLAIN, kernels::REDUCE_SUBGROUP] {
+    for (file, body) in [
+        kernels::REDUCE_PLAIN,
+        kernels::REDUCE_SUBGROUP,
+        kernels::GEMM_COMMON,
+    ] {
         assert!(
             body.starts_with(&format!("// {file}:")),
             "{file} lacks its header"

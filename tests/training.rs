@@ -221,18 +221,26 @@ fn optimizers_store_subnormal_moments_as_zero() {
     let tiny = 1.2e-38f32;
     let adam = OptimizerConfig::new(OptimizerKind::Adam);
     // beta2 = 0.999 takes v only just under.
-    let (mut p, mut m, mut v) = (vec![0.5f32, 0.5], vec![tiny, 0.25], vec![1.176e-38, 1.0]);
-    adam_update(
-        &adam,
-        &adam.scalars(1e-3, 9),
-        &mut p,
-        &[0.0, 0.0],
-        &mut m,
-        &mut v,
+    let (mut p, mut m, mut v) = (
+        vec![0.5f32, 0.5, 0.5],
+        vec![tiny, 0.25, -tiny],
+        vec![1.176e-38, 1.0, 1.176e-38],
     );
+    let scalars = adam.scalars(1e-3, 9);
+    adam_update(&adam, &scalars, &mut p, &[0.0; 3], &mut m, &mut v);
     assert_eq!((m[0], v[0]), (0.0, 0.0), "the first moments flushed");
     assert_eq!((m[1], v[1]), (0.225, 0.999), "normal moments kept");
-    assert_eq!(p[0], 0.5, "a weight with no moment left does not move");
+    // As the hardware's flush does: a zero of the value's sign.
+    assert_eq!(
+        m[2].to_bits(),
+        (-0.0f32).to_bits(),
+        "a negative moment flushed to -0"
+    );
+    assert_eq!(
+        (p[0], p[2]),
+        (0.5, 0.5),
+        "a weight with no moment left does not move"
+    );
 
     let mut sgd = OptimizerConfig::new(OptimizerKind::Sgd);
     sgd.momentum = 0.5;

@@ -83,10 +83,12 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 ///   timed in the step itself, over the step's time on every thread; `fused` and `update`, the
 ///   parts of that spent in the work fused into the products' blocks and in the optimizer's
 ///   update;
-/// - `update_alone`: the optimizer's update of every parameter timed alone (the backend's own,
-///   on every thread, back to back), over the step's time: what that update costs at the least
-///   on this machine (it is bound by memory and by `sqrt` and division), so what the share
-///   outside the products cannot go below while the update is a pass of its own.
+/// - `update_alone`: the optimizer's update of every parameter timed alone (the backend's own
+///   `update`, on rayon's pool, back to back), its wall time over the step's: set beside
+///   `update` (thread time over every thread's), as the two are alike where the update keeps
+///   every thread busy. It is bound by memory and by `sqrt` and division: the part of the share
+///   outside the products that no reordering around them removes. (Inside the step, layer 0's
+///   update reads a gradient still in cache; alone, every gradient comes from memory.)
 struct OutsideShares {
     alone: Vec<f64>,
     in_step: Vec<f64>,
@@ -112,8 +114,8 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         // The step's gradients, applied again and again: the update's work does not depend on
         // their values (subnormals are flushed).
         let update_seconds = time_per_call(SHARE_PRODUCT_SECONDS, |reps| {
-            for t in 1..=reps as u64 {
-                backend.update(StepHyper { lr: 1e-3, t })?;
+            for step in 1..=reps as u64 {
+                backend.update(StepHyper { lr: 1e-3, t: step })?;
             }
             Ok(())
         })?;

@@ -24,7 +24,7 @@ pub fn per_mode(
             tests.iter().map(move |&(name, body)| {
                 let adapter = adapter.clone();
                 gated(&format!("{mode}::{name}"), missing, move || {
-                    let adapter = adapter.expect("an adapter (the gate lets no test run without)");
+                    let adapter = adapter.expect("a GPU adapter");
                     let mut ctx = block_on(GpuContext::with_checks(&adapter, checked)).unwrap();
                     assert_eq!(ctx.checked, checked);
                     ctx.subgroups &= !checked;

@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use wgpu::util::DeviceExt;
 
-/// `Gemm` in gemm.wgsl (a test holds the two layouts together: `wgsl_layouts`).
+/// `Gemm` in gemm_common.wgsl (a test holds the two layouts together: `wgsl_layouts`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct GemmParams {
@@ -42,7 +42,8 @@ pub(crate) struct GemmParams {
 pub(crate) const BATCH_M: u32 = 1;
 pub(crate) const BATCH_K: u32 = 2;
 
-/// gemm.wgsl's epilogues, each the value of the WGSL constant [`Epilogue::wgsl_name`] names.
+/// The GEMM kernels' epilogues, each the value of the WGSL constant [`Epilogue::wgsl_name`] names
+/// (in gemm_common.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Epilogue {
     None = 0,
@@ -58,7 +59,7 @@ pub(crate) enum Epilogue {
     RowSums = 4,
 }
 
-/// The codes as the layout test checks them against gemm.wgsl.
+/// The codes as the layout test checks them against gemm_common.wgsl.
 #[cfg(test)]
 impl Epilogue {
     pub const ALL: [Epilogue; 5] = [

@@ -86,7 +86,7 @@ fn epilogue_codes_match_the_wgsl_constants() {
             .constants
             .iter()
             .find(|(_, c)| c.name.as_deref() == Some(name))
-            .unwrap_or_else(|| panic!("gemm.wgsl has no constant {name}"));
+            .unwrap_or_else(|| panic!("gemm.wgsl (with gemm_common.wgsl) has no constant {name}"));
         match module.global_expressions[c.init] {
             naga::Expression::Literal(naga::Literal::U32(v)) => v,
             ref other => panic!("{name} is not a u32 literal: {other:?}"),
@@ -96,7 +96,7 @@ fn epilogue_codes_match_the_wgsl_constants() {
         assert_eq!(
             e as u32,
             constant(e.wgsl_name()),
-            "epilogue {e:?} and gemm.wgsl's {} differ",
+            "epilogue {e:?} and gemm_common.wgsl's {} differ",
             e.wgsl_name()
         );
     }
