@@ -211,9 +211,8 @@ impl fmt::Display for OptimizerConfig {
 }
 
 /// `x`, or a zero of its sign where it is subnormal (under `f32::MIN_POSITIVE`, about 1.2e-38,
-/// in magnitude):
-/// how the optimizers store their moments and velocity, on every target and in the GPU kernels
-/// (`optimizer.wgsl`). A moment decays geometrically at each step its weight's gradient is zero
+/// in magnitude): how the optimizers store their moments and velocity, on every target and in
+/// the GPU kernels (`optimizer.wgsl`). A moment decays geometrically at each step its weight's gradient is zero
 /// (a dead unit, a pixel blank in the whole batch) and sinks into the subnormal range after a
 /// few hundred such steps; on Intel cores every operation on a subnormal is a microcode assist.
 /// The CPU backend flushes in hardware on x86_64 (`backend::cpu::subnormals`), where this
