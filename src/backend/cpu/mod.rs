@@ -506,7 +506,8 @@ impl CpuBackend {
         let (opt, state) = self.optimizer.as_mut().ok_or_else(super::no_optimizer)?;
         let s = opt.scalars(hyper.lr, hyper.t);
         let state = state.iter_mut().map(|buffer| &mut buffer[..]).collect();
-        exec.run(&[update_parts(opt, &s, &mut self.params, state, &self.grads)]);
+        let all = Updater::new(opt, &s, &mut self.params, state);
+        exec.run(&[update_parts(all, &self.grads)]);
         Ok(())
     }
 
@@ -595,13 +596,14 @@ impl CpuBackend {
                     for buffer in state.iter_mut() {
                         let (this, up) = buffer.split_at_mut(end);
                         let (w, b) = this.split_at_mut(out * inp);
-                        w_state.push(Disjoint::new(w));
-                        b_state.push(Disjoint::new(b));
+                        w_state.push(w);
+                        b_state.push(b);
                         above.push(up);
                     }
-                    weight_update = Some((opt, s, Disjoint::new(pw), w_state));
-                    bias_update = Some((opt, s, Disjoint::new(pb), b_state));
-                    above_update = Some(update_parts(opt, s, params_above, above, grads_above));
+                    weight_update = Some(Updater::new(opt, s, pw, w_state));
+                    bias_update = Some(Updater::new(opt, s, pb, b_state));
+                    let above = Updater::new(opt, s, params_above, above);
+                    above_update = Some(update_parts(above, grads_above));
                 }
                 pieces.push(first_weight_grad(
                     dw,
@@ -616,11 +618,9 @@ impl CpuBackend {
                     // SAFETY: this part alone writes the bias gradient.
                     let db = unsafe { db.part(0..out) };
                     bias_grad(db, dz, out, 0..out);
-                    if let Some((opt, s, bias, state)) = &bias_update {
-                        let clock = clock::start();
+                    if let Some(bias) = &bias_update {
                         // SAFETY: this part alone touches the bias and its state.
-                        unsafe { update_part(opt, s, bias, state, 0..out, db) };
-                        clock::stop(clock, &clock::UPDATE);
+                        unsafe { bias.apply(0..out, db) };
                     }
                 }));
                 pieces.extend(above_update);
@@ -682,51 +682,81 @@ fn first_weight_grad<'a>(
     at: Mat<'a>,
     dz: Mat<'a>,
     out: usize,
-    update: Option<(
-        &'a OptimizerConfig,
-        &'a StepScalars,
-        Disjoint<'a>,
-        Vec<Disjoint<'a>>,
-    )>,
+    update: Option<Updater<'a>>,
 ) -> Parts<'a> {
     row_product(dw, at, dz, move |rows, grad| {
-        if let Some((opt, s, weights, state)) = &update {
-            let clock = clock::start();
+        if let Some(weights) = &update {
             // SAFETY: these rows of the weights and their state are this block's alone.
-            unsafe {
-                update_part(
-                    opt,
-                    s,
-                    weights,
-                    state,
-                    rows.start * out..rows.end * out,
-                    grad,
-                )
-            };
-            clock::stop(clock, &clock::UPDATE);
+            unsafe { weights.apply(rows.start * out..rows.end * out, grad) };
         }
     })
 }
 
-/// The optimizer's update of `params` from `grads`, with its `state` buffers (all the same part
-/// of the flat buffers), as parts of a region: chunks of `UPDATE_CHUNK` parameters.
-fn update_parts<'a>(
-    opt: &'a OptimizerConfig,
-    s: &'a StepScalars,
-    params: &'a mut [f32],
-    state: Vec<&'a mut [f32]>,
-    grads: &'a [f32],
-) -> Parts<'a> {
-    let n = params.len();
-    let params = Disjoint::new(params);
-    let state: Vec<Disjoint> = state.into_iter().map(Disjoint::new).collect();
+/// The optimizer's update of `params` (a stretch of the flat buffers, its state split alike)
+/// from `grads` (the same stretch), as parts of a region: chunks of `UPDATE_CHUNK` parameters.
+fn update_parts<'a>(params: Updater<'a>, grads: &'a [f32]) -> Parts<'a> {
+    let n = params.len;
     Parts::new(n.div_ceil(UPDATE_CHUNK), move |chunk| {
         let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
-        let clock = clock::start();
         // SAFETY: each chunk is its own part of the buffers.
-        unsafe { update_part(opt, s, &params, &state, at.clone(), &grads[at]) };
-        clock::stop(clock, &clock::UPDATE);
+        unsafe { params.apply(at.clone(), &grads[at]) };
     })
+}
+
+/// The optimizer's update of a stretch of the parameters (a layer's weights, its bias, the
+/// layers above it, or all) with their state buffers split alike, for the parts of a region to
+/// apply to ranges of their own.
+struct Updater<'a> {
+    opt: &'a OptimizerConfig,
+    s: &'a StepScalars,
+    params: Disjoint<'a>,
+    state: Vec<Disjoint<'a>>,
+    len: usize,
+}
+
+impl<'a> Updater<'a> {
+    fn new(
+        opt: &'a OptimizerConfig,
+        s: &'a StepScalars,
+        params: &'a mut [f32],
+        state: Vec<&'a mut [f32]>,
+    ) -> Self {
+        Updater {
+            opt,
+            s,
+            len: params.len(),
+            params: Disjoint::new(params),
+            state: state.into_iter().map(Disjoint::new).collect(),
+        }
+    }
+
+    /// Updates the parameters `at` (indices into this stretch) from their gradient `g`, counted
+    /// as the optimizer's time (`clock`).
+    ///
+    /// # Safety
+    /// `at` is the caller's own range: no other live part of the parameters or their state
+    /// overlaps it.
+    unsafe fn apply(&self, at: std::ops::Range<usize>, g: &[f32]) {
+        debug_assert_eq!(at.len(), g.len(), "a gradient for every parameter");
+        let clock = clock::start();
+        // SAFETY: the caller's contract.
+        let p = unsafe { self.params.part(at.clone()) };
+        match (self.opt.kind, &self.state[..]) {
+            (OptimizerKind::Sgd, [vel]) => {
+                sgd_update(self.opt, self.s, p, g, unsafe { vel.part(at) })
+            }
+            (OptimizerKind::Adam, [m, v]) => adam_update(
+                self.opt,
+                self.s,
+                p,
+                g,
+                unsafe { m.part(at.clone()) },
+                unsafe { v.part(at) },
+            ),
+            _ => unreachable!("state buffers are made from state_names"),
+        }
+        clock::stop(clock, &clock::UPDATE);
+    }
 }
 
 /// Gathering `rows` of the training set `data` into `staged`, as two parts of a region (a half
@@ -818,33 +848,6 @@ fn gather(data: &Dataset, rows: &[u32], dst: &mut [f32]) {
 fn labels_of(data: &Dataset, rows: &[u32], out: &mut Vec<u32>) {
     out.clear();
     out.extend(rows.iter().map(|&i| data.labels[i as usize]));
-}
-
-/// The optimizer's update of parameters `at` of a layer from their gradient `g`.
-///
-/// # Safety
-/// `at` is the caller's own part of the layer: no other live part of `params` or `state`
-/// overlaps it.
-unsafe fn update_part(
-    opt: &OptimizerConfig,
-    s: &StepScalars,
-    params: &Disjoint,
-    state: &[Disjoint],
-    at: std::ops::Range<usize>,
-    g: &[f32],
-) {
-    debug_assert_eq!(at.len(), g.len(), "a gradient for every parameter");
-    // SAFETY: the caller's contract.
-    let p = unsafe { params.part(at.clone()) };
-    match (opt.kind, state) {
-        (OptimizerKind::Sgd, [vel]) => sgd_update(opt, s, p, g, unsafe { vel.part(at) }),
-        (OptimizerKind::Adam, [m, v]) => {
-            adam_update(opt, s, p, g, unsafe { m.part(at.clone()) }, unsafe {
-                v.part(at)
-            })
-        }
-        _ => unreachable!("state buffers are made from state_names"),
-    }
 }
 
 /// Hints the processor to bring the images at `rows` into cache (a no-op where there is no
