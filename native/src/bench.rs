@@ -80,9 +80,10 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 /// - `alone`: one minus the time of B1's five large products timed alone (warm caches, back to
 ///   back), over the step's;
 /// - `in_step`: one minus the thread-time inside all of the step's products' `gemm` calls,
-///   timed in the step itself, over the step's time on every thread; `fused` and `update`, the
-///   parts of that spent in the work fused into the products' blocks and in the optimizer's
-///   update;
+///   timed in the step itself, over the step's time on every thread; `fused`, `update` and
+///   `idle`, the parts of that spent in the work fused into the products' blocks, in the
+///   optimizer's update, and waiting (a thread done with its parts of a region waiting for the
+///   others to finish theirs, or for the leading thread's serial work between regions);
 /// - `update_alone`: the optimizer's update of every parameter timed alone (the backend's own
 ///   `update`, on rayon's pool, back to back), its wall time over the step's: set beside
 ///   `update` (thread time over every thread's), as the two are alike where the update keeps
@@ -94,14 +95,15 @@ struct OutsideShares {
     in_step: Vec<f64>,
     fused: Vec<f64>,
     update: Vec<f64>,
+    idle: Vec<f64>,
     update_alone: Vec<f64>,
 }
 
 fn cpu_outside_shares() -> Result<OutsideShares> {
     let mut backend = CpuBackend::new(&workload::architecture());
     let threads = gpumlp::backend::cpu_threads() as f64;
-    let [mut alone, mut in_step, mut fused, mut update, mut update_alone] =
-        [(); 5].map(|_| Vec::new());
+    let [mut alone, mut in_step, mut fused, mut update, mut idle, mut update_alone] =
+        [(); 6].map(|_| Vec::new());
     for _ in 0..SHARE_ROUNDS {
         let mut products = 0.0;
         for (m, k, n, a_t, b_t, _) in b1_products(true) {
@@ -125,12 +127,14 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         in_step.push(1.0 - t.products / all_threads);
         fused.push(t.fused / all_threads);
         update.push(t.update / all_threads);
+        idle.push(t.idle / all_threads);
     }
     for shares in [
         &mut alone,
         &mut in_step,
         &mut fused,
         &mut update,
+        &mut idle,
         &mut update_alone,
     ] {
         shares.sort_by(f64::total_cmp);
@@ -140,6 +144,7 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         in_step,
         fused,
         update,
+        idle,
         update_alone,
     })
 }
@@ -281,11 +286,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
         println!(
-            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update, which alone on every thread takes {} of a step); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update, which alone on every thread takes {} of a step, {} waiting for other threads); {} of a step against B1's five large products timed alone ({:.3} ms)",
             median_and_range(&shares.in_step),
             median_and_range(&shares.fused),
             median_and_range(&shares.update),
             median_and_range(&shares.update_alone),
+            median_and_range(&shares.idle),
             median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
         );
@@ -332,6 +338,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     "fused_work_share_in_step": outside_rounds.as_ref().map(|s| s.fused[SHARE_ROUNDS / 2]),
                     "update_share_in_step": outside_rounds.as_ref().map(|s| s.update[SHARE_ROUNDS / 2]),
                     "update_alone_share": outside_rounds.as_ref().map(|s| s.update_alone[SHARE_ROUNDS / 2]),
+                    "idle_share_in_step": outside_rounds.as_ref().map(|s| s.idle[SHARE_ROUNDS / 2]),
                     "families": families.iter().map(|(n, s)| json!({"family": n, "seconds": s})).collect::<Vec<_>>(),
                     "encode_seconds": encode,
                 },

@@ -48,6 +48,8 @@ pub struct StepTimes {
     pub fused: f64,
     /// In the optimizer's update.
     pub update: f64,
+    /// A team's threads waiting (at a region's end, or for the leader's serial work).
+    pub idle: f64,
 }
 
 /// [`b1_step_seconds`], with what the CPU's clock counted in the timed steps.
@@ -82,6 +84,7 @@ pub fn b1_step_times(backend: &mut dyn Backend, steps: usize) -> Result<StepTime
             clock::product_seconds(),
             clock::fused_seconds(),
             clock::update_seconds(),
+            clock::idle_seconds(),
         ]
     };
     let before = counted();
@@ -89,12 +92,13 @@ pub fn b1_step_times(backend: &mut dyn Backend, steps: usize) -> Result<StepTime
     epoch(steps)?;
     let seconds = start.elapsed().as_secs_f64();
     let after = counted();
-    let [products, fused, update] = std::array::from_fn(|i| after[i] - before[i]);
+    let [products, fused, update, idle] = std::array::from_fn(|i| after[i] - before[i]);
     let per_step = |s: f64| s / steps as f64;
     Ok(StepTimes {
         step: per_step(seconds),
         products: per_step(products),
         fused: per_step(fused),
         update: per_step(update),
+        idle: per_step(idle),
     })
 }

@@ -284,7 +284,9 @@ pub(crate) fn matmul_blocks(
 
 /// The thread-time spent inside the products' `gemm` calls, and apart from it in the work
 /// fused into their blocks (`after`: a bias and an activation, its derivative, a bias
-/// gradient) and in the optimizer's update, counted while switched on: what
+/// gradient), in the optimizer's update, and idle (a team's threads waiting at a region's end
+/// for the others, or for the leading thread's serial work between regions), counted while
+/// switched on: what
 /// `gpumlp bench` sets against a step's time for the share of the step outside the products,
 /// and for what that share is made of. Process-wide: every CPU backend's products count while
 /// it is on. (Native only: the browser has no clock here, and nothing counts there.)
@@ -295,6 +297,7 @@ pub mod clock {
     pub(super) static PRODUCTS: AtomicU64 = AtomicU64::new(0);
     pub(super) static FUSED: AtomicU64 = AtomicU64::new(0);
     pub(in super::super) static UPDATE: AtomicU64 = AtomicU64::new(0);
+    pub(in super::super) static IDLE: AtomicU64 = AtomicU64::new(0);
 
     /// Switches the count on or off.
     pub fn count_products(on: bool) {
@@ -314,6 +317,11 @@ pub mod clock {
     /// Seconds counted so far in the optimizer's update, summed over threads.
     pub fn update_seconds() -> f64 {
         UPDATE.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Seconds counted so far with a team's thread waiting, summed over threads.
+    pub fn idle_seconds() -> f64 {
+        IDLE.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -10,6 +10,8 @@
 //! computes, so results are the same on either.
 
 use super::super::parallel::*;
+#[cfg(not(target_arch = "wasm32"))]
+use super::matmul::clock;
 use super::subnormals::flushed;
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::UnsafeCell;
@@ -195,10 +197,12 @@ impl Team {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| take_parts(s, job, count)));
         // Whatever happened here, the helpers may still be calling `job`: wait for them before
         // it goes out of scope.
+        let idle = clock::start();
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < self.helpers.len() {
             wait(&mut spins);
         }
+        clock::stop(idle, &clock::IDLE);
         if let Err(panic) = mine {
             std::panic::resume_unwind(panic);
         }
@@ -247,6 +251,9 @@ fn help(s: &Shared) {
     let _flushed = super::subnormals::Flushed::here();
     let mut seen = 0;
     loop {
+        // Waiting for the other threads to finish the region, then for the leader's work
+        // between regions.
+        let idle = clock::start();
         let mut spins = 0u32;
         loop {
             if s.stop.load(Ordering::Acquire) {
@@ -259,6 +266,7 @@ fn help(s: &Shared) {
             }
             wait(&mut spins);
         }
+        clock::stop(idle, &clock::IDLE);
         // SAFETY: the leader stored the job before bumping `generation` (Release, seen above
         // with Acquire) and keeps the closure alive until this helper reports `done`.
         let (job, count) = unsafe { *s.job.get() };
