@@ -3,7 +3,6 @@
 //! data was read (so `eval`, `predict` and `--resume` read theirs the same way). A checkpoint
 //! stores it; one written before data was general reads as [`DataSpec::mnist`].
 
-use crate::dataset::Features;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +22,42 @@ pub enum Input {
     Bytes,
     /// f32, used as they are.
     Floats,
+}
+
+/// The features of every sample, row-major, `width` per sample.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Features {
+    Bytes(Vec<u8>),
+    Floats(Vec<f32>),
+}
+
+impl Features {
+    /// Values stored (samples x width).
+    pub fn len(&self) -> usize {
+        match self {
+            Features::Bytes(v) => v.len(),
+            Features::Floats(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn input(&self) -> Input {
+        match self {
+            Features::Bytes(_) => Input::Bytes,
+            Features::Floats(_) => Input::Floats,
+        }
+    }
+
+    /// The stored bytes (little-endian f32 for floats), for fingerprints.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Features::Bytes(v) => v,
+            Features::Floats(v) => bytemuck::cast_slice(v),
+        }
+    }
 }
 
 impl Input {

@@ -5,48 +5,14 @@
 //! 188 MB as f32); backends scale them as they read a batch. Float features (tables, arrays
 //! saved as f32 or f64, anything standardised) are kept as f32.
 
+// Features are the data's form (`data_spec`); named here too, beside the dataset that holds them.
+pub use crate::data_spec::Features;
 use crate::data_spec::{DataSpec, Input, ReadOptions, Standardization, MAX_CLASSES};
 use crate::error::{Error, Result};
 use crate::idx;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-/// The features of every sample, row-major, `width` per sample.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Features {
-    Bytes(Vec<u8>),
-    Floats(Vec<f32>),
-}
-
-impl Features {
-    /// Values stored (samples x width).
-    pub fn len(&self) -> usize {
-        match self {
-            Features::Bytes(v) => v.len(),
-            Features::Floats(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn input(&self) -> Input {
-        match self {
-            Features::Bytes(_) => Input::Bytes,
-            Features::Floats(_) => Input::Floats,
-        }
-    }
-
-    /// The stored bytes (little-endian f32 for floats), for fingerprints.
-    pub fn as_bytes(&self) -> &[u8] {
-        match self {
-            Features::Bytes(v) => v,
-            Features::Floats(v) => bytemuck::cast_slice(v),
-        }
-    }
-}
 
 /// Samples (`width` features each) and their labels (classes `0..`).
 #[derive(Clone, Debug, PartialEq)]

@@ -12,6 +12,7 @@
 //! element; every thread flushes subnormals alike (`subnormals`). Which thread runs a block
 //! changes nothing.
 
+use super::clock;
 use super::team::{Exec, Parts};
 use std::marker::PhantomData;
 
@@ -280,67 +281,6 @@ pub(crate) fn matmul_blocks(
     after: impl Fn(&mut Block) + Sync,
 ) {
     exec.run(&[product(dst, a, b, after)]);
-}
-
-/// The thread-time spent inside the products' `gemm` calls, and apart from it in the work
-/// fused into their blocks (`after`: a bias and an activation, its derivative, a bias
-/// gradient), in the optimizer's update, and idle (a team's threads waiting at a region's end
-/// for the others, or for the leading thread's serial work between regions), counted while
-/// switched on: what
-/// `gpumlp bench` sets against a step's time for the share of the step outside the products,
-/// and for what that share is made of. Process-wide: every CPU backend's products count while
-/// it is on. (Native only: the browser has no clock here, and nothing counts there.)
-pub mod clock {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    static ON: AtomicBool = AtomicBool::new(false);
-    pub(super) static PRODUCTS: AtomicU64 = AtomicU64::new(0);
-    pub(super) static FUSED: AtomicU64 = AtomicU64::new(0);
-    pub(in super::super) static UPDATE: AtomicU64 = AtomicU64::new(0);
-    pub(in super::super) static IDLE: AtomicU64 = AtomicU64::new(0);
-
-    /// Switches the count on or off.
-    pub fn count_products(on: bool) {
-        ON.store(on, Ordering::Relaxed);
-    }
-
-    /// Seconds counted so far inside `gemm` calls, summed over threads.
-    pub fn product_seconds() -> f64 {
-        PRODUCTS.load(Ordering::Relaxed) as f64 * 1e-9
-    }
-
-    /// Seconds counted so far in the work fused into the products' blocks, summed over threads.
-    pub fn fused_seconds() -> f64 {
-        FUSED.load(Ordering::Relaxed) as f64 * 1e-9
-    }
-
-    /// Seconds counted so far in the optimizer's update, summed over threads.
-    pub fn update_seconds() -> f64 {
-        UPDATE.load(Ordering::Relaxed) as f64 * 1e-9
-    }
-
-    /// Seconds counted so far with a team's thread waiting, summed over threads.
-    pub fn idle_seconds() -> f64 {
-        IDLE.load(Ordering::Relaxed) as f64 * 1e-9
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(in super::super) fn start() -> Option<std::time::Instant> {
-        ON.load(Ordering::Relaxed).then(std::time::Instant::now)
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(in super::super) fn stop(start: Option<std::time::Instant>, count: &AtomicU64) {
-        if let Some(start) = start {
-            count.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        }
-    }
-
-    #[cfg(target_arch = "wasm32")]
-    pub(in super::super) fn start() {}
-
-    #[cfg(target_arch = "wasm32")]
-    pub(in super::super) fn stop(_: (), _: &AtomicU64) {}
 }
 
 /// `dst = A @ B`, `dst` row-major `[m, n]`, `reps` times over, on the threads a span of

@@ -27,12 +27,13 @@
 //! 157 us instead of 250, whose `[O,I]` operand `gemm` reads at a power-of-two stride).
 
 mod aligned;
+pub mod clock;
 mod fused;
 mod matmul;
 mod subnormals;
 mod team;
 
-pub use matmul::{clock, matmul_row_major};
+pub use matmul::matmul_row_major;
 
 use super::parallel::*;
 use super::{ready, Backend, DeviceInfo, LocalFuture, Split, Stats, StepHyper, Tensor};

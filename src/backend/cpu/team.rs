@@ -11,7 +11,7 @@
 
 use super::super::parallel::*;
 #[cfg(not(target_arch = "wasm32"))]
-use super::matmul::clock;
+use super::clock;
 use super::subnormals::flushed;
 #[cfg(not(target_arch = "wasm32"))]
 use std::cell::UnsafeCell;
