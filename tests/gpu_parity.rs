@@ -1,5 +1,6 @@
 //! The GPU backend against the CPU backend, on the same seed and batch: forward logits, every
-//! gradient, the parameters and moments after one SGD and one Adam step, the running stats, a
+//! gradient, the parameters and moments after one SGD and one Adam step (and moments that would
+//! be subnormal stored as zero), the running stats, a
 //! short training run, and dispatches past 65,535 workgroups. Tolerances are `abs + rel * |ref|`
 //! with the CPU as the reference.
 //!
@@ -19,7 +20,7 @@ use gpumlp::{
 use pollster::block_on;
 use std::process::ExitCode;
 
-const TESTS: [(&str, common::GpuTest); 13] = [
+const TESTS: [(&str, common::GpuTest); 14] = [
     (
         "mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices",
         mixed_precision_runs_only_where_the_adapter_has_cooperative_matrices,
@@ -39,6 +40,10 @@ const TESTS: [(&str, common::GpuTest); 13] = [
     (
         "one_sgd_and_one_adam_step_match_the_cpu",
         one_sgd_and_one_adam_step_match_the_cpu,
+    ),
+    (
+        "moments_that_would_be_subnormal_are_stored_as_zero_as_on_the_cpu",
+        moments_that_would_be_subnormal_are_stored_as_zero_as_on_the_cpu,
     ),
     (
         "a_short_training_run_ends_within_a_point_of_the_cpu",
@@ -450,6 +455,56 @@ fn one_sgd_and_one_adam_step_match_the_cpu(ctx: GpuContext) {
             gpu_params != init_params(&arch(), 11),
             "{kind:?}: the step changed nothing"
         );
+    }
+}
+
+/// The optimizer's moments flushed on the GPU as on the CPU (`optim::flush_subnormal`,
+/// `flush` in optimizer.wgsl): from a state at f32's smallest normal magnitude and a zero
+/// gradient, the decayed moments would be subnormal, and both backends store a zero; a normal
+/// state beside them decays as usual. (An adapter that
+/// flushes subnormals by itself passes either way; one that keeps them catches a missing
+/// flush.)
+fn moments_that_would_be_subnormal_are_stored_as_zero_as_on_the_cpu(ctx: GpuContext) {
+    for kind in [OptimizerKind::Sgd, OptimizerKind::Adam] {
+        let mut opt = OptimizerConfig::new(kind);
+        opt.momentum = 0.9;
+        let (mut cpu, mut gpu) = pair(ctx.clone(), &opt);
+        let n = cpu.layout().len;
+        // Every third moment normal (1e-3); the rest at the smallest normal magnitude, the
+        // first moment (or the velocity) of either sign, the second positive.
+        let tiny = |i: usize, signed: bool| match (i % 3, signed && i % 2 == 1) {
+            (0, _) => 1e-3,
+            (_, true) => -f32::MIN_POSITIVE,
+            (_, false) => f32::MIN_POSITIVE,
+        };
+        let state: Vec<Vec<f32>> = (0..kind.state_names().len())
+            .map(|k| (0..n).map(|i| tiny(i, k == 0)).collect())
+            .collect();
+        for b in [&mut cpu as &mut dyn Backend, &mut gpu] {
+            set_state(b, &state);
+            b.write(Tensor::Grads, &vec![0.0; n]).unwrap();
+            b.update(StepHyper { lr: 0.01, t: 3 }).unwrap();
+        }
+        let (gs, cs) = (state_of(&mut gpu, kind), state_of(&mut cpu, kind));
+        for (k, name) in kind.state_names().iter().enumerate() {
+            for i in 0..n {
+                let (before, g, c) = (state[k][i], gs[k][i], cs[k][i]);
+                if i % 3 == 0 {
+                    assert!(
+                        g.is_normal() && g < before,
+                        "{kind:?} {name}[{i}]: {before} -> {g}"
+                    );
+                    common::assert_close(&format!("{kind:?} {name}"), &[g], &[c], 0.0, 1e-6);
+                } else {
+                    // A zero of either sign: the CPU's hardware flush may make the product's
+                    // -0 a +0 in the sum that follows, before the software flush sees it.
+                    assert!(
+                        g == 0.0 && c == 0.0,
+                        "{kind:?} {name}[{i}]: {before:e} -> GPU {g:e}, CPU {c:e}"
+                    );
+                }
+            }
+        }
     }
 }
 
