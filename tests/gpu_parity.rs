@@ -1,8 +1,7 @@
 //! The GPU backend against the CPU backend, on the same seed and batch: forward logits, every
 //! gradient, the parameters and moments after one SGD and one Adam step (and moments that would
-//! be subnormal stored as zero), the running stats, a
-//! short training run, and dispatches past 65,535 workgroups. Tolerances are `abs + rel * |ref|`
-//! with the CPU as the reference.
+//! be subnormal stored as zero), the running stats, a short training run, and dispatches past
+//! 65,535 workgroups. Tolerances are `abs + rel * |ref|` with the CPU as the reference.
 //!
 //! Runs on any adapter, a software one included (CI installs lavapipe). With no adapter at all
 //! the tests are reported as ignored, with the reason, in the test summary, and fail under CI
