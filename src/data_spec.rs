@@ -1,7 +1,8 @@
 //! What a model's two ends are made for, decided by the data it trains on: how many features
 //! it reads and in what form, how many classes it tells apart and by what names, and how the
 //! data was read (so `eval`, `predict` and `--resume` read theirs the same way). A checkpoint
-//! stores it; one written before data was general reads as [`DataSpec::mnist`].
+//! stores it; one written before data was general reads as [`DataSpec::mnist`]. Beside the
+//! form ([`Input`]) are the values in it ([`Features`]).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,16 @@ pub enum Input {
     Bytes,
     /// f32, used as they are.
     Floats,
+}
+
+impl Input {
+    /// What a stored value is multiplied by as it enters the first layer.
+    pub fn scale(self) -> f32 {
+        match self {
+            Input::Bytes => BYTE_SCALE,
+            Input::Floats => 1.0,
+        }
+    }
 }
 
 /// The features of every sample, row-major, `width` per sample.
@@ -56,16 +67,6 @@ impl Features {
         match self {
             Features::Bytes(v) => v,
             Features::Floats(v) => bytemuck::cast_slice(v),
-        }
-    }
-}
-
-impl Input {
-    /// What a stored value is multiplied by as it enters the first layer.
-    pub fn scale(self) -> f32 {
-        match self {
-            Input::Bytes => BYTE_SCALE,
-            Input::Floats => 1.0,
         }
     }
 }

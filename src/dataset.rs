@@ -5,7 +5,7 @@
 //! 188 MB as f32); backends scale them as they read a batch. Float features (tables, arrays
 //! saved as f32 or f64, anything standardised) are kept as f32.
 
-// Features are the data's form (`data_spec`); named here too, beside the dataset that holds them.
+// Defined in `data_spec` beside `Input` (so that `data_spec` need not import this module).
 pub use crate::data_spec::Features;
 use crate::data_spec::{DataSpec, Input, ReadOptions, Standardization, MAX_CLASSES};
 use crate::error::{Error, Result};

@@ -109,9 +109,9 @@ fn cpu_outside_shares() -> Result<OutsideShares> {
         for (m, k, n, a_t, b_t, _) in b1_products(true) {
             products += cpu_gemm_seconds((m, k, n), (a_t, b_t), SHARE_PRODUCT_SECONDS)?;
         }
-        clock::count_products(true);
+        clock::count(true);
         let timed = b1_step_times(&mut backend, STEPS);
-        clock::count_products(false);
+        clock::count(false);
         let t = timed?;
         // The step's gradients, applied again and again: the update's work does not depend on
         // their values (subnormals are flushed).
@@ -286,12 +286,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         // at the mercy of a noisy neighbour).
         let shares = cpu_outside_shares()?;
         println!(
-            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} in the optimizer's update, which alone on every thread takes {} of a step, {} waiting for other threads); {} of a step against B1's five large products timed alone ({:.3} ms)",
+            "  outside the products, median of {SHARE_ROUNDS} rounds (range): {} of every thread's time in the step (its gemm calls timed in the step; of it {} in the work fused into their blocks, {} waiting for the other threads or the leading thread's serial work, {} in the optimizer's update, which alone on every thread takes {} of a step); {} of a step against B1's five large products timed alone ({:.3} ms)",
             median_and_range(&shares.in_step),
             median_and_range(&shares.fused),
+            median_and_range(&shares.idle),
             median_and_range(&shares.update),
             median_and_range(&shares.update_alone),
-            median_and_range(&shares.idle),
             median_and_range(&shares.alone),
             b1_gemm_seconds * 1e3,
         );

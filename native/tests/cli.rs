@@ -610,9 +610,11 @@ fn devices_lists_every_adapter_and_the_cpu_backend() {
 #[test]
 fn bench_reports_gemm_and_training_step_figures() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = gpumlp(
+    // Two threads, whatever the machine has: a team, whose waiting is counted.
+    let out = gpumlp_env(
         &["bench", "--device", "cpu", "--size", "64", "--json"],
         tmp.path(),
+        &[("RAYON_NUM_THREADS", "2")],
     );
     assert_ok(&out);
     let j = json(&out);
@@ -650,17 +652,18 @@ fn bench_reports_gemm_and_training_step_figures() {
     }
     // The products do run inside the step: a share of all of it would mean the clock is off;
     // the work fused into their blocks, the optimizer's update and the threads' waiting are
-    // parts of what is outside the gemm calls.
+    // parts of what is outside the gemm calls (each a median of its own rounds, so the three
+    // are not summed: medians need not add up).
     let outside = step["outside_gemm_share_in_step"].as_f64().unwrap();
     let fused = step["fused_work_share_in_step"].as_f64().unwrap();
     let update = step["update_share_in_step"].as_f64().unwrap();
     let idle = step["idle_share_in_step"].as_f64().unwrap();
     assert!(
-        outside < 0.99 && fused > 0.0 && update > 0.0 && idle >= 0.0,
+        outside < 0.99 && fused > 0.0 && update > 0.0 && idle > 0.0,
         "{outside} {fused} {update} {idle}"
     );
     assert!(
-        fused + update + idle < outside,
+        fused + update < outside && idle < outside,
         "{outside} {fused} {update} {idle}"
     );
     // The update timed alone, against the step's time.

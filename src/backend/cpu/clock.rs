@@ -15,8 +15,8 @@ pub(super) static FUSED: AtomicU64 = AtomicU64::new(0);
 pub(super) static UPDATE: AtomicU64 = AtomicU64::new(0);
 pub(super) static IDLE: AtomicU64 = AtomicU64::new(0);
 
-/// Switches the count on or off.
-pub fn count_products(on: bool) {
+/// Switches every count on or off.
+pub fn count(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 

@@ -257,6 +257,7 @@ fn help(s: &Shared) {
         let mut spins = 0u32;
         loop {
             if s.stop.load(Ordering::Acquire) {
+                clock::stop(idle, &clock::IDLE);
                 return;
             }
             let generation = s.generation.load(Ordering::Acquire);
