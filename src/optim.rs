@@ -212,9 +212,9 @@ impl fmt::Display for OptimizerConfig {
 
 /// `x`, or a zero of its sign where it is subnormal (under `f32::MIN_POSITIVE`, about 1.2e-38,
 /// in magnitude): how the optimizers store their moments and velocity, on every target and in
-/// the GPU kernels (`optimizer.wgsl`). A moment decays geometrically at each step its weight's gradient is zero
-/// (a dead unit, a pixel blank in the whole batch) and sinks into the subnormal range after a
-/// few hundred such steps; on Intel cores every operation on a subnormal is a microcode assist.
+/// the GPU kernels (`optimizer.wgsl`). A moment decays geometrically at each step its weight's
+/// gradient is zero (a dead unit, a pixel blank in the whole batch) and sinks into the
+/// subnormal range after a few hundred such steps; on Intel cores every operation on a subnormal is a microcode assist.
 /// The CPU backend flushes in hardware on x86_64 (`backend::cpu::subnormals`), where this
 /// changes nothing; wasm32 has no such mode, and there this keeps the moments, the main
 /// source, out of that range (on a 2-core Xeon with the hardware mode switched off, B1's
@@ -232,7 +232,8 @@ pub fn flush_subnormal(x: f32) -> f32 {
 
 /// One SGD-with-momentum update of `p` (and its velocity `vel`) from gradient `g`.
 // Compiled also for AVX2 and AVX-512 and picked at run time: the baseline x86-64 build is SSE2,
-// and these loops are bound by `sqrt` and division throughput. Elementwise IEEE operations give
+// and in cache these loops are bound by `sqrt` and division throughput (out of cache, as B1's
+// state is, by memory). Elementwise IEEE operations give
 // the same bits at any vector width.
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
 pub fn sgd_update(

@@ -87,8 +87,9 @@ fn b1_products(on_cpu: bool) -> Vec<(usize, usize, usize, bool, bool, String)> {
 /// - `update_alone`: the optimizer's update of every parameter timed alone (the backend's own
 ///   `update`, on rayon's pool, back to back), its wall time over the step's: set beside
 ///   `update` (thread time over every thread's), as the two are alike where the update keeps
-///   every thread busy. It is bound by memory and by `sqrt` and division: the part of the share
-///   outside the products that no reordering around them removes. (Inside the step, layer 0's
+///   every thread busy. At B1's size it is bound by memory (exact and estimated square roots
+///   and divisions measured alike: README, "Measured results"): the part of the share outside
+///   the products that no reordering around them removes. (Inside the step, layer 0's
 ///   update reads a gradient still in cache; alone, every gradient comes from memory.)
 struct OutsideShares {
     alone: Vec<f64>,

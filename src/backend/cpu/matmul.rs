@@ -336,6 +336,11 @@ impl<'a> Disjoint<'a> {
         }
     }
 
+    /// Values in the buffer.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// The values `range` of the buffer.
     ///
     /// # Safety

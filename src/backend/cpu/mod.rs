@@ -696,7 +696,7 @@ fn first_weight_grad<'a>(
 /// The optimizer's update of `params` (a stretch of the flat buffers, its state split alike)
 /// from `grads` (the same stretch), as parts of a region: chunks of `UPDATE_CHUNK` parameters.
 fn update_parts<'a>(params: Updater<'a>, grads: &'a [f32]) -> Parts<'a> {
-    let n = params.len;
+    let n = params.params.len();
     Parts::new(n.div_ceil(UPDATE_CHUNK), move |chunk| {
         let at = chunk * UPDATE_CHUNK..((chunk + 1) * UPDATE_CHUNK).min(n);
         // SAFETY: each chunk is its own part of the buffers.
@@ -712,7 +712,6 @@ struct Updater<'a> {
     s: &'a StepScalars,
     params: Disjoint<'a>,
     state: Vec<Disjoint<'a>>,
-    len: usize,
 }
 
 impl<'a> Updater<'a> {
@@ -725,7 +724,6 @@ impl<'a> Updater<'a> {
         Updater {
             opt,
             s,
-            len: params.len(),
             params: Disjoint::new(params),
             state: state.into_iter().map(Disjoint::new).collect(),
         }
